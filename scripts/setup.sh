@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One idempotent set-up step: Debian packages (only those missing), .venv with exact pins, tsir itself.
+# Re-running it is cheap: a stamp keyed by the lock file and pyproject.toml skips work already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBIAN_PACKAGES=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user cmake)
+PYTHON=${PYTHON:-python3.11}
+
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+stamp=".venv/.tsir-setup-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ]; then
+  exit 0
+fi
+if ! command -v "$PYTHON" >/dev/null; then
+  echo "setup: $PYTHON not found; install Python 3.11 or set PYTHON=/path/to/python3.11" >&2
+  exit 2
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+echo "setup: installing pinned Python packages into .venv (first run takes a few minutes)"
+.venv/bin/pip install -q -r requirements.lock
+.venv/bin/pip install -q --no-deps --no-build-isolation -e .
+rm -f .venv/.tsir-setup-*
+touch "$stamp"
+echo "setup: done"

@@ -1,0 +1,220 @@
+"""Relax -> tsir: the dataflow graph of ``main`` becomes a term graph.
+
+``CONVERTERS`` is one table keyed by Relax op name. A converter gets the call and its arguments
+(tensor arguments already as terms, a tuple of tensors as a list, anything else as the Relax
+expression) and returns a term, or None when the call's attributes are outside what the tsir op
+models. A call with no converter, or whose converter returns None, becomes an ``opaque`` term that
+keeps its original Relax call, so the model still compiles. Users add ops with ``register_converter``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from tsir.errors import StaticShapeError, TsirError
+from tsir.ir.term import Graph, Term
+
+Constant = tvm.ir.expr.GenericConst
+Arg = Term | list | relax.Expr
+Converter = Callable[[relax.Call, list[Arg]], Term | None]
+CONVERTERS: dict[str, Converter] = {}
+
+
+def register_converter(relax_op: str) -> Callable[[Converter], Converter]:
+    """Decorator: convert calls of ``relax_op`` (e.g. ``"relax.nn.relu"``) with the decorated function."""
+
+    def wrap(fn: Converter) -> Converter:
+        CONVERTERS[relax_op] = fn
+        return fn
+
+    return wrap
+
+
+def _ints(values) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+
+def _tensors(*args: Arg) -> bool:
+    return all(isinstance(a, Term) for a in args)
+
+
+for _name in ("relu", "sigmoid", "tanh", "sqrt", "exp"):
+    _op_name = f"relax.nn.{_name}" if _name == "relu" else f"relax.{_name}"
+    CONVERTERS[_op_name] = lambda call, args, n=_name: Term(n, (args[0],)) if _tensors(args[0]) else None
+
+for _name in ("add", "subtract", "multiply", "divide"):
+    CONVERTERS[f"relax.{_name}"] = (
+        lambda call, args, n=_name: Term(n, tuple(args)) if _tensors(*args) and args[0].ty[1] == args[1].ty[1]
+        else None
+    )
+
+
+@register_converter("relax.matmul")
+def _matmul(call: relax.Call, args: list[Arg]) -> Term | None:
+    a, b = args
+    if not _tensors(a, b) or len(a.ty[0]) < 2 or len(b.ty[0]) < 2 or a.ty[1] != b.ty[1]:
+        return None
+    if str(call.attrs.out_dtype) not in ("", "void", a.ty[1]):
+        return None
+    return Term("matmul", (a, b))
+
+
+@register_converter("relax.permute_dims")
+def _permute_dims(call: relax.Call, args: list[Arg]) -> Term:
+    rank = len(args[0].ty[0])
+    axes = call.attrs.axes
+    perm = tuple(range(rank))[::-1] if axes is None else tuple(int(a) % rank for a in axes)
+    return Term("transpose", (args[0],), (perm,))
+
+
+@register_converter("relax.reshape")
+def _reshape(call: relax.Call, args: list[Arg]) -> Term:
+    return Term("reshape", (args[0],), (static_type(call.ty, "reshape")[0],))
+
+
+@register_converter("relax.concat")
+def _concat(call: relax.Call, args: list[Arg]) -> Term | None:
+    items = args[0]
+    if not isinstance(items, list) or not _tensors(*items) or call.attrs.axis is None:
+        return None
+    return Term("concat", tuple(items), (int(call.attrs.axis) % len(items[0].ty[0]),))
+
+
+@register_converter("relax.nn.conv2d")
+def _conv2d(call: relax.Call, args: list[Arg]) -> Term | None:
+    at = call.attrs
+    layouts = (at.data_layout, at.kernel_layout, at.out_layout)
+    if layouts != ("NCHW", "OIHW", "NCHW") or str(at.out_dtype) not in ("", "void", args[0].ty[1]):
+        return None
+    attrs = (_ints(at.strides), _ints(at.padding), _ints(at.dilation), int(at.groups))
+    return Term("conv2d", (args[0], args[1]), attrs)
+
+
+def _batch_norm(source: Term, index: int, call: relax.Call) -> Term | None:
+    """Output 0 of an inference-mode batch norm with scale and center, as a tsir ``batch_norm``."""
+    at = call.attrs
+    if index != 0 or at.training or not (at.center and at.scale):
+        return None
+    return Term("batch_norm", source.args, (int(at.axis), float(at.epsilon)))
+
+
+@dataclass
+class OpaqueCall:
+    """A Relax call tsir does not model; its tensor arguments (in order) are the term's children."""
+
+    call: relax.Call
+
+    def rebuild(self, tensors: list[relax.Expr]) -> relax.Call:
+        """The same call on new tensor arguments."""
+        remaining = iter(tensors)
+
+        def swap(arg: relax.Expr) -> relax.Expr:
+            if isinstance(arg, (relax.Var, Constant)):
+                return next(remaining)
+            if isinstance(arg, relax.Tuple):
+                return relax.Tuple([swap(f) for f in arg.fields])
+            return arg
+
+        return relax.Call(self.call.op, [swap(a) for a in self.call.args], self.call.attrs, self.call.ty_args)
+
+
+def static_type(ty: relax.Type, what: str):
+    """The tsir type of a Relax struct info: ``(shape, dtype)``, or a tuple of those."""
+    if isinstance(ty, relax.TupleType):
+        return tuple(static_type(f, what) for f in ty.fields)
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        raise TsirError(f"{what}: tsir handles tensors and tuples of tensors, got {ty}")
+    dims = []
+    for i, d in enumerate(ty.shape.values):
+        if not isinstance(d, tvm.tirx.IntImm):
+            raise StaticShapeError(f"{what} has a symbolic size {d} at dim {i}; tsir needs static shapes")
+        dims.append(int(d))
+    return tuple(dims), str(ty.dtype)
+
+
+class _Converter:
+    def __init__(self) -> None:
+        self.terms: dict[relax.Var, Term] = {}
+        self.constants: list[np.ndarray] = []
+        self.constant_index: dict[Constant, int] = {}
+        self.opaque_calls: dict[int, OpaqueCall] = {}
+
+    def arg(self, expr: relax.Expr) -> Arg:
+        if isinstance(expr, relax.Var):
+            return self.terms[expr]
+        if isinstance(expr, Constant):
+            if expr not in self.constant_index:
+                self.constant_index[expr] = len(self.constants)
+                self.constants.append(expr.value.numpy())
+            index = self.constant_index[expr]
+            return Term("weight", (), (index,), static_type(expr.ty, "constant"))
+        if isinstance(expr, relax.Tuple):
+            return [self.arg(f) for f in expr.fields]
+        return expr
+
+    def opaque(self, call: relax.Call, ty) -> Term:
+        key = len(self.opaque_calls)
+        self.opaque_calls[key] = OpaqueCall(call)
+        children = []
+
+        def collect(arg: relax.Expr) -> None:
+            if isinstance(arg, (relax.Var, Constant)):
+                children.append(self.arg(arg))
+            elif isinstance(arg, relax.Tuple):
+                for f in arg.fields:
+                    collect(f)
+
+        for a in call.args:
+            collect(a)
+        return Term("opaque", tuple(children), (key,), ty)
+
+    def value(self, expr: relax.Expr, ty, name: str) -> Term:
+        if isinstance(expr, relax.Call):
+            args = [self.arg(a) for a in expr.args]
+            convert = CONVERTERS.get(expr.op.name) if isinstance(expr.op, tvm.ir.Op) else None
+            term = convert(expr, args) if convert else None
+            if term is None:
+                return self.opaque(expr, ty)
+            if term.ty != ty:
+                raise AssertionError(f"tsir types {name} = {expr.op.name}(...) as {term.ty}, Relax as {ty}")
+            return term
+        if isinstance(expr, relax.TupleGetItem):
+            source = self.arg(expr.tuple_value)
+            if source.op == "opaque":
+                call = self.opaque_calls[source.attrs[0]].call
+                if call.op.name == "relax.nn.batch_norm":
+                    folded = _batch_norm(source, expr.index, call)
+                    if folded is not None:
+                        return folded
+            return Term("get_item", (source,), (int(expr.index),), ty)
+        if isinstance(expr, relax.Tuple):
+            return Term("tuple", tuple(self.arg(f) for f in expr.fields))
+        if isinstance(expr, (relax.Var, Constant)):
+            return self.arg(expr)
+        raise TsirError(f"{name}: tsir cannot take a {type(expr).__name__} binding inside a dataflow block")
+
+
+def relax_to_tsir(mod: tvm.IRModule) -> Graph:
+    """Convert ``mod["main"]`` to a tsir graph."""
+    func = mod["main"]
+    conv = _Converter()
+    inputs = []
+    for param in func.params:
+        term = Term("input", (), (param.name,), static_type(param.ty, f"input {param.name!r}"))
+        conv.terms[param] = term
+        inputs.append(term)
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            if not isinstance(binding, relax.VarBinding):
+                raise TsirError(f"{binding.var.name}: tsir handles plain bindings, not {type(binding).__name__}")
+            name = binding.var.name
+            conv.terms[binding.var] = conv.value(binding.value, static_type(binding.var.ty, name), name)
+    root = conv.arg(func.body.body)
+    if isinstance(root, list):
+        root = Term("tuple", tuple(root))
+    return Graph(root, inputs, conv.constants, conv.opaque_calls)

@@ -1,0 +1,162 @@
+"""The tsir term language in egglog: one typed constructor per op of ``tsir.ir.ops``.
+
+Tensor children are ``Tensor`` (or a ``TensorList`` for variadic ops); attributes are ``PyObject``
+literals, hashed by value. Two analyses live beside the constructors: ``ty`` (the type of an
+e-class, computed by the type rules of ``tsir.ir.ops``) and ``is_const`` (the e-class has a
+constant-only program, so it can be folded before run time).
+"""
+
+from __future__ import annotations
+
+from egglog import Bool, Expr, PyObject, eq, function, relation, rule, ruleset, set_, var
+
+from tsir.ir.ops import OPS
+
+
+class Tensor(Expr):
+    """A tensor-valued (or, for ``opaque``/``tuple``, tuple-valued) program."""
+
+
+class TensorList(Expr):
+    """The children of a variadic op, as a cons list."""
+
+    @classmethod
+    def nil(cls) -> TensorList: ...
+
+    def cons(self, head: Tensor) -> TensorList: ...  # type: ignore[empty-body]
+
+
+# fmt: off
+@function
+def input(name: PyObject) -> Tensor: ...  # noqa: A001
+@function
+def weight(index: PyObject) -> Tensor: ...
+@function
+def scalar(value: PyObject) -> Tensor: ...
+@function
+def opaque(args: TensorList, key: PyObject) -> Tensor: ...
+@function
+def get_item(x: Tensor, index: PyObject) -> Tensor: ...
+@function
+def tuple(args: TensorList) -> Tensor: ...  # noqa: A001
+@function
+def relu(x: Tensor) -> Tensor: ...
+@function
+def sigmoid(x: Tensor) -> Tensor: ...
+@function
+def tanh(x: Tensor) -> Tensor: ...
+@function
+def sqrt(x: Tensor) -> Tensor: ...
+@function
+def exp(x: Tensor) -> Tensor: ...
+@function
+def add(a: Tensor, b: Tensor) -> Tensor: ...
+@function
+def subtract(a: Tensor, b: Tensor) -> Tensor: ...
+@function
+def multiply(a: Tensor, b: Tensor) -> Tensor: ...
+@function
+def divide(a: Tensor, b: Tensor) -> Tensor: ...
+@function
+def transpose(x: Tensor, perm: PyObject) -> Tensor: ...
+@function
+def reshape(x: Tensor, shape: PyObject) -> Tensor: ...
+@function
+def concat(args: TensorList, axis: PyObject) -> Tensor: ...
+@function
+def slice(x: Tensor, axis: PyObject, begin: PyObject, end: PyObject) -> Tensor: ...  # noqa: A001
+@function
+def matmul(a: Tensor, b: Tensor) -> Tensor: ...
+@function
+def linear(x: Tensor, w: Tensor, bias: Tensor) -> Tensor: ...
+@function
+def conv2d(x: Tensor, w: Tensor, strides: PyObject, padding: PyObject, dilation: PyObject,
+           groups: PyObject) -> Tensor: ...
+@function
+def batch_norm(x: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, var: Tensor, axis: PyObject,
+               epsilon: PyObject) -> Tensor: ...
+# fmt: on
+
+
+@function(merge=lambda old, new: old)
+def ty(t: Tensor) -> PyObject:
+    """The type of an e-class: ``(shape, dtype)``."""
+
+
+@function(merge=lambda old, new: old)
+def list_ty(xs: TensorList) -> PyObject:
+    """The types of a list's elements, as a tuple."""
+
+
+is_const = relation("is_const", Tensor)
+list_const = relation("list_const", TensorList)
+
+CONSTRUCTORS = {name: globals()[name] for name in OPS}
+LEAVES = ("weight", "scalar")
+
+
+def tlist(*items: Tensor) -> TensorList:
+    """Build a ``TensorList`` from its elements."""
+    out = TensorList.nil()
+    for item in reversed(items):
+        out = out.cons(item)
+    return out
+
+
+def eq_(a, b):
+    """The fact ``a == b``."""
+    return eq(a).to(b)
+
+
+def _infer_call(name: str, arity: int | None):
+    infer = OPS[name].infer
+    if arity is None:
+        return lambda *values: infer(values[0], values[1:])
+    return lambda *values: infer(values[:arity], values[arity:])
+
+
+def _analysis_rules():
+    """Type and constness rules for every op with a type rule, derived from the op table."""
+    y = var("y", Tensor)
+    head, xs, rest = var("head", Tensor), var("xs", TensorList), var("rest", TensorList)
+    rules = [
+        rule(eq_(xs, TensorList.nil())).then(set_(list_ty(xs)).to(PyObject(()))),
+        rule(eq_(xs, rest.cons(head)), eq_(ty(head), var("th", PyObject)),
+             eq_(list_ty(rest), var("tr", PyObject))).then(
+            set_(list_ty(xs)).to(PyObject(lambda th, tr: (th, *tr))(var("th", PyObject), var("tr", PyObject)))),
+        rule(eq_(xs, TensorList.nil())).then(list_const(xs)),
+        rule(eq_(xs, rest.cons(head)), is_const(head), list_const(rest)).then(list_const(xs)),
+    ]
+    for leaf in LEAVES:
+        rules.append(rule(eq_(y, CONSTRUCTORS[leaf](var("a", PyObject)))).then(is_const(y)))
+    for name, spec in OPS.items():
+        if spec.infer is None:
+            continue
+        attrs = [var(f"a{i}", PyObject) for i in range(len(spec.attrs))]
+        if spec.arity is None:
+            children, types = [xs], [list_ty(xs)]
+            const_facts = [list_const(xs)]
+        else:
+            children = [var(f"x{i}", Tensor) for i in range(spec.arity)]
+            types = [ty(c) for c in children]
+            const_facts = [is_const(c) for c in children]
+        type_vars = [var(f"t{i}", PyObject) for i in range(len(types))]
+        term = CONSTRUCTORS[name](*children, *attrs)
+        rules.append(rule(eq_(y, term), *(eq_(t, tv) for t, tv in zip(types, type_vars, strict=True))).then(
+            set_(ty(y)).to(PyObject(_infer_call(name, spec.arity))(*type_vars, *attrs))))
+        if name not in ("tuple", *LEAVES):
+            rules.append(rule(eq_(y, term), *const_facts).then(is_const(y)))
+    return rules
+
+
+analysis = ruleset(*_analysis_rules(), name="analysis")
+
+
+def holds(predicate, *args: PyObject):
+    """The fact ``predicate(*args)`` is true, for guards computed in Python from types and attributes."""
+    return eq(PyObject(predicate)(*args).to_bool()).to(Bool(True))
+
+
+def computed(fn, *args: PyObject) -> PyObject:
+    """An attribute computed in Python when the rule fires."""
+    return PyObject(fn)(*args)

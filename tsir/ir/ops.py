@@ -1,0 +1,216 @@
+"""The tsir op table: for every modeled op, its attributes, type rule, numpy semantics and FLOP count.
+
+A type is ``(shape, dtype)``. Attribute values are plain Python literals (ints, floats, strings, tuples)
+so they survive the round trip through the e-graph unchanged. The numpy semantics are the reference
+that rewrite tests and constant folding use; they follow Relax's definition of each op.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+Shape = tuple[int, ...]
+TType = tuple[Shape, str]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One tsir op: ``arity`` tensor children (None: one variadic list), then named attributes."""
+
+    name: str
+    arity: int | None
+    attrs: tuple[str, ...]
+    infer: Callable[[tuple[TType, ...], tuple], TType] | None
+    evaluate: Callable[[list[np.ndarray], tuple], np.ndarray] | None
+    flops: Callable[[tuple[TType, ...], TType, tuple], float] = lambda ins, out, attrs: 0.0
+    kernel: bool = True  # False: costs nothing at run time (views, leaves, tuples)
+
+
+OPS: dict[str, OpSpec] = {}
+
+
+def _op(spec: OpSpec) -> OpSpec:
+    OPS[spec.name] = spec
+    return spec
+
+
+def numel(shape: Shape) -> int:
+    return math.prod(shape)
+
+
+def broadcast_shapes(*shapes: Shape) -> Shape:
+    """Numpy/Relax broadcasting; raises ValueError when the shapes do not broadcast."""
+    return tuple(np.broadcast_shapes(*shapes))
+
+
+# ---- leaves: their type is given when they are created ----------------------------------------
+_op(OpSpec("input", 0, ("name",), None, None, kernel=False))  # a function parameter
+_op(OpSpec("weight", 0, ("index",), None, None, kernel=False))  # an entry of the constant table
+_op(OpSpec("scalar", 0, ("value",), lambda ins, a: ((), "float32"),
+           lambda xs, a: np.array(a[0], dtype="float32"), kernel=False))
+_op(OpSpec("opaque", None, ("key",), None, None))  # a Relax call tsir does not model; type given
+_op(OpSpec("get_item", 1, ("index",), None, None, kernel=False))  # element of a tuple-valued opaque node
+_op(OpSpec("tuple", None, (), lambda ins, a: ins, lambda xs, a: tuple(xs), kernel=False))
+
+# ---- elementwise ---------------------------------------------------------------------------------
+_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "relu": lambda x: np.maximum(x, 0).astype(x.dtype),
+    "sigmoid": lambda x: (1 / (1 + np.exp(-x))).astype(x.dtype),
+    "tanh": np.tanh,
+    "sqrt": np.sqrt,
+    "exp": np.exp,
+}
+for _name, _fn in _UNARY.items():
+    _op(OpSpec(_name, 1, (), lambda ins, a: ins[0], lambda xs, a, f=_fn: f(xs[0]),
+               lambda ins, out, a: float(numel(out[0]))))
+
+_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.divide,
+}
+for _name, _fn in _BINARY.items():
+    _op(OpSpec(_name, 2, (), lambda ins, a: (broadcast_shapes(ins[0][0], ins[1][0]), ins[0][1]),
+               lambda xs, a, f=_fn: f(xs[0], xs[1]).astype(xs[0].dtype),
+               lambda ins, out, a: float(numel(out[0]))))
+
+
+# ---- layout --------------------------------------------------------------------------------------
+def _infer_transpose(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    (shape, dtype), (perm,) = ins[0], attrs
+    if sorted(perm) != list(range(len(shape))):
+        raise ValueError(f"transpose: {perm} is not a permutation of rank {len(shape)}")
+    return tuple(shape[i] for i in perm), dtype
+
+
+def _infer_reshape(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    (shape, dtype), (new_shape,) = ins[0], attrs
+    if numel(shape) != numel(new_shape):
+        raise ValueError(f"reshape: {shape} has {numel(shape)} elements, {new_shape} has {numel(new_shape)}")
+    return tuple(new_shape), dtype
+
+
+_op(OpSpec("transpose", 1, ("perm",), _infer_transpose, lambda xs, a: np.transpose(xs[0], a[0])))
+_op(OpSpec("reshape", 1, ("shape",), _infer_reshape, lambda xs, a: np.reshape(xs[0], a[0]), kernel=False))
+
+
+def _infer_concat(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    (axis,) = attrs
+    rank = len(ins[0][0])
+    axis %= rank
+    rest = {s[:axis] + s[axis + 1:] for s, _ in ins}
+    if len(rest) != 1:
+        raise ValueError(f"concat: shapes {[s for s, _ in ins]} differ outside axis {axis}")
+    out = list(ins[0][0])
+    out[axis] = sum(s[axis] for s, _ in ins)
+    return tuple(out), ins[0][1]
+
+
+def _infer_slice(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    (shape, dtype), (axis, begin, end) = ins[0], attrs
+    if not 0 <= begin < end <= shape[axis]:
+        raise ValueError(f"slice: [{begin}, {end}) is out of range for axis {axis} of {shape}")
+    out = list(shape)
+    out[axis] = end - begin
+    return tuple(out), dtype
+
+
+def _eval_slice(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
+    axis, begin, end = attrs
+    index = [slice(None)] * xs[0].ndim
+    index[axis] = slice(begin, end)
+    return xs[0][tuple(index)]
+
+
+_op(OpSpec("concat", None, ("axis",), _infer_concat, lambda xs, a: np.concatenate(xs, axis=a[0])))
+_op(OpSpec("slice", 1, ("axis", "begin", "end"), _infer_slice, _eval_slice))
+
+
+# ---- contractions --------------------------------------------------------------------------------
+def _infer_matmul(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    (a, dtype), (b, _) = ins[0], ins[1]
+    if len(a) < 2 or len(b) < 2 or a[-1] != b[-2]:
+        raise ValueError(f"matmul: shapes {a} and {b} do not contract")
+    return broadcast_shapes(a[:-2], b[:-2]) + (a[-2], b[-1]), dtype
+
+
+def _matmul_flops(ins: tuple[TType, ...], out: TType, attrs: tuple) -> float:
+    return 2.0 * numel(out[0]) * ins[0][0][-1]
+
+
+def _infer_linear(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    out = _infer_matmul(ins[:2], ())
+    bias = ins[2][0]
+    if broadcast_shapes(out[0], bias) != out[0] or numel(bias) != out[0][-1]:
+        raise ValueError(f"linear: bias {bias} must broadcast along the last axis of {out[0]}")
+    return out
+
+
+_op(OpSpec("matmul", 2, (), _infer_matmul, lambda xs, a: np.matmul(xs[0], xs[1]), _matmul_flops))
+_op(OpSpec("linear", 3, (), _infer_linear, lambda xs, a: np.matmul(xs[0], xs[1]) + xs[2], _matmul_flops))
+
+
+def _infer_conv2d(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    (x, dtype), (w, _) = ins[0], ins[1]
+    strides, padding, dilation, groups = attrs
+    if len(x) != 4 or len(w) != 4 or x[1] != w[1] * groups or w[0] % groups:
+        raise ValueError(f"conv2d: input {x} and weight {w} do not match with groups={groups}")
+    spatial = []
+    for i in range(2):
+        span = dilation[i] * (w[2 + i] - 1) + 1
+        spatial.append((x[2 + i] + padding[i] + padding[i + 2] - span) // strides[i] + 1)
+    return (x[0], w[0], *spatial), dtype
+
+
+def _eval_conv2d(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
+    x, w = xs
+    strides, padding, dilation, groups = attrs
+    x = np.pad(x, ((0, 0), (0, 0), (padding[0], padding[2]), (padding[1], padding[3])))
+    out_c, in_per_group, kh, kw = w.shape
+    windows = np.lib.stride_tricks.sliding_window_view(
+        x, ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1), axis=(2, 3)
+    )[:, :, :: strides[0], :: strides[1], :: dilation[0], :: dilation[1]]
+    per_group = out_c // groups
+    outs = []
+    for g in range(groups):
+        xg = windows[:, g * in_per_group:(g + 1) * in_per_group]
+        wg = w[g * per_group:(g + 1) * per_group]
+        outs.append(np.einsum("nchwij,ocij->nohw", xg, wg, optimize=True))
+    return np.concatenate(outs, axis=1).astype(xs[0].dtype)
+
+
+def _conv2d_flops(ins: tuple[TType, ...], out: TType, attrs: tuple) -> float:
+    w = ins[1][0]
+    return 2.0 * numel(out[0]) * w[1] * w[2] * w[3]
+
+
+_op(OpSpec("conv2d", 2, ("strides", "padding", "dilation", "groups"), _infer_conv2d, _eval_conv2d,
+           _conv2d_flops))
+
+
+# ---- normalization -------------------------------------------------------------------------------
+def _bn_view(vec: np.ndarray, rank: int, axis: int) -> np.ndarray:
+    shape = [1] * rank
+    shape[axis] = -1
+    return vec.reshape(shape)
+
+
+def _eval_batch_norm(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
+    x, gamma, beta, mean, var = xs
+    axis, eps = attrs
+    scale = gamma / np.sqrt(var + np.float32(eps))
+    return (x - _bn_view(mean, x.ndim, axis)) * _bn_view(scale, x.ndim, axis) + _bn_view(beta, x.ndim, axis)
+
+
+_op(OpSpec("batch_norm", 5, ("axis", "epsilon"), lambda ins, a: ins[0], _eval_batch_norm,
+           lambda ins, out, a: 2.0 * numel(out[0])))
+
+
+def evaluate(op: str, inputs: list[np.ndarray], attrs: tuple) -> np.ndarray:
+    """Run one op on numpy arrays with its reference semantics."""
+    spec = OPS[op]
+    if spec.evaluate is None:
+        raise ValueError(f"op {op!r} has no reference semantics")
+    return spec.evaluate(inputs, attrs)

@@ -1,0 +1,73 @@
+"""tsir -> Relax: a chosen term graph becomes ``main`` again.
+
+``EMITTERS`` is one table keyed by tsir op. Constant subterms (folded weights, concatenated weights)
+are evaluated with the ops' reference semantics and become new Relax constants; opaque terms
+re-emit their original Relax call on the new arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from tsir.ir.term import Graph, Term, fold, is_constant, postorder
+
+Emitter = Callable[[list[relax.Expr], tuple], relax.Expr]
+EMITTERS: dict[str, Emitter] = {
+    "relu": lambda a, at: relax.op.nn.relu(a[0]),
+    "sigmoid": lambda a, at: relax.op.sigmoid(a[0]),
+    "tanh": lambda a, at: relax.op.tanh(a[0]),
+    "sqrt": lambda a, at: relax.op.sqrt(a[0]),
+    "exp": lambda a, at: relax.op.exp(a[0]),
+    "add": lambda a, at: relax.op.add(a[0], a[1]),
+    "subtract": lambda a, at: relax.op.subtract(a[0], a[1]),
+    "multiply": lambda a, at: relax.op.multiply(a[0], a[1]),
+    "divide": lambda a, at: relax.op.divide(a[0], a[1]),
+    "transpose": lambda a, at: relax.op.permute_dims(a[0], list(at[0])),
+    "reshape": lambda a, at: relax.op.reshape(a[0], list(at[0])),
+    "concat": lambda a, at: relax.op.concat(a, axis=at[0]),
+    "slice": lambda a, at: relax.op.strided_slice(a[0], axes=[at[0]], begin=[at[1]], end=[at[2]]),
+    "matmul": lambda a, at: relax.op.matmul(a[0], a[1]),
+    "conv2d": lambda a, at: relax.op.nn.conv2d(a[0], a[1], strides=at[0], padding=at[1], dilation=at[2],
+                                               groups=at[3]),
+    "batch_norm": lambda a, at: relax.TupleGetItem(
+        relax.op.nn.batch_norm(*a, axis=at[0], epsilon=at[1], training=False), 0),
+    "get_item": lambda a, at: relax.TupleGetItem(a[0], at[0]),
+    "tuple": lambda a, at: relax.Tuple(a),
+}
+
+
+def lower(graph: Graph, root: Term, module: tvm.IRModule) -> tvm.IRModule:
+    """``module`` with its ``main`` replaced by the program ``root`` (inputs as in ``graph``)."""
+    original = module["main"]
+    params = [relax.Var(t.attrs[0], relax.TensorType(list(t.ty[0]), t.ty[1])) for t in graph.inputs]
+    values: dict[int, relax.Expr] = {id(t): p for t, p in zip(graph.inputs, params, strict=True)}
+    constant: dict[int, bool] = {}
+    folded: dict[int, np.ndarray] = {}
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):
+        with bb.dataflow():
+            for term in postorder(root):
+                if id(term) in values:
+                    continue
+                if term.op != "tuple" and is_constant(term, constant):
+                    values[id(term)] = relax.const(fold(term, graph.constants, folded))
+                    continue
+                args = [values[id(a)] for a in term.args]
+                if term.op == "opaque":
+                    values[id(term)] = bb.emit(graph.opaque_calls[term.attrs[0]].rebuild(args))
+                elif term.op == "linear":
+                    values[id(term)] = bb.emit(relax.op.add(bb.emit(relax.op.matmul(args[0], args[1])), args[2]))
+                else:
+                    values[id(term)] = bb.emit(EMITTERS[term.op](args, term.attrs))
+            output = bb.emit_output(values[id(root)])
+        bb.emit_func_output(output)
+    main = bb.get()["main"]
+    if original.attrs is not None:
+        main = main.with_attrs(original.attrs)
+    lowered = module.copy() if hasattr(module, "copy") else tvm.IRModule(dict(module.functions))
+    lowered.update_func(lowered.get_global_var("main"), main)
+    return lowered
