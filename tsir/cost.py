@@ -1,0 +1,46 @@
+"""Analytic cost: a roofline model per target, for instant ranking of candidate programs.
+
+A kernel's time is ``max(flops / peak, bytes / bandwidth) + dispatch``. Ops that are views (reshape),
+leaves and tuples cost nothing; a node whose inputs are all constant costs nothing at run time, since
+it is folded when the program is lowered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tsir.ir.ops import OPS, numel
+
+_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1, "int32": 4, "int64": 8, "bool": 1}
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """Peak arithmetic rate, memory bandwidth and per-kernel dispatch overhead of one target."""
+
+    name: str
+    peak_flops: float  # FLOP/s
+    bandwidth: float  # bytes/s
+    dispatch_s: float  # seconds per kernel launch
+
+    def kernel_s(self, op: str, in_types: list, out_type) -> float:
+        spec = OPS.get(op)
+        if spec is None or not spec.kernel:
+            return 0.0
+        flops = spec.flops(tuple(in_types), out_type, ()) if spec.infer is not None else 0.0
+        moved = sum(_size(t) for t in (*in_types, out_type))
+        return max(flops / self.peak_flops, moved / self.bandwidth) + self.dispatch_s
+
+
+def _size(ty) -> float:
+    """Bytes of a type (a tuple type counts all its fields)."""
+    if ty is None:
+        return 0.0
+    if isinstance(ty[0], tuple) and len(ty) and isinstance(ty[1], str):
+        return float(numel(ty[0]) * _BYTES.get(ty[1], 4))
+    return sum(_size(t) for t in ty)
+
+
+# 2 cores of AMD Zen 5 (AVX-512): ~500 GFLOP/s fp32 GEMM peak measured with ONNX Runtime on this machine
+# class (shared/DESIGN.md); ~40 GB/s sustained DRAM bandwidth for two cores; ~2 µs per Relax VM kernel call.
+X86_HOST = Roofline("x86", peak_flops=5.0e11, bandwidth=4.0e10, dispatch_s=2.0e-6)

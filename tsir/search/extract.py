@@ -1,0 +1,135 @@
+"""Choices over an e-graph: a genome picks one e-node per e-class; decoding yields an acyclic program.
+
+Multi-pattern rules make cycles (Tensat's problem), so any genome is repaired while it is decoded:
+when the walk from the root meets a cycle, one class on the cycle falls back to its minimum-depth
+e-node, whose children are strictly shallower, so repair always ends with an acyclic program.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tsir.cost import Roofline
+from tsir.egraph import EGraphView, ENode
+from tsir.ir.ops import OPS
+from tsir.ir.term import Term
+
+Genome = list[int]
+
+
+@dataclass
+class Space:
+    """What extraction needs from an e-graph: the view plus derived per-class facts."""
+
+    view: EGraphView
+    min_depth_node: list[int]
+    node_cost: list[list[float]]  # seconds at run time; 0 for views, leaves and constant-foldable nodes
+
+    @classmethod
+    def of(cls, view: EGraphView, roofline: Roofline) -> Space:
+        const = _constant_classes(view)
+        costs = [
+            [0.0 if _node_is_constant(n, const) else
+             roofline.kernel_s(n.op, [view.types[k] for k in n.children], view.types[c]) for n in nodes]
+            for c, nodes in enumerate(view.classes)
+        ]
+        return cls(view, _min_depth_nodes(view), costs)
+
+    def cost(self, genome: Genome) -> float:
+        """Predicted run time of the program ``genome`` chooses (each shared node counted once)."""
+        return sum(self.node_cost[c][genome[c]] for c in walk(self, genome))
+
+    def node(self, genome: Genome, c: int) -> ENode:
+        return self.view.classes[c][genome[c]]
+
+    def original(self) -> Genome:
+        """The genome of the input program (classes it does not reach pick their minimum-depth node)."""
+        genome = list(self.min_depth_node)
+        for c, i in self.view.original.items():
+            genome[c] = i
+        return genome
+
+
+def _min_depth_nodes(view: EGraphView) -> list[int]:
+    depth = [math.inf] * len(view.classes)
+    best = [0] * len(view.classes)
+    changed = True
+    while changed:
+        changed = False
+        for c, nodes in enumerate(view.classes):
+            for i, node in enumerate(nodes):
+                d = 1 + max((depth[k] for k in node.children), default=0)
+                if d < depth[c]:
+                    depth[c], best[c], changed = d, i, True
+    return best
+
+
+def _constant_classes(view: EGraphView) -> list[bool]:
+    const = [False] * len(view.classes)
+    changed = True
+    while changed:
+        changed = False
+        for c, nodes in enumerate(view.classes):
+            if not const[c] and any(_node_is_constant(n, const) for n in nodes):
+                const[c], changed = True, True
+    return const
+
+
+def _node_is_constant(node: ENode, const: list[bool]) -> bool:
+    if node.op in ("input", "opaque", "get_item", "tuple"):
+        return False
+    return all(const[k] for k in node.children)
+
+
+def walk(space: Space, genome: Genome) -> list[int]:
+    """Repair ``genome`` in place and return the classes it reaches from the root, children first."""
+    while True:
+        order, cycle = _walk_once(space, genome)
+        if cycle is None:
+            return order
+        fallback = next(c for c in cycle if genome[c] != space.min_depth_node[c])
+        genome[fallback] = space.min_depth_node[fallback]
+
+
+def _walk_once(space: Space, genome: Genome) -> tuple[list[int], list[int] | None]:
+    state = [0] * len(genome)  # 0 unseen, 1 on the path from the root, 2 done
+    order: list[int] = []
+    path: list[int] = []
+    stack: list[tuple[int, int]] = [(space.view.root, 0)]
+    while stack:
+        c, next_child = stack.pop()
+        if next_child == 0:
+            state[c] = 1
+            path.append(c)
+        children = space.node(genome, c).children
+        if next_child < len(children):
+            stack.append((c, next_child + 1))
+            k = children[next_child]
+            if state[k] == 1:
+                return order, path[path.index(k):]
+            if state[k] == 0:
+                stack.append((k, 0))
+            continue
+        state[c] = 2
+        path.pop()
+        order.append(c)
+    return order, None
+
+
+def to_term(space: Space, genome: Genome) -> Term:
+    """Decode a genome into the tsir program it chooses (repairing the genome first)."""
+    values: dict[int, Term | list[Term]] = {}
+    view = space.view
+    for c in walk(space, genome):
+        node = space.node(genome, c)
+        if node.op == "nil":
+            values[c] = []
+        elif node.op == "cons":
+            rest, head = node.children
+            values[c] = [values[head], *values[rest]]
+        else:
+            args = values[node.children[0]] if OPS[node.op].arity is None else [values[k] for k in node.children]
+            ty = None if OPS[node.op].infer is not None else view.types[c]
+            values[c] = Term(node.op, tuple(args), node.attrs, ty)
+    return values[view.root]
