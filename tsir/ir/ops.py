@@ -161,6 +161,8 @@ def _infer_conv2d(ins: tuple[TType, ...], attrs: tuple) -> TType:
     for i in range(2):
         span = dilation[i] * (w[2 + i] - 1) + 1
         spatial.append((x[2 + i] + padding[i] + padding[i + 2] - span) // strides[i] + 1)
+    if min(spatial) <= 0:
+        raise ValueError(f"conv2d: kernel {w[2:]} (dilation {dilation}) does not fit input {x[2:]}")
     return (x[0], w[0], *spatial), dtype
 
 
