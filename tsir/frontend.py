@@ -48,7 +48,7 @@ def to_relax(
 ) -> tvm.IRModule:
     """Convert an exported program to Relax, with weights bound as constants."""
     custom = dict(custom_convert_map or {})
-    missing = unsupported_ops(program, custom)
+    missing = unsupported_ops(program.run_decompositions(), custom)  # the frontend sees core ATen ops
     if missing:
         raise UnsupportedOpError(
             f"the TVM PyTorch frontend cannot convert {len(missing)} op(s): {', '.join(missing)}.\n"

@@ -54,7 +54,8 @@ def lower(graph: Graph, root: Term, module: tvm.IRModule) -> tvm.IRModule:
                 if id(term) in values:
                     continue
                 if term.op != "tuple" and is_constant(term, constant):
-                    values[id(term)] = relax.const(fold(term, graph.constants, folded))
+                    array = fold(term, graph.constants, folded)
+                    values[id(term)] = relax.const(array, dtype=str(array.dtype))  # keeps int64 as int64
                     continue
                 args = [values[id(a)] for a in term.args]
                 if term.op == "opaque":
