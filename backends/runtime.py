@@ -7,9 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import tvm
-from tvm import relax
-
 from tsir.backends.targets import TargetSpec
+from tvm import relax
 
 
 def build(mod: tvm.IRModule, spec: TargetSpec) -> relax.VMExecutable:

@@ -7,8 +7,21 @@ weights plus one constant bias; the new constants are folded when the program is
 from egglog import PyObject, rule, ruleset, union, var
 
 from tsir.ir.lang import (
-    Tensor, add, batch_norm, computed, conv2d, divide, eq_, holds, is_const, multiply, reshape, scalar,
-    sqrt, subtract, ty,
+    Tensor,
+    add,
+    batch_norm,
+    computed,
+    conv2d,
+    divide,
+    eq_,
+    holds,
+    is_const,
+    multiply,
+    reshape,
+    scalar,
+    sqrt,
+    subtract,
+    ty,
 )
 
 x, w, s, c1, c2, a, b, y = (var(n, Tensor) for n in ("x", "w", "s", "c1", "c2", "a", "b", "y"))

@@ -1,0 +1,88 @@
+"""The optimize pipeline: folding reaches the program, opaque ops pass through, results export."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from tsir import optimize, zoo
+from tsir.convert import relax_to_tsir
+from tsir.frontend import export, to_relax
+from tsir.ir.term import postorder
+
+
+class ConvSoftmaxHead(torch.nn.Module):
+    """conv -> BN -> softmax over channels -> linear: softmax is an op tsir does not model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8 * 6 * 6, 5)
+        torch.nn.init.uniform_(self.bn.running_var, 0.5, 1.5)
+        torch.nn.init.normal_(self.bn.running_mean)
+
+    def forward(self, x):
+        y = torch.softmax(self.bn(self.conv(x)), dim=1)
+        return self.fc(y.flatten(1))
+
+
+def test_opaque_op_passes_through_and_verifies():
+    torch.manual_seed(0)
+    model, inputs = ConvSoftmaxHead().eval(), (torch.randn(1, 3, 6, 6),)
+    graph = relax_to_tsir(to_relax(export(model, inputs)))
+    opaque = [t for t in graph.nodes() if t.op == "opaque"]
+    assert [graph.opaque_calls[t.attrs[0]].call.op.name for t in opaque] == ["relax.nn.softmax"]
+    result = optimize(model, inputs, budget_s=10, measure=False)
+    assert result.report["verification"]["passed"]
+    assert result.report["program"]["optimized"]["opaque"] == 1
+    assert "batch_norm" not in result.report["program"]["optimized"]
+
+
+def test_conv_batch_norm_folds_away_in_resnet18():
+    entry = zoo.load("resnet18")
+    result = optimize(entry.module, entry.example_inputs, budget_s=20, measure=False)
+    before, after = result.report["program"]["original"], result.report["program"]["optimized"]
+    assert before["batch_norm"] == 20
+    assert "batch_norm" not in after
+    assert after["conv2d"] == before["conv2d"]
+    fired = result.report["rules_fired"]["folding"]
+    assert fired["batch_norm_affine"] >= 20 and fired["conv_scale_fold"] >= 20
+
+
+def test_linear_bias_form_is_chosen_for_mlp():
+    entry = zoo.load("mlp")
+    result = optimize(entry.module, entry.example_inputs, budget_s=10, measure=False)
+    after = result.report["program"]["optimized"]
+    assert after.get("linear") == 3 and "matmul" not in after
+
+
+def test_export_and_report_written(tmp_path):
+    entry = zoo.load("mlp")
+    out = tmp_path / "out"
+    optimize(entry.module, entry.example_inputs, budget_s=10, out_dir=out)
+    assert sorted(p.name for p in out.iterdir()) == ["model.so", "report.json"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["verification"]["passed"] and report["latency_ms"]["optimized"] > 0
+    import tvm
+    from tsir.backends.runtime import flatten
+    from tvm import relax
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / "model.so")), tvm.cpu())
+    got = flatten(vm["main"](tvm.runtime.tensor(entry.example_inputs[0].numpy())))[0]
+    want = entry.module(*entry.example_inputs).detach().numpy()
+    assert abs(got - want).max() <= 1e-4 * abs(want).max()
+
+
+def test_optimized_program_is_smaller_or_equal_in_kernels():
+    entry = zoo.load("resnext_block")
+    result = optimize(entry.module, entry.example_inputs, budget_s=10, measure=False)
+    search = result.report["search"]
+    assert search["predicted_s"] <= min(search["seeds_predicted_s"].values())
+
+
+def test_graph_inputs_keep_their_names_and_types():
+    entry = zoo.load("nasrnn")
+    graph = relax_to_tsir(to_relax(export(entry.module, entry.example_inputs)))
+    assert [t.ty for t in graph.inputs] == [(tuple(x.shape), "float32") for x in entry.example_inputs]
+    assert all(t.op != "input" or t in graph.inputs for t in postorder(graph.root))
