@@ -28,7 +28,7 @@ def summary(name: str, report: dict) -> Table:
     table.add_row("e-graph size", f"{eg['eclasses']} e-classes, {eg['enodes']} e-nodes, "
                   f"{eg['iterations']} iterations ({eg['stop_reason']})")
     table.add_row("search time", f"{search['time_s']:.2f} s ({search['evaluations']} programs)")
-    table.add_row("verified", f"max abs error {ver['max_abs_error']:.3g} "
+    table.add_row("verified: max abs error", f"{ver['max_abs_error']:.3g} "
                   f"({ver['relative_error']:.2g} of output scale, tolerance {ver['tolerance']:g})")
     return table
 
