@@ -28,8 +28,8 @@ if ! command -v "$PYTHON" >/dev/null; then
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 echo "setup: installing pinned Python packages into .venv (first run takes a few minutes)"
-.venv/bin/pip install -q -r requirements.lock
-.venv/bin/pip install -q --no-deps --no-build-isolation -e .
+.venv/bin/pip install -qq -r requirements.lock
+.venv/bin/pip install -qq --no-deps --no-build-isolation -e .
 rm -f .venv/.tsir-setup-*
 touch "$stamp"
 echo "setup: done"

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import tvm
 from tvm import relax
@@ -45,9 +46,9 @@ class Result:
     model: torch.nn.Module
     example_inputs: tuple[torch.Tensor, ...]
 
-    def run(self, inputs: Sequence) -> list:
-        """Run the optimized model on numpy arrays (or tensors); returns numpy arrays."""
-        return runtime.Runner(self.executable)([getattr(x, "numpy", lambda x=x: x)() for x in inputs])
+    def run(self, inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        """Run the optimized model; returns its outputs as numpy arrays."""
+        return runtime.Runner(self.executable)([x.numpy() for x in inputs])
 
     def verify(self, inputs: Sequence[torch.Tensor], tolerance: float = DEFAULT_TOLERANCE) -> Verification:
         """Check the optimized model against the original on ``inputs``; raises VerificationError."""

@@ -69,6 +69,6 @@ def lower(graph: Graph, root: Term, module: tvm.IRModule) -> tvm.IRModule:
     main = bb.get()["main"]
     if original.attrs is not None:
         main = main.with_attrs(original.attrs)
-    lowered = module.copy() if hasattr(module, "copy") else tvm.IRModule(dict(module.functions))
+    lowered = module.clone()
     lowered.update_func(lowered.get_global_var("main"), main)
     return lowered
