@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 MODEL ?= resnet18
 
-.PHONY: setup run test lint
+.PHONY: setup run test bench lint
 setup:
 	@bash scripts/setup.sh
 
@@ -10,6 +10,9 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q -n 2 tests
+
+bench: setup
+	$(PY) -m bench
 
 lint: setup
 	$(PY) -m ruff check tsir rewrites backends tests bench
