@@ -172,20 +172,13 @@ def test_conv_scale_fold(c, rank, seed):
     b.check(Term("multiply", (y, scale)), "folding", "conv_scale_fold")
 
 
+@pytest.mark.parametrize("outer, rule", [("multiply", "distribute_constant_scale"), ("add", "combine_constant_bias")])
 @SETTINGS
 @given(shape=shapes, data=st.data(), seed=seeds)
-def test_distribute_constant_scale(shape, data, seed):
+def test_constant_folding_of_add_chains(outer, rule, shape, data, seed):
     b = Builder(seed)
     c1, c2 = b.weight(data.draw(broadcast_pair(shape))), b.weight(data.draw(broadcast_pair(shape)))
-    b.check(Term("multiply", (Term("add", (b.input(shape), c1)), c2)), "folding", "distribute_constant_scale")
-
-
-@SETTINGS
-@given(shape=shapes, data=st.data(), seed=seeds)
-def test_combine_constant_bias(shape, data, seed):
-    b = Builder(seed)
-    c1, c2 = b.weight(data.draw(broadcast_pair(shape))), b.weight(data.draw(broadcast_pair(shape)))
-    b.check(Term("add", (Term("add", (b.input(shape), c1)), c2)), "folding", "combine_constant_bias")
+    b.check(Term(outer, (Term("add", (b.input(shape), c1)), c2)), "folding", rule)
 
 
 def test_every_rule_has_a_property_test():
