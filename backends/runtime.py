@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import tvm
-from tsir.backends.targets import TargetSpec
 from tvm import relax
+
+from tsir.backends.targets import TargetSpec
 
 
 def build(mod: tvm.IRModule, spec: TargetSpec) -> relax.VMExecutable:
@@ -23,13 +24,15 @@ class Runner:
         self.device = tvm.cpu()
         self.vm = relax.VirtualMachine(executable, self.device)
 
+    def _tensors(self, inputs: Sequence[np.ndarray]) -> list:
+        return [tvm.runtime.tensor(np.ascontiguousarray(x), self.device) for x in inputs]
+
     def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        out = self.vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x), self.device) for x in inputs])
-        return flatten(out)
+        return flatten(self.vm["main"](*self._tensors(inputs)))
 
     def median_ms(self, inputs: Sequence[np.ndarray], repeat: int = 9, min_repeat_ms: int = 20) -> float:
         """Median latency of ``main`` over ``repeat`` timed batches (after one warm-up call)."""
-        args = [tvm.runtime.tensor(np.ascontiguousarray(x), self.device) for x in inputs]
+        args = self._tensors(inputs)
         self.vm["main"](*args)
         timer = self.vm.time_evaluator("main", self.device, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
         return statistics.median(timer(*args).results) * 1e3

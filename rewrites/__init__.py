@@ -1,6 +1,7 @@
 """Rule families, one module each. ``FAMILIES`` maps a family name to its egglog ruleset."""
 
 from egglog import Ruleset
+
 from tsir.rewrites import algebra, folding, fusion, multi
 
 FAMILIES: dict[str, Ruleset] = {

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import torch
+import tvm
+from tvm import relax
 
 from tsir import optimize, zoo
+from tsir.backends.runtime import flatten
 from tsir.convert import relax_to_tsir
 from tsir.frontend import export, to_relax
 from tsir.ir.term import postorder
@@ -65,9 +68,6 @@ def test_export_and_report_written(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["model.so", "report.json"]
     report = json.loads((out / "report.json").read_text())
     assert report["verification"]["passed"] and report["latency_ms"]["optimized"] > 0
-    import tvm
-    from tsir.backends.runtime import flatten
-    from tvm import relax
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / "model.so")), tvm.cpu())
     got = flatten(vm["main"](tvm.runtime.tensor(entry.example_inputs[0].numpy())))[0]
     want = entry.module(*entry.example_inputs).detach().numpy()

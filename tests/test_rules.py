@@ -13,11 +13,11 @@ import pytest
 from egglog import PyObject, union
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tsir.rewrites import FAMILIES, rule_names
 
 from tsir.egraph import TermEGraph
 from tsir.ir import lang
 from tsir.ir.term import Graph, Term
+from tsir.rewrites import FAMILIES, rule_names
 from tsir.testing import egraph_disagreement, rule_check
 
 TOLERANCE = 1e-6

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from tsir import zoo
+from tsir.convert import relax_to_tsir
 from tsir.cost import X86_HOST
 from tsir.egraph import TermEGraph
+from tsir.frontend import export, to_relax
 from tsir.ir.term import Graph, Term, postorder
 from tsir.search.extract import Space, to_term, walk
 from tsir.search.genetic import GeneticConfig, genetic_search
@@ -44,10 +47,6 @@ def test_greedy_and_search_remove_the_transposes():
 
 
 def test_search_is_deterministic_for_a_seed_and_never_worse_than_its_seeds():
-    from tsir import zoo
-    from tsir.convert import relax_to_tsir
-    from tsir.frontend import export, to_relax
-
     entry = zoo.load("bert_layer")
     graph = relax_to_tsir(to_relax(export(entry.module, entry.example_inputs)))
     egraph = TermEGraph(graph)

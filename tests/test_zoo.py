@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tsir.backends import runtime, targets
 
 from tsir import optimize, zoo
+from tsir.backends import runtime, targets
 from tsir.convert import relax_to_tsir
 from tsir.frontend import export, to_relax
 from tsir.lower import lower

@@ -128,7 +128,8 @@ def optimize(
     egraph = TermEGraph(graph, tuple(families))
     limits = Limits(time_s=max(0.3 * budget_s, 0.1))
     saturation = stage("saturate", lambda: egraph.saturate(limits))
-    space = Space.of(egraph.view(), spec.roofline)
+    view = egraph.view()
+    space = Space.of(view, spec.roofline)
     config = GeneticConfig(seed=seed, time_s=max(budget_s - sum(stages.values()), 0.1) * 0.5)
     search = stage("search", lambda: genetic_search(space, config))
     chosen = to_term(space, search.genome)
@@ -141,7 +142,7 @@ def optimize(
         "target": {"name": spec.name, "tvm": str(spec.target)},
         "mode": mode,
         "egraph": {
-            "iterations": saturation.iterations, "eclasses": saturation.eclasses, "enodes": saturation.enodes,
+            "iterations": saturation.iterations, "eclasses": len(view.classes), "enodes": saturation.enodes,
             "stop_reason": saturation.stop_reason, "time_s": round(saturation.time_s, 4),
             "enodes_per_iteration": saturation.enodes_per_iteration,
         },
@@ -157,7 +158,6 @@ def optimize(
     }
     if measure:
         report["latency_ms"] = stage("measure", lambda: _measure(model, example_inputs, original_mod, runner, spec))
-        report["stages_s"] = stages
     result = Result(optimized_mod, executable, report, model, example_inputs)
     if out_dir is not None:
         result.export(Path(out_dir) / "model.so")

@@ -27,7 +27,7 @@ class Roofline:
         spec = OPS.get(op)
         if spec is None or not spec.kernel:
             return 0.0
-        flops = spec.flops(tuple(in_types), out_type, ()) if spec.infer is not None else 0.0
+        flops = spec.flops(tuple(in_types), out_type, ())
         moved = sum(_size(t) for t in (*in_types, out_type))
         return max(flops / self.peak_flops, moved / self.bandwidth) + self.dispatch_s
 
@@ -36,7 +36,7 @@ def _size(ty) -> float:
     """Bytes of a type (a tuple type counts all its fields)."""
     if ty is None:
         return 0.0
-    if isinstance(ty[0], tuple) and len(ty) and isinstance(ty[1], str):
+    if len(ty) == 2 and isinstance(ty[1], str):
         return float(numel(ty[0]) * _BYTES.get(ty[1], 4))
     return sum(_size(t) for t in ty)
 

@@ -37,7 +37,6 @@ class Limits:
 @dataclass
 class SaturationReport:
     iterations: int = 0
-    eclasses: int = 0
     enodes: int = 0
     stop_reason: str = "saturated"
     time_s: float = 0.0
@@ -128,7 +127,6 @@ class TermEGraph:
                 break
         report.time_s = time.perf_counter() - start
         report.enodes = report.enodes_per_iteration[-1]
-        report.eclasses = len(self.view().classes)
         return report
 
     def view(self) -> EGraphView:

@@ -53,7 +53,7 @@ def lower(graph: Graph, root: Term, module: tvm.IRModule) -> tvm.IRModule:
             for term in postorder(root):
                 if id(term) in values:
                     continue
-                if term.op != "tuple" and is_constant(term, constant):
+                if is_constant(term, constant):
                     array = fold(term, graph.constants, folded)
                     values[id(term)] = relax.const(array, dtype=str(array.dtype))  # keeps int64 as int64
                     continue

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from tsir.egraph import EGraphView, TermEGraph
-from tsir.ir.ops import evaluate
+from tsir.ir.ops import OPS, evaluate
 from tsir.ir.term import Graph
-from tsir.search.extract import _min_depth_nodes
+from tsir.search.extract import min_depth_nodes
 
 
 def _node_value(node, values: list, inputs: dict, constants: list[np.ndarray]):
@@ -26,7 +26,7 @@ def _node_value(node, values: list, inputs: dict, constants: list[np.ndarray]):
         return inputs[node.attrs[0]]
     if node.op == "weight":
         return constants[node.attrs[0]].astype(np.float64)
-    args = values[node.children[0]] if node.op in ("concat", "tuple") else [values[k] for k in node.children]
+    args = values[node.children[0]] if OPS[node.op].arity is None else [values[k] for k in node.children]
     return evaluate(node.op, list(args), node.attrs)
 
 
@@ -41,7 +41,7 @@ def _rel_diff(a, b) -> float:
 
 def egraph_disagreement(view: EGraphView, graph: Graph, inputs: dict[str, np.ndarray]) -> float:
     """Largest relative difference between any e-node and its e-class's value (0 for a sound e-graph)."""
-    best = _min_depth_nodes(view)
+    best = min_depth_nodes(view)
     values: list = [None] * len(view.classes)
     done = [False] * len(view.classes)
     inputs = {k: np.asarray(v, np.float64) for k, v in inputs.items()}

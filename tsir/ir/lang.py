@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from egglog import Bool, Expr, PyObject, eq, function, relation, rule, ruleset, set_, var
 
-from tsir.ir.ops import OPS
+from tsir.ir.ops import OPS, RUNTIME_ONLY
 
 
 class Tensor(Expr):
@@ -144,7 +144,7 @@ def _analysis_rules():
         term = CONSTRUCTORS[name](*children, *attrs)
         rules.append(rule(eq_(y, term), *(eq_(t, tv) for t, tv in zip(types, type_vars, strict=True))).then(
             set_(ty(y)).to(PyObject(_infer_call(name, spec.arity))(*type_vars, *attrs))))
-        if name not in ("tuple", *LEAVES):
+        if name not in RUNTIME_ONLY and name not in LEAVES:
             rules.append(rule(eq_(y, term), *const_facts).then(is_const(y)))
     return rules
 

@@ -31,6 +31,8 @@ class OpSpec:
 
 
 OPS: dict[str, OpSpec] = {}
+# Ops whose value exists only at run time (or, for tuple, is no tensor to fold): never constant-folded.
+RUNTIME_ONLY = frozenset({"input", "opaque", "get_item", "tuple"})
 
 
 def _op(spec: OpSpec) -> OpSpec:

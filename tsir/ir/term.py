@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from tsir.ir.ops import OPS, evaluate
+from tsir.ir.ops import OPS, RUNTIME_ONLY, evaluate
 
 
 class Term:
@@ -77,9 +77,9 @@ class Graph:
 
 
 def is_constant(term: Term, memo: dict[int, bool]) -> bool:
-    """True when ``term`` depends on no input and no opaque op, so it can be folded before run time."""
+    """True when ``term`` is a tensor that depends on no input and no opaque op, so it folds before run time."""
     if id(term) not in memo:
-        if term.op in ("input", "opaque", "get_item"):
+        if term.op in RUNTIME_ONLY:
             memo[id(term)] = False
         else:
             memo[id(term)] = all(is_constant(a, memo) for a in term.args)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tsir.cost import Roofline
 from tsir.egraph import EGraphView, ENode
-from tsir.ir.ops import OPS
+from tsir.ir.ops import OPS, RUNTIME_ONLY
 from tsir.ir.term import Term
 
 Genome = list[int]
@@ -34,7 +34,7 @@ class Space:
              roofline.kernel_s(n.op, [view.types[k] for k in n.children], view.types[c]) for n in nodes]
             for c, nodes in enumerate(view.classes)
         ]
-        return cls(view, _min_depth_nodes(view), costs)
+        return cls(view, min_depth_nodes(view), costs)
 
     def cost(self, genome: Genome) -> float:
         """Predicted run time of the program ``genome`` chooses (each shared node counted once)."""
@@ -51,7 +51,8 @@ class Space:
         return genome
 
 
-def _min_depth_nodes(view: EGraphView) -> list[int]:
+def min_depth_nodes(view: EGraphView) -> list[int]:
+    """Per e-class, the e-node with the shallowest program; choosing these never makes a cycle."""
     depth = [math.inf] * len(view.classes)
     best = [0] * len(view.classes)
     changed = True
@@ -77,7 +78,7 @@ def _constant_classes(view: EGraphView) -> list[bool]:
 
 
 def _node_is_constant(node: ENode, const: list[bool]) -> bool:
-    if node.op in ("input", "opaque", "get_item", "tuple"):
+    if node.op in RUNTIME_ONLY:
         return False
     return all(const[k] for k in node.children)
 

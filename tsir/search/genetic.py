@@ -58,7 +58,10 @@ def genetic_search(
     population = list(seeds.values())
     while len(population) < config.population:
         population.append(_random_genome(space, rng))
-    scored = sorted(((fitness(g), i, g) for i, g in enumerate(population)), key=lambda s: s[:2])
+    def ranked(genomes: list[Genome]) -> list[tuple[float, int, Genome]]:
+        return sorted(((fitness(g), i, g) for i, g in enumerate(genomes)), key=lambda s: s[:2])
+
+    scored = ranked(population)
     result = SearchResult(scored[0][2], scored[0][0], {k: fitness(g) for k, g in seeds.items()})
     for _ in range(config.generations):
         if time.perf_counter() - start >= config.time_s:
@@ -69,7 +72,7 @@ def genetic_search(
             child = _uniform(a, b, space, rng) if rng.random() < 0.5 else _subtree(a, b, space, rng)
             _mutate(child, space, rng, config.mutation_rate)
             children.append(child)
-        scored = sorted(((fitness(g), i, g) for i, g in enumerate(children)), key=lambda s: s[:2])
+        scored = ranked(children)
         result.history.append(scored[0][0])
     result.genome, result.cost = scored[0][2], scored[0][0]
     result.evaluations = len(cache)
