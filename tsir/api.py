@@ -20,19 +20,20 @@ import torch
 import tvm
 from tvm import relax
 
+from tsir import report as report_files
 from tsir.backends import runtime, targets
 from tsir.convert import relax_to_tsir
 from tsir.egraph import Limits, TermEGraph
 from tsir.errors import TsirError
-from tsir.frontend import export, to_relax
 from tsir.ir.term import Term, postorder
 from tsir.lower import lower
 from tsir.rewrites import FAMILIES, rule_names
 from tsir.search.extract import Space, to_term
 from tsir.search.genetic import GeneticConfig, genetic_search
+from tsir.source import Model, Source, load
 from tsir.verify import DEFAULT_TOLERANCE, Verification, fresh_inputs, verify
 
-REPORT_VERSION = 1
+REPORT_VERSION = report_files.SCHEMA_VERSION
 MODES = ("exact",)
 
 
@@ -43,12 +44,12 @@ class Result:
     module: tvm.IRModule  # the optimized Relax module
     executable: relax.VMExecutable
     report: dict
-    model: torch.nn.Module
+    model: Callable  # the original, in its own framework (torch module, ONNX Runtime, TVM): the reference
     example_inputs: tuple[torch.Tensor, ...]
 
-    def run(self, inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
-        """Run the optimized model; returns its outputs as numpy arrays."""
-        return runtime.Runner(self.executable)([x.numpy() for x in inputs])
+    def run(self, inputs: Sequence[torch.Tensor | np.ndarray]) -> list[np.ndarray]:
+        """Run the optimized model on tensors or arrays; returns its outputs as numpy arrays."""
+        return runtime.Runner(self.executable)([np.asarray(x) for x in inputs])
 
     def verify(self, inputs: Sequence[torch.Tensor], tolerance: float = DEFAULT_TOLERANCE) -> Verification:
         """Check the optimized model against the original on ``inputs``; raises VerificationError."""
@@ -65,11 +66,13 @@ class Result:
         return path
 
     def save_report(self, path: str | os.PathLike) -> Path:
+        """Write ``report.json`` at ``path``, with ``report.md`` and its plots beside it (atomically)."""
         path = Path(path)
         writable_dir(path.parent)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
             json.dump(self.report, f, indent=2)
         os.replace(f.name, path)
+        report_files.write_markdown(self.report, path.parent)
         return path
 
 
@@ -84,8 +87,8 @@ def writable_dir(path: Path) -> None:
 
 
 def optimize(
-    model: torch.nn.Module | torch.export.ExportedProgram,
-    example_inputs: Sequence[torch.Tensor],
+    model: Model,
+    example_inputs: Sequence[torch.Tensor | np.ndarray] | None = None,
     *,
     target: str = "x86",
     mode: str = "exact",
@@ -94,13 +97,20 @@ def optimize(
     families: Sequence[str] = tuple(FAMILIES),
     custom_convert_map: dict[str, Callable] | None = None,
     out_dir: str | os.PathLike | None = None,
+    model_name: str | None = None,
     measure: bool = True,
     log: Callable[[str], None] = lambda msg: None,
+    on_stage: Callable[[str, float | None], None] = lambda name, seconds: None,
 ) -> Result:
     """Optimize ``model`` for ``target``; returns a verified ``Result`` (see the module docstring).
 
-    ``model`` is a ``torch.nn.Module`` (exported here with static shapes) or an ``ExportedProgram``.
+    ``model`` is a ``torch.nn.Module`` (exported here with static shapes) or an ``ExportedProgram``
+    (both need ``example_inputs``), a path to an ``.onnx`` file, or a Relax ``tvm.IRModule`` (for
+    these two, ``example_inputs`` default to random inputs of the declared shapes). ``on_stage(name,
+    None)`` is called when a stage starts and ``on_stage(name, seconds)`` when it ends.
     """
+    if mode == "approx":
+        raise TsirError("approx mode is not available yet: this version only has exact rewrites; use mode='exact'")
     if mode not in MODES:
         raise TsirError(f"unknown mode {mode!r}; this version supports: {', '.join(MODES)}")
     if not isinstance(budget_s, (int, float)) or budget_s <= 0:
@@ -108,22 +118,21 @@ def optimize(
     spec = targets.resolve(target)
     if out_dir is not None:
         writable_dir(Path(out_dir))
-    example_inputs = tuple(example_inputs)
     stages: dict[str, float] = {}
 
     def stage(name: str, fn: Callable):
         log(f"[{name}] ...")
+        on_stage(name, None)
         start = time.perf_counter()
         value = fn()
         stages[name] = round(time.perf_counter() - start, 4)
         log(f"[{name}] done in {stages[name]:.2f} s")
+        on_stage(name, stages[name])
         return value
 
-    if isinstance(model, torch.export.ExportedProgram):
-        program, model = model, model.module()
-    else:
-        program = stage("export", lambda: export(model, example_inputs))
-    original_mod = stage("import", lambda: to_relax(program, custom_convert_map))
+    source: Source = stage("import", lambda: load(model, example_inputs, custom_convert_map))
+    model_name = model_name or _default_name(model, source)
+    model, example_inputs, original_mod = source.reference, source.example_inputs, source.module
     graph = stage("tsir", lambda: relax_to_tsir(original_mod))
     egraph = TermEGraph(graph, tuple(families))
     limits = Limits(time_s=max(0.3 * budget_s, 0.1))
@@ -139,6 +148,8 @@ def optimize(
     checked = stage("verify", lambda: verify(model, runner, fresh_inputs(example_inputs, seed + 1)))
     report = {
         "version": REPORT_VERSION,
+        "input": {"kind": source.kind, "name": model_name,
+                  "inputs": [{"shape": list(x.shape), "dtype": str(x.numpy().dtype)} for x in example_inputs]},
         "target": {"name": spec.name, "tvm": str(spec.target)},
         "mode": mode,
         "egraph": {
@@ -150,14 +161,20 @@ def optimize(
         "search": {
             "predicted_s": search.cost, "seeds_predicted_s": search.seeds, "history": search.history,
             "evaluations": search.evaluations, "time_s": round(search.time_s, 4),
+            "curve": [{"generation": g, "best_ms": cost * 1e3} for g, cost in enumerate(search.history)],
+            "pareto": [], "cost_tier": "analytic",
         },
         "program": {"original": _op_counts(graph.root), "optimized": _op_counts(chosen)},
+        "layers": report_files.layers(graph, chosen),
+        "size_bytes": {"original": report_files.constant_bytes(original_mod),
+                       "optimized": report_files.constant_bytes(optimized_mod)},
         "verification": {"max_abs_error": checked.max_abs_error, "relative_error": checked.relative_error,
-                         "tolerance": checked.tolerance, "passed": checked.passed},
+                         "tolerance": checked.tolerance, "passed": checked.passed,
+                         "reference": source.reference_name},
         "stages_s": stages,
     }
     if measure:
-        report["latency_ms"] = stage("measure", lambda: _measure(model, example_inputs, original_mod, runner, spec))
+        report["latency_ms"] = stage("measure", lambda: _measure(source, runner, spec))
     result = Result(optimized_mod, executable, report, model, example_inputs)
     if out_dir is not None:
         result.export(Path(out_dir) / "model.so")
@@ -173,23 +190,18 @@ def _op_counts(root: Term) -> dict[str, int]:
     return dict(Counter(t.op for t in postorder(root) if t.op not in ("weight", "input")))
 
 
-def _measure(model, example_inputs, original_mod, runner, spec) -> dict[str, float]:
-    """Latency of the original (same TVM build, no rewrites), the optimized model, and PyTorch eager."""
-    arrays = [t.numpy() for t in example_inputs]
-    baseline = runtime.Runner(runtime.build(original_mod, spec))
-    return {
-        "original": baseline.median_ms(arrays),
-        "optimized": runner.median_ms(arrays),
-        "torch_eager": _torch_median_ms(model, example_inputs),
-    }
+def _measure(source: Source, runner: runtime.Runner, spec: targets.TargetSpec) -> dict[str, float]:
+    """Latency of the original (same TVM build, no rewrites), the optimized model, and the reference
+    framework (PyTorch eager or ONNX Runtime; a Relax input has none besides the original)."""
+    arrays = [t.numpy() for t in source.example_inputs]
+    baseline = runtime.Runner(runtime.build(source.module, spec))
+    latency = {"original": baseline.median_ms(arrays), "optimized": runner.median_ms(arrays)}
+    if source.kind != "relax":
+        latency[source.reference_name] = source.reference_ms()
+    return latency
 
 
-def _torch_median_ms(model: torch.nn.Module, inputs: tuple, repeat: int = 20) -> float:
-    times = []
-    with torch.inference_mode():
-        model(*inputs)
-        for _ in range(repeat):
-            start = time.perf_counter()
-            model(*inputs)
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2] * 1e3
+def _default_name(model: Model, source: Source) -> str:
+    if source.kind == "onnx":
+        return Path(model).name
+    return type(model).__name__ if source.kind == "torch" else "Relax module"

@@ -59,7 +59,7 @@ def _matmul(call: relax.Call, args: list[Arg]) -> Term | None:
     a, b = args
     if not _tensors(a, b) or len(a.ty[0]) < 2 or len(b.ty[0]) < 2 or a.ty[1] != b.ty[1]:
         return None
-    if str(call.attrs.out_dtype) not in ("", "void", a.ty[1]):
+    if call.attrs.out_dtype is not None and str(call.attrs.out_dtype) not in ("", "void", a.ty[1]):  # None: TVMScript
         return None
     return Term("matmul", (a, b))
 

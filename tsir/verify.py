@@ -37,11 +37,12 @@ def fresh_inputs(examples: Sequence[torch.Tensor], seed: int) -> list[torch.Tens
     return out
 
 
-def reference_outputs(model: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
+def reference_outputs(model: Callable, inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """``model``'s outputs on ``inputs``: a torch module, or any callable returning tensors or arrays."""
     with torch.inference_mode():
         out = model(*inputs)
     items = out if isinstance(out, (tuple, list)) else (out,)
-    return [t.detach().numpy() for t in items]
+    return [t.detach().numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in items]
 
 
 def compare(
@@ -60,7 +61,7 @@ def compare(
 
 
 def verify(
-    model: torch.nn.Module, run: Callable[[list[np.ndarray]], list[np.ndarray]],
+    model: Callable, run: Callable[[list[np.ndarray]], list[np.ndarray]],
     inputs: Sequence[torch.Tensor], tolerance: float = DEFAULT_TOLERANCE,
 ) -> Verification:
     """Run both on ``inputs``; raise ``VerificationError`` when they differ beyond ``tolerance``."""
