@@ -6,7 +6,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(PY) -m tsir $(MODEL) --out build
+	$(PY) -m tsir optimize $(MODEL) --out build
 
 test: setup
 	$(PY) -m pytest -q -n 2 tests

@@ -47,6 +47,7 @@ def register(name: str, description: str) -> Callable[[Builder], Factory]:
             _randomize_batchnorm(module)
             return ZooModel(name, module.eval(), inputs, description)
 
+        factory.description = description
         _REGISTRY[name] = factory
         return factory
 
@@ -56,6 +57,11 @@ def register(name: str, description: str) -> Callable[[Builder], Factory]:
 def names() -> list[str]:
     """All registered model names, in registry order."""
     return list(_REGISTRY)
+
+
+def description(name: str) -> str:
+    """One line about model ``name`` (without building it)."""
+    return _REGISTRY[name].description
 
 
 def load(name: str, batch: int = 1) -> ZooModel:

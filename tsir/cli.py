@@ -1,0 +1,225 @@
+"""The ``tsir`` command line (typer + rich): optimize, report, rules, bench, zoo.
+
+Exit codes: 0 success, 2 bad input (the message names the fix), 1 internal error (a tsir bug).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import re
+import subprocess
+import sys
+import traceback
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tsir import report as report_files
+from tsir import zoo
+from tsir.errors import TsirError
+
+app = typer.Typer(help="TensorSynth: optimize a model for a target, verified; read its report.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True)
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Mode(StrEnum):
+    exact = "exact"
+    approx = "approx"
+
+
+def parse_budget(text: str) -> float:
+    """``90``, ``90s``, ``10m``, ``1h`` or ``1.5m`` -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match or float(match[1]) <= 0:
+        raise TsirError(f"--budget {text!r} is not a duration; write e.g. 90s, 10m or 1h")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
+
+
+def parse_rpc(text: str) -> str:
+    """Check ``host:port:key``."""
+    parts = text.split(":")
+    if len(parts) != 3 or not all(parts) or not parts[1].isdigit():
+        raise TsirError(f"--rpc {text!r} is not host:port:key; write e.g. 192.168.1.7:9190:rasp4 (tracker address "
+                        "and device key)")
+    return text
+
+
+def load_model(spec: str) -> tuple[object, tuple | None, str]:
+    """MODEL as the CLI takes it -> (model, example inputs or None, display name)."""
+    if ".py:" in spec:
+        return _from_factory(spec)
+    if spec.endswith(".onnx"):
+        if not Path(spec).is_file():
+            raise TsirError(f"ONNX file {spec!r} does not exist; check the path")
+        return spec, None, Path(spec).name
+    if spec in zoo.names():
+        entry = zoo.load(spec)
+        return entry.module, entry.example_inputs, spec
+    raise TsirError(f"unknown model {spec!r}; give a zoo name ({', '.join(zoo.names())}), a .onnx file, "
+                    "or path/to/file.py:factory where factory() returns (model, example_inputs)")
+
+
+def _from_factory(spec: str) -> tuple[object, tuple, str]:
+    path_text, _, name = spec.rpartition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise TsirError(f"{path_text!r} does not exist; MODEL is path/to/file.py:factory")
+    module_spec = importlib.util.spec_from_file_location(f"tsir_user_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:  # the user's file: any error is bad input
+        raise TsirError(f"importing {path_text!r} failed: {type(error).__name__}: {error}; fix that file") from error
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise TsirError(f"{path_text!r} has no function {name!r}; define {name}() returning (model, example_inputs)")
+    made = factory()
+    if not (isinstance(made, tuple) and len(made) == 2):
+        raise TsirError(f"{name}() must return (model, example_inputs), got {type(made).__name__}")
+    model, inputs = made
+    return model, tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,), f"{path.stem}:{name}"
+
+
+def summary(report: dict) -> Table:
+    """The result table printed after ``tsir optimize`` and ``tsir report``."""
+    fired = {r: n for rules in report["rules_fired"].values() for r, n in rules.items()}
+    eg, search, ver = report["egraph"], report["search"], report["verification"]
+    table = Table(title=f"tsir: {report['input']['name']} on {report['target']['name']} ({report['mode']} mode)")
+    table.add_column("")
+    table.add_column("value", overflow="fold")
+    lat = report.get("latency_ms")
+    if lat:
+        table.add_row("original latency (TVM, no rewrites)", f"{lat['original']:.3f} ms")
+        table.add_row("optimized latency", f"{lat['optimized']:.3f} ms")
+        table.add_row("speed-up", f"{lat['original'] / lat['optimized']:.2f}x")
+        names = {"torch_eager": "PyTorch eager", "onnxruntime": "ONNX Runtime"}
+        for key, ms in lat.items():
+            if key not in ("original", "optimized"):
+                table.add_row(f"{names.get(key, key)} (reference)", f"{ms:.3f} ms")
+    size = report["size_bytes"]
+    table.add_row("size (constants)", f"{size['original']:,} -> {size['optimized']:,} bytes")
+    table.add_row("rules fired", ", ".join(f"{r}×{n}" for r, n in sorted(fired.items())) or "none")
+    table.add_row("e-graph size", f"{eg['eclasses']} e-classes, {eg['enodes']} e-nodes, "
+                  f"{eg['iterations']} iterations ({eg['stop_reason']})")
+    table.add_row("search time", f"{search['time_s']:.2f} s ({search['evaluations']} programs, "
+                  f"{search['cost_tier']} cost)")
+    table.add_row("verified: max abs error", f"{ver['max_abs_error']:.3g} "
+                  f"({ver['relative_error']:.2g} of output scale, tolerance {ver['tolerance']:g}, "
+                  f"against {ver['reference']})")
+    return table
+
+
+@app.command()
+def optimize(
+    model: Annotated[str, typer.Argument(help="zoo name, path/to/model.onnx, or path/to/file.py:factory")],
+    target: Annotated[str, typer.Option(help="x86 (this CPU); see docs/targets.md")] = "x86",
+    mode: Annotated[Mode, typer.Option(help="exact rewrites only; approx is not available yet")] = Mode.exact,
+    budget: Annotated[str, typer.Option(help="time budget: 90s, 10m, 1h")] = "60s",
+    out_dir: Annotated[Path, typer.Option("--out", help="directory for model.so, report.json, report.md")] = Path(
+        "build"),
+    rpc: Annotated[str | None, typer.Option(help="measure on a device: tracker host:port:key")] = None,
+    seed: Annotated[int, typer.Option(help="search seed")] = 0,
+) -> None:
+    """Optimize MODEL for --target, verify it, write the library and the report to --out."""
+    import tsir
+
+    budget_s = parse_budget(budget)
+    options = {}
+    if rpc is not None:
+        options["rpc"] = parse_rpc(rpc)
+        if "rpc" not in inspect.signature(tsir.optimize).parameters:
+            raise TsirError("--rpc needs the RPC measurement backend, which this build does not have; drop --rpc")
+    loaded, inputs, name = load_model(model)
+    with Progress(SpinnerColumn(finished_text="[green]✓"), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=err, transient=False) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_stage(stage: str, seconds: float | None) -> None:
+            if seconds is None:
+                tasks[stage] = progress.add_task(stage, total=1)
+            else:
+                progress.update(tasks[stage], completed=1, description=f"{stage} ({seconds:.2f} s)")
+
+        result = tsir.optimize(loaded, inputs, target=target, mode=mode.value, budget_s=budget_s, seed=seed,
+                               out_dir=out_dir, model_name=name, on_stage=on_stage, **options)
+    out.print(summary(result.report))
+    written = sorted(p.name for p in out_dir.iterdir())
+    out.print(f"wrote {', '.join(written)} to {out_dir}/")
+
+
+@app.command()
+def report(directory: Annotated[Path, typer.Argument(help="the --out directory of a tsir optimize run")]) -> None:
+    """Validate DIR/report.json and re-render DIR/report.md and its plots."""
+    loaded = report_files.load(directory)
+    path = report_files.write_markdown(loaded, directory)
+    out.print(summary(loaded))
+    out.print(f"wrote {path}")
+
+
+@app.command()
+def rules() -> None:
+    """List the rule families and their rules."""
+    from tsir.rewrites import FAMILIES, rule_names
+
+    table = Table(title="tsir rewrite rules")
+    for column in ("family", "rules", "names"):
+        table.add_column(column, overflow="fold")
+    total = 0
+    for family in FAMILIES:
+        names = rule_names(family)
+        total += len(names)
+        table.add_row(family, str(len(names)), ", ".join(names))
+    out.print(table)
+    out.print(f"{total} rules in {len(FAMILIES)} families")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark harness (python -m bench, from the source checkout); arguments go to it."""
+    if not (REPO / "bench" / "__main__.py").is_file():
+        raise TsirError("the benchmark harness lives in the tsir source checkout; run tsir bench from a clone")
+    code = subprocess.run([sys.executable, "-m", "bench", *ctx.args], cwd=REPO).returncode
+    raise typer.Exit(code)
+
+
+@app.command("zoo")
+def zoo_command() -> None:
+    """List the bundled models (usable as MODEL)."""
+    table = Table(title="tsir model zoo")
+    table.add_column("name")
+    table.add_column("description", overflow="fold")
+    for name in zoo.names():
+        table.add_row(name, zoo.description(name))
+    out.print(table)
+
+
+COMMANDS = ("optimize", "report", "rules", "bench", "zoo")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``tsir`` and ``python -m tsir``; ``python -m tsir MODEL ...`` means ``optimize MODEL``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] not in COMMANDS and not args[0].startswith("-"):
+        args.insert(0, "optimize")
+    try:
+        app(args, prog_name="tsir")  # typer prints usage errors itself and exits 2
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 0
+    except TsirError as error:
+        err.print(f"error: {error}", style="bold red", markup=False)
+        return 2
+    except Exception as error:  # noqa: BLE001  anything else is a bug in tsir
+        err.print(traceback.format_exc(), markup=False)
+        err.print(f"internal error: {type(error).__name__}: {error}. This is a tsir bug: please report it with "
+                  "the traceback above", style="bold red", markup=False)
+        return 1
+    return 0
