@@ -16,12 +16,18 @@ from collections.abc import Sequence
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax
 
+from tsir import errors
 from tsir.api import optimize
 from tsir.backends import targets
 
 STAMP = "tsir.synthesized"  # function attribute on main: "<target>/<mode>" of the run that produced it
+
+for _error in (errors.TsirError, errors.UnsupportedOpError, errors.StaticShapeError, errors.TargetError,
+               errors.VerificationError):
+    tvm_ffi.register_error(_error)  # raised inside a pass, they reach the caller as themselves, not RuntimeError
 
 
 @tvm.transform.module_pass(opt_level=0, name="tsir.Synthesize")
@@ -65,7 +71,8 @@ def pipeline(target: str = "x86", mode: str = "exact", budget_s: float = 60.0, s
     spec = targets.resolve(target)
     tuning = []
     if database is not None:  # where tuned kernels enter the build: legalize to TIR, then apply the records
-        tuning = [relax.get_pipeline("zero"), relax.transform.MetaScheduleApplyDatabase(os.fspath(database))]
+        with spec.target:  # the database pass reads the target when it is made
+            tuning = [relax.get_pipeline("zero"), relax.transform.MetaScheduleApplyDatabase(os.fspath(database))]
     passes = [Synthesize(target, mode, budget_s, seed), *tuning, relax.get_pipeline("default")]
 
     @tvm.transform.module_pass(opt_level=0, name="tsir.pipeline")
