@@ -115,7 +115,7 @@ def from_onnx(path: Path, example_inputs: Sequence | None) -> Source:
                 "example_inputs, or export the model with fixed shapes"
             )
         dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-        specs.append((value.name, tuple(d.dim_value for d in dims), str(dtype)))
+        specs.append((value.name, tuple(d.dim_value if d.HasField("dim_value") else None for d in dims), str(dtype)))
     inputs = _inputs_for(specs, example_inputs)
     shapes = {name: list(t.shape) for (name, _, _), t in zip(specs, inputs, strict=True)}
     try:
@@ -133,8 +133,9 @@ def from_onnx(path: Path, example_inputs: Sequence | None) -> Source:
     return Source("onnx", mod, inputs, reference, "onnxruntime")
 
 
-def _inputs_for(specs: list[tuple[str, tuple[int, ...], str]], given: Sequence | None) -> tuple[torch.Tensor, ...]:
-    """``given`` checked against the model's inputs (as tensors), or random inputs of the right types."""
+def _inputs_for(specs: list[tuple[str, tuple, str]], given: Sequence | None) -> tuple[torch.Tensor, ...]:
+    """``given`` checked against the model's inputs (as tensors; None in a shape is a symbolic size), or random
+    inputs of the right types."""
     if given is None:
         gen = torch.Generator().manual_seed(0)
         return tuple(_random(shape, dtype, gen) for _, shape, dtype in specs)
@@ -143,7 +144,8 @@ def _inputs_for(specs: list[tuple[str, tuple[int, ...], str]], given: Sequence |
         raise TsirError(f"the model takes {len(specs)} inputs ({', '.join(n for n, _, _ in specs)}), "
                         f"{len(given)} example inputs were given")
     for (name, shape, dtype), x in zip(specs, given, strict=True):
-        if tuple(x.shape) != shape or str(x.numpy().dtype) != dtype:
+        fits = len(x.shape) == len(shape) and all(w in (None, g) for w, g in zip(shape, x.shape, strict=False))
+        if not fits or str(x.numpy().dtype) != dtype:
             raise TsirError(f"example input for {name!r} is {tuple(x.shape)} {x.numpy().dtype}; the model "
                             f"expects {shape} {dtype}")
     return given
