@@ -1,30 +1,145 @@
-"""``python -m tsir`` (what ``make run`` calls): the summary table, files written, bad-input exit code."""
+"""The ``tsir`` command line: every command, the summary table, files written, and exit codes 0 / 2 / 1."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tsir import cli, zoo
+from tsir.rewrites import FAMILIES, rule_names
+
+TSIR = Path(sys.executable).parent / "tsir"  # the console script installed by `pip install -e .`
+ROWS = ("original latency", "optimized latency", "speed-up", "rules fired", "e-graph size", "search time",
+        "verified: max abs error")
 
 
-def run(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tsir", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+def run_tsir(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([str(TSIR), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-def test_optimize_prints_table_and_writes_build(tmp_path):
-    proc = run("mlp", "--out", "build", "--budget", "10", cwd=tmp_path)
+@pytest.fixture(scope="module")
+def optimized(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One real `tsir optimize` of the zoo MLP through the installed console script."""
+    cwd = tmp_path_factory.mktemp("cli")
+    return cwd / "out", run_tsir("optimize", "mlp", "--out", "out", "--budget", "10s", cwd=cwd)
+
+
+def test_optimize_prints_table_and_writes_everything(optimized):
+    out, proc = optimized
     assert proc.returncode == 0, proc.stderr
-    for row in ("original latency", "optimized latency", "speed-up", "rules fired", "e-graph size",
-                "search time", "PyTorch eager", "verified: max abs error"):
+    for row in (*ROWS, "PyTorch eager (reference)"):
         assert row in proc.stdout, f"missing {row!r} in:\n{proc.stdout}"
-    report = json.loads((tmp_path / "build" / "report.json").read_text())
-    assert report["verification"]["passed"]
-    assert (tmp_path / "build" / "model.so").stat().st_size > 0
+    for stage in ("import", "saturate", "search", "build", "verify"):
+        assert f"✓ {stage}" in proc.stderr  # the rich progress lines
+    assert sorted(p.name for p in out.iterdir()) == ["model.so", "report.json", "report.md", "search_curve.png"]
+    assert json.loads((out / "report.json").read_text())["input"]["name"] == "mlp"
 
 
-def test_bad_input_exits_2_with_the_fix(tmp_path):
-    proc = run("no_such_model", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "resnet18" in proc.stderr
-    assert not (tmp_path / "build").exists()
+def test_report_rerenders_a_saved_run(optimized):
+    out, _ = optimized
+    (out / "report.md").unlink()
+    result = CliRunner().invoke(cli.app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "speed-up" in result.output
+    assert (out / "report.md").read_text().startswith("# tsir report: mlp")
+
+
+def test_python_dash_m_tsir_keeps_the_old_form(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tsir", "mlp", "--out", "build", "--budget", "5s"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert all(row in proc.stdout for row in ROWS)
+
+
+def test_optimize_a_factory_file(tmp_path):
+    (tmp_path / "mymodel.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU())\n"
+        "    return model, (torch.randn(2, 8),)\n")
+    proc = run_tsir("optimize", "mymodel.py:build", "--out", "o", "--budget", "5s", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["input"]["name"] == "mymodel:build" and report["verification"]["passed"]
+
+
+def test_rules_lists_every_family_and_the_total():
+    result = CliRunner().invoke(cli.app, ["rules"])
+    assert result.exit_code == 0
+    total = sum(len(rule_names(f)) for f in FAMILIES)
+    assert f"{total} rules in {len(FAMILIES)} families" in result.output
+    for family in FAMILIES:
+        assert family in result.output
+
+
+def test_zoo_lists_the_bundled_models():
+    result = CliRunner().invoke(cli.app, ["zoo"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name in zoo.names():
+        assert name in result.output and zoo.description(name)[:20] in result.output
+
+
+def test_bench_forwards_to_the_harness(monkeypatch):
+    calls = []
+
+    def fake_run(cmd, cwd):
+        calls.append((cmd, cwd))
+        return subprocess.CompletedProcess(cmd, 3)
+
+    monkeypatch.setattr(cli.subprocess, "run", fake_run)
+    assert cli.main(["bench", "mlp", "lenet"]) == 3  # the harness's exit code comes back
+    assert calls == [([sys.executable, "-m", "bench", "mlp", "lenet"], cli.REPO)]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["optimize", "no_such_model"], "give a zoo name"),
+    (["optimize", "missing.onnx"], "does not exist"),
+    (["optimize", "nofile.py:build"], "does not exist"),
+    (["optimize", "mlp", "--mode", "approx"], "approx mode is not available yet"),
+    (["optimize", "mlp", "--budget", "ten minutes"], "write e.g. 90s, 10m or 1h"),
+    (["optimize", "mlp", "--target", "tpu"], "known targets: x86"),
+    (["optimize", "mlp", "--rpc", "host-only"], "host:port:key"),
+    (["report", "nowhere"], "no report.json"),
+])
+def test_bad_input_exits_2_and_names_the_fix(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(args) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "build").exists()  # nothing half-written
+
+
+def test_bad_factory_and_bad_report_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f.py").write_text("def build():\n    return 42\n")
+    assert cli.main(["optimize", "f.py:build"]) == 2
+    assert cli.main(["optimize", "f.py:other"]) == 2
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "report.json").write_text(json.dumps({"version": 1}))
+    assert cli.main(["report", "r"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "must return (model, example_inputs)" in err and "has no function 'other'" in err
+    assert "does not match schema version 1" in err
+
+
+def test_usage_errors_exit_2():
+    assert cli.main(["optimize"]) == 2  # MODEL missing
+    assert cli.main(["optimize", "mlp", "--mode", "fast"]) == 2
+
+
+def test_internal_error_exits_1(monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise KeyError("oops")
+
+    monkeypatch.setattr("tsir.optimize", broken)
+    assert cli.main(["optimize", "mlp"]) == 1
+    assert "internal error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("10m", 600), ("1.5m", 90), ("1h", 3600)])
+def test_budget_durations(text, seconds):
+    assert cli.parse_budget(text) == seconds

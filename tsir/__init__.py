@@ -2,8 +2,9 @@
 
 from tsir.api import Result, optimize
 from tsir.errors import StaticShapeError, TargetError, TsirError, UnsupportedOpError, VerificationError
+from tsir.transform import Synthesize, pipeline
 
 __all__ = [
-    "Result", "StaticShapeError", "TargetError", "TsirError", "UnsupportedOpError", "VerificationError",
-    "optimize",
+    "Result", "StaticShapeError", "Synthesize", "TargetError", "TsirError", "UnsupportedOpError",
+    "VerificationError", "optimize", "pipeline",
 ]
