@@ -9,7 +9,7 @@ run: setup
 	$(PY) -m tsir optimize $(MODEL) --out build
 
 test: setup
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
 bench: setup
 	$(PY) -m bench

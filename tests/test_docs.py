@@ -1,8 +1,9 @@
 """Every code block in README.md and docs/*.md runs (the docs-test contract in HELPERS.md).
 
-A ```python block runs in a fresh interpreter with a temporary working directory; a ```bash block runs
+A ```python block runs as a script in a fresh interpreter with a temporary working directory; a ```bash block runs
 with bash (``set -euo pipefail``) from the repository root with the venv's ``bin`` first on PATH. A block
-preceded by ``<!-- docs-test: skip REASON -->`` is reported as skipped with that reason.
+preceded by ``<!-- docs-test: skip REASON -->`` is reported as skipped with that reason. Blocks of one
+page run in page order on one worker (``make test`` passes ``--dist loadgroup``).
 """
 
 from __future__ import annotations
@@ -55,13 +56,19 @@ def blocks(page: Path) -> list[Block]:
 RUNNABLE = [b for page in PAGES for b in blocks(page) if b.lang in ("python", "bash")]
 
 
-@pytest.mark.parametrize("block", RUNNABLE, ids=[b.id for b in RUNNABLE])
+# a page's blocks may build on each other (optimize, then report): one xdist worker runs them in order
+PARAMS = [pytest.param(b, id=b.id, marks=pytest.mark.xdist_group(b.page.name)) for b in RUNNABLE]
+
+
+@pytest.mark.parametrize("block", PARAMS)
 def test_doc_block_runs(block: Block, tmp_path):
     if block.skip is not None:
         pytest.skip(block.skip)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    if block.lang == "python":
-        cmd, cwd = [sys.executable, "-c", block.code], tmp_path
+    if block.lang == "python":  # from a file: TVMScript reads its source back
+        script = tmp_path / "block.py"
+        script.write_text(block.code)
+        cmd, cwd = [sys.executable, str(script)], tmp_path
     else:
         cmd, cwd = ["bash", "-c", "set -euo pipefail\n" + block.code], ROOT
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
