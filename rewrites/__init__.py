@@ -30,6 +30,15 @@ def tolerance(rule: str) -> float:
     raise KeyError(f"no rule named {rule!r}; see rewrites.rule_names(family)")
 
 
+def rule(name: str):
+    """The egglog rule declared under ``name`` (to run it alone, e.g. in its property test)."""
+    for family in FAMILIES:
+        for declared, decl in zip(_MODULES[family].RULES, FAMILIES[family].__egg_ruleset__.rules, strict=True):
+            if decl.name == name:
+                return declared
+    raise KeyError(f"no rule named {name!r}; see rewrites.rule_names(family)")
+
+
 def summary() -> dict[str, int]:
     """Rule count per family."""
     return {family: len(rule_names(family)) for family in FAMILIES}

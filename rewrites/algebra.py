@@ -165,7 +165,8 @@ for _name, _op in _ELEMENTWISE.items():
                        holds(_broadcast_absorbed, ta, s1, t2), name=f"{_name}_broadcast_right").then(
         union(y).with_(_op(b, a))))
 
-rules = ruleset(*_rules, name="algebra")
+RULES = _rules
+rules = ruleset(*RULES, name="algebra")
 
 TOLERANCE = {
     **dict.fromkeys(["transpose_transpose", "transpose_identity", "reshape_reshape", "reshape_identity",

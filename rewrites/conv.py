@@ -130,7 +130,7 @@ _hi = slice(x, PyObject(1), computed(_half, tx, PyObject(1)), computed(_full, tx
 _w_lo = slice(w, PyObject(0), PyObject(0), computed(_half, tw, PyObject(0)))
 _w_hi = slice(w, PyObject(0), computed(_half, tw, PyObject(0)), computed(_full, tw, PyObject(0)))
 
-rules = ruleset(
+RULES = [
     # conv1x1(x, w) -> NCHW(reshape(NHWC(x), (NHW, C)) @ reshape(w, (O, C))^T)   (stride 1, no padding, 1 group)
     rule(eq_(y, conv2d(x, w, _ONE, _ZERO_PAD, dilation, groups)), eq_(ty(x), tx), eq_(ty(w), tw),
          holds(_is_1x1, tw, groups), name="conv1x1_to_matmul").then(
@@ -166,8 +166,8 @@ rules = ruleset(
     rule(eq_(y, conv2d(x, w, strides, padding, dilation, groups)), eq_(ty(w), tw),
          holds(_drop_dilation, tw, dilation), name="conv1x1_dilation").then(
         union(y).with_(conv2d(x, w, strides, padding, _ONE, groups))),
-    name="conv",
-)
+]
+rules = ruleset(*RULES, name="conv")
 
 TOLERANCE = {
     "conv1x1_to_matmul": CONTRACTION, "matmul_to_conv1x1": CONTRACTION,  # same sums, another kernel's order

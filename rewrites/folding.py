@@ -90,7 +90,7 @@ def _matrices(t1: tuple, t2: tuple) -> bool:
 
 
 _scale = divide(g, sqrt(add(var_, scalar(v))))
-rules = ruleset(
+RULES = [
     # bn(x) -> x * view(g / sqrt(var + eps)) + view(beta - mean * g / sqrt(var + eps))
     rule(eq_(y, batch_norm(x, g, beta, mean, var_, axis, v)), eq_(ty(x), tx), name="batch_norm_affine").then(
         union(y).with_(add(
@@ -134,8 +134,8 @@ rules = ruleset(
         union(y).with_(add(a, add(w1, w2)))),
     rule(eq_(y, multiply(multiply(a, w1), w2)), is_const(w1), is_const(w2), name="combine_constant_scale").then(
         union(y).with_(multiply(a, multiply(w1, w2)))),
-    name="folding",
-)
+]
+rules = ruleset(*RULES, name="folding")
 
 TOLERANCE = {
     # x*s + t against (x - mean)*s + beta: a few reordered elementwise roundings, scale |s| <= ~3

@@ -27,7 +27,7 @@ def _non_negative(low: float) -> bool:
     return low >= 0
 
 
-rules = ruleset(
+RULES = [
     rule(eq_(y, add(matmul(x, w), b)), eq_(ty(x), tx), eq_(ty(w), tw), eq_(ty(b), tb),
          holds(_is_bias, tx, tw, tb), name="matmul_bias_to_linear").then(
         union(y).with_(linear(x, w, b))),  # x@w + b -> linear(x, w, b) when b runs along the last axis
@@ -45,8 +45,8 @@ rules = ruleset(
     # clip(x, 0, inf) -> relu(x)
     rule(eq_(y, clip(x, PyObject(0.0), PyObject(float("inf")))), name="clip_is_relu").then(
         union(y).with_(relu(x))),
-    name="fusion",
-)
+]
+rules = ruleset(*RULES, name="fusion")
 
 TOLERANCE = {
     "matmul_bias_to_linear": EXACT,  # linear is defined as (and lowered to) the same matmul then add

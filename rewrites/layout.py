@@ -122,6 +122,7 @@ _rules += [
     rule(eq_(y, mean(transpose(x, p), s1, q)), holds(_keepdims, q), name="mean_through_transpose").then(
         union(y).with_(transpose(mean(x, computed(_permute_axes, p, s1), q), p))),
 ]
-rules = ruleset(*_rules, name="layout")
+RULES = _rules
+rules = ruleset(*RULES, name="layout")
 TOLERANCE = {r.name: EXACT for r in rules.__egg_ruleset__.rules}  # data movement only: bit-exact
 TOLERANCE["mean_through_transpose"] = ELEMENTWISE  # the same sum, in another memory order

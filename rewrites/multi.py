@@ -161,7 +161,8 @@ _cancel = [
         union(y).with_(slice(x, axis, computed(_plus, begin, b2_), computed(_plus, begin, e2_)))),
 ]
 cancel = ruleset(*_cancel, name="multi_cancel")
-rules = ruleset(*MERGES, *_cancel, name="multi")
+RULES = [*MERGES, *_cancel]
+rules = ruleset(*RULES, name="multi")
 TOLERANCE = {
     # the merged op computes each output element with the same sum as before (another kernel's order)
     **{r.name: CONTRACTION for r in ruleset(*MERGES, name="multi_merge").__egg_ruleset__.rules},
