@@ -95,6 +95,112 @@ def _conv2d(call: relax.Call, args: list[Arg]) -> Term | None:
     return Term("conv2d", (args[0], args[1]), attrs)
 
 
+def _prim(expr) -> float | int | None:
+    """The literal of a Relax prim value (an IntImm / FloatImm argument), or None."""
+    value = getattr(expr, "value", None)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _rank(call: relax.Call) -> int:
+    return len(call.ty.shape.values) if isinstance(call.ty, relax.TensorType) else -1
+
+
+@register_converter("relax.nn.max_pool2d")
+def _max_pool2d(call: relax.Call, args: list[Arg]) -> Term | None:
+    at = call.attrs
+    if at.layout != "NCHW" or at.ceil_mode or (at.out_layout or "NCHW") != "NCHW" or not _tensors(args[0]):
+        return None
+    return Term("max_pool2d", (args[0],), (_ints(at.pool_size), _ints(at.strides), _ints(at.padding),
+                                           _ints(at.dilation)))
+
+
+@register_converter("relax.nn.pad")
+def _pad(call: relax.Call, args: list[Arg]) -> Term | None:
+    at = call.attrs
+    if at.pad_mode != "constant" or float(at.pad_value) != 0.0 or not _tensors(args[0]):
+        return None
+    return Term("pad", (args[0],), (_ints(at.pad_width),))
+
+
+@register_converter("relax.mean")
+def _mean(call: relax.Call, args: list[Arg]) -> Term | None:
+    rank = len(args[0].ty[0])
+    axes = range(rank) if call.attrs.axis is None else (int(a) % rank for a in call.attrs.axis)
+    return Term("mean", (args[0],), (tuple(sorted(axes)), bool(call.attrs.keepdims)))
+
+
+@register_converter("relax.clip")
+def _clip(call: relax.Call, args: list[Arg]) -> Term | None:
+    low, high = _prim(args[1]), _prim(args[2])
+    if low is None or high is None or args[0].ty[1] != "float32":
+        return None
+    return Term("clip", (args[0],), (float(low), float(high)))
+
+
+@register_converter("relax.nn.softmax")
+def _softmax(call: relax.Call, args: list[Arg]) -> Term:
+    return Term("softmax", (args[0],), (int(call.attrs.axis) % len(args[0].ty[0]),))
+
+
+@register_converter("relax.nn.gelu")
+def _gelu(call: relax.Call, args: list[Arg]) -> Term:
+    return Term("gelu", (args[0],))
+
+
+@register_converter("relax.nn.layer_norm")
+def _layer_norm(call: relax.Call, args: list[Arg]) -> Term | None:
+    at = call.attrs
+    rank = len(args[0].ty[0])
+    if [int(a) % rank for a in at.axes] != [rank - 1] or not (at.center and at.scale) or not _tensors(*args):
+        return None
+    return Term("layer_norm", tuple(args), (rank - 1, float(at.epsilon)))
+
+
+@register_converter("relax.broadcast_to")
+def _broadcast_to(call: relax.Call, args: list[Arg]) -> Term:
+    return Term("broadcast_to", (args[0],), (static_type(call.ty, "broadcast_to")[0],))
+
+
+@register_converter("relax.expand_dims")
+def _expand_dims(call: relax.Call, args: list[Arg]) -> Term:
+    return Term("reshape", (args[0],), (static_type(call.ty, "expand_dims")[0],))
+
+
+@register_converter("relax.split")
+def _split(call: relax.Call, args: list[Arg]) -> Term | None:
+    """A split is the tuple of its pieces, each a ``slice`` (so split/concat rules see through it)."""
+    shape = args[0].ty[0]
+    axis = int(call.attrs.axis) % len(shape)
+    sections = call.attrs.indices_or_sections
+    if isinstance(sections, (tvm.tirx.IntImm, int)):
+        if shape[axis] % int(sections):
+            return None
+        step = shape[axis] // int(sections)
+        cuts = list(range(step, shape[axis], step))
+    else:
+        cuts = [int(c) for c in sections]
+    bounds = [0, *cuts, shape[axis]]
+    if any(b >= e for b, e in zip(bounds, bounds[1:])):
+        return None
+    return Term("tuple", tuple(Term("slice", (args[0],), (axis, b, e)) for b, e in zip(bounds, bounds[1:])))
+
+
+@register_converter("relax.strided_slice")
+def _strided_slice(call: relax.Call, args: list[Arg]) -> Term | None:
+    """A stride-1 slice of one axis; anything else stays opaque."""
+    fields = [[_prim(f) for f in a] if isinstance(a, list) else None for a in args[1:]]
+    if len(fields) < 3 or any(f is None or len(f) != 1 or None in f for f in fields[:3]):
+        return None
+    if len(fields) > 3 and fields[3] not in (None, [1]):
+        return None
+    shape = args[0].ty[0]
+    axis = fields[0][0] % len(shape)
+    begin, end = (min(max(v + shape[axis] if v < 0 else v, 0), shape[axis]) for v in (fields[1][0], fields[2][0]))
+    if begin >= end:
+        return None
+    return Term("slice", (args[0],), (axis, begin, end))
+
+
 def _batch_norm(source: Term, index: int, call: relax.Call) -> Term | None:
     """Output 0 of an inference-mode batch norm with scale and center, as a tsir ``batch_norm``."""
     at = call.attrs
@@ -185,6 +291,8 @@ class _Converter:
             return term
         if isinstance(expr, relax.TupleGetItem):
             source = self.arg(expr.tuple_value)
+            if source.op == "tuple":  # a modeled tuple (split's pieces, a pool with its unused indices)
+                return source.args[expr.index]
             if source.op == "opaque":
                 call = self.opaque_calls[source.attrs[0]].call
                 if call.op.name == "relax.nn.batch_norm":

@@ -17,7 +17,7 @@ from egglog import EGraph, PyObject, set_
 from tsir.ir import lang
 from tsir.ir.ops import OPS
 from tsir.ir.term import Graph, Term, postorder
-from tsir.rewrites import FAMILIES, MULTI_PATTERN
+from tsir.rewrites import AFTER_PASSES, FAMILIES, MULTI_PATTERN
 
 
 @dataclass(frozen=True)
@@ -98,14 +98,15 @@ class TermEGraph:
         report = SaturationReport()
         start = time.perf_counter()
         exact = [FAMILIES[f] for f in self.families if f not in MULTI_PATTERN]
-        multi = [FAMILIES[f] for f in self.families if f in MULTI_PATTERN]
+        multi = [f for f in self.families if f in MULTI_PATTERN]
         self.egraph.run(lang.analysis.saturate())
         report.enodes_per_iteration.append(self.enode_count())
         while True:
             if report.iterations >= limits.iterations:
                 report.stop_reason = "iteration limit"
                 break
-            schedule = exact + (multi if report.iterations < limits.multi_pattern_passes else [])
+            bounded = report.iterations < limits.multi_pattern_passes
+            schedule = exact + [FAMILIES[f] if bounded else AFTER_PASSES[f] for f in multi]
             if not schedule:
                 break
             changed = False

@@ -35,6 +35,15 @@ EMITTERS: dict[str, Emitter] = {
                                                groups=at[3]),
     "batch_norm": lambda a, at: relax.TupleGetItem(
         relax.op.nn.batch_norm(*a, axis=at[0], epsilon=at[1], training=False), 0),
+    "max_pool2d": lambda a, at: relax.op.nn.max_pool2d(a[0], at[0], at[1], at[2], at[3]),
+    "pad": lambda a, at: relax.op.nn.pad(a[0], list(at[0])),
+    "mean": lambda a, at: relax.op.mean(a[0], list(at[0]), keepdims=at[1]),
+    "clip": lambda a, at: relax.op.clip(a[0], tvm.tirx.FloatImm("float32", at[0]),
+                                        tvm.tirx.FloatImm("float32", at[1])),
+    "softmax": lambda a, at: relax.op.nn.softmax(a[0], at[0]),
+    "gelu": lambda a, at: relax.op.nn.gelu(a[0]),
+    "layer_norm": lambda a, at: relax.op.nn.layer_norm(a[0], a[1], a[2], [at[0]], at[1]),
+    "broadcast_to": lambda a, at: relax.op.broadcast_to(a[0], list(at[0])),
     "get_item": lambda a, at: relax.TupleGetItem(a[0], at[0]),
     "tuple": lambda a, at: relax.Tuple(a),
 }

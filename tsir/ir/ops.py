@@ -218,3 +218,111 @@ def evaluate(op: str, inputs: list[np.ndarray], attrs: tuple) -> np.ndarray:
     if spec.evaluate is None:
         raise ValueError(f"op {op!r} has no reference semantics")
     return spec.evaluate(inputs, attrs)
+
+
+# ---- ops added for the zoo and the rule families -------------------------------------------------
+def _infer_max_pool2d(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    (x, dtype), (pool, strides, padding, dilation) = ins[0], attrs
+    if len(x) != 4:
+        raise ValueError(f"max_pool2d: input {x} is not NCHW")
+    spatial = [(x[2 + i] + padding[i] + padding[i + 2] - dilation[i] * (pool[i] - 1) - 1) // strides[i] + 1
+               for i in range(2)]
+    if min(spatial) <= 0 or max(padding) >= min(pool):
+        raise ValueError(f"max_pool2d: window {pool} (padding {padding}) does not fit input {x[2:]}")
+    return (x[0], x[1], *spatial), dtype
+
+
+def _eval_max_pool2d(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
+    pool, strides, padding, dilation = attrs
+    x = np.pad(xs[0], ((0, 0), (0, 0), (padding[0], padding[2]), (padding[1], padding[3])),
+               constant_values=-np.inf)
+    windows = np.lib.stride_tricks.sliding_window_view(
+        x, ((pool[0] - 1) * dilation[0] + 1, (pool[1] - 1) * dilation[1] + 1), axis=(2, 3)
+    )[:, :, :: strides[0], :: strides[1], :: dilation[0], :: dilation[1]]
+    return windows.max(axis=(4, 5)).astype(xs[0].dtype)
+
+
+_op(OpSpec("max_pool2d", 1, ("pool", "strides", "padding", "dilation"), _infer_max_pool2d, _eval_max_pool2d,
+           lambda ins, out, a: float(numel(ins[0][0]))))  # the cost model passes no attributes
+
+
+def _infer_pad(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    (shape, dtype), (widths,) = ins[0], attrs
+    if len(widths) != 2 * len(shape) or min(widths) < 0:
+        raise ValueError(f"pad: widths {widths} must be a (before, after) pair of non-negative ints per axis of {shape}")
+    return tuple(d + widths[2 * i] + widths[2 * i + 1] for i, d in enumerate(shape)), dtype
+
+
+_op(OpSpec("pad", 1, ("widths",), _infer_pad,  # zero padding; widths = (before0, after0, before1, after1, ...)
+           lambda xs, a: np.pad(xs[0], [(a[0][2 * i], a[0][2 * i + 1]) for i in range(xs[0].ndim)])))
+
+
+def _infer_mean(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    (shape, dtype), (axes, keepdims) = ins[0], attrs
+    if any(not 0 <= a < len(shape) for a in axes) or len(set(axes)) != len(axes):
+        raise ValueError(f"mean: axes {axes} are not distinct axes of {shape}")
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape)), dtype
+    return tuple(d for i, d in enumerate(shape) if i not in axes), dtype
+
+
+_op(OpSpec("mean", 1, ("axes", "keepdims"), _infer_mean,
+           lambda xs, a: np.mean(xs[0], axis=tuple(a[0]), keepdims=a[1]).astype(xs[0].dtype),
+           lambda ins, out, a: float(numel(ins[0][0]))))
+_op(OpSpec("clip", 1, ("low", "high"), lambda ins, a: ins[0],
+           lambda xs, a: np.clip(xs[0], a[0], a[1]).astype(xs[0].dtype),
+           lambda ins, out, a: float(numel(out[0]))))
+
+
+def _same_axis(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    if not 0 <= attrs[0] < len(ins[0][0]):
+        raise ValueError(f"axis {attrs[0]} is out of range for {ins[0][0]}")
+    return ins[0]
+
+
+def _eval_softmax(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
+    e = np.exp(xs[0] - np.max(xs[0], axis=attrs[0], keepdims=True))
+    return (e / np.sum(e, axis=attrs[0], keepdims=True)).astype(xs[0].dtype)
+
+
+_op(OpSpec("softmax", 1, ("axis",), _same_axis, _eval_softmax, lambda ins, out, a: 4.0 * numel(out[0])))
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    from scipy.special import erf
+
+    return erf(x)
+
+
+_op(OpSpec("gelu", 1, (), lambda ins, a: ins[0],
+           lambda xs, a: (0.5 * xs[0] * (1 + _erf(xs[0] / np.sqrt(2)))).astype(xs[0].dtype),
+           lambda ins, out, a: 8.0 * numel(out[0])))
+
+
+def _infer_layer_norm(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    (shape, dtype), (axis, _eps) = ins[0], attrs
+    if axis != len(shape) - 1 or ins[1][0] != (shape[-1],) or ins[2][0] != (shape[-1],):
+        raise ValueError(f"layer_norm: normalizes the last axis of {shape} with ({shape[-1]},) scale and shift")
+    return ins[0]
+
+
+def _eval_layer_norm(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
+    x, gamma, beta = xs
+    mean = np.mean(x, axis=-1, keepdims=True)
+    var = np.mean((x - mean) ** 2, axis=-1, keepdims=True)
+    return ((x - mean) / np.sqrt(var + np.asarray(attrs[1], x.dtype)) * gamma + beta).astype(x.dtype)
+
+
+_op(OpSpec("layer_norm", 3, ("axis", "epsilon"), _infer_layer_norm, _eval_layer_norm,
+           lambda ins, out, a: 8.0 * numel(out[0])))
+
+
+def _infer_broadcast_to(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    (shape, dtype), (target,) = ins[0], attrs
+    if broadcast_shapes(shape, target) != tuple(target):
+        raise ValueError(f"broadcast_to: {shape} does not broadcast to {target}")
+    return tuple(target), dtype
+
+
+_op(OpSpec("broadcast_to", 1, ("shape",), _infer_broadcast_to,
+           lambda xs, a: np.broadcast_to(xs[0], a[0]).copy()))

@@ -1,0 +1,128 @@
+"""Layout: elementwise ops commute with transpose and reshape, so NCHW⇄NHWC transposes move through
+elementwise chains (and batch norm, concat, slice, mean) until they meet and cancel."""
+
+from __future__ import annotations
+
+from egglog import rule, ruleset, union
+
+from tsir.ir.lang import (
+    add,
+    batch_norm,
+    computed,
+    concat,
+    divide,
+    eq_,
+    exp,
+    gelu,
+    holds,
+    is_const,
+    mean,
+    multiply,
+    relu,
+    reshape,
+    sigmoid,
+    slice,
+    sqrt,
+    subtract,
+    tanh,
+    tlist,
+    transpose,
+    ty,
+)
+from tsir.rewrites._common import (
+    ELEMENTWISE,
+    EXACT,
+    a,
+    axis,
+    b,
+    begin,
+    c,
+    end,
+    p,
+    q,
+    rank,
+    s1,
+    shape,
+    t1,
+    ta,
+    tc,
+    v,
+    w,
+    w1,
+    w2,
+    x,
+    y,
+    z,
+)
+
+UNARY = {"relu": relu, "sigmoid": sigmoid, "tanh": tanh, "sqrt": sqrt, "exp": exp, "gelu": gelu}
+BINARY = {"add": add, "subtract": subtract, "multiply": multiply, "divide": divide}
+
+
+def _inverse(p: tuple) -> tuple:
+    out = [0] * len(p)
+    for i, j in enumerate(p):
+        out[j] = i
+    return tuple(out)
+
+
+def _same_rank_operand(tc: tuple, ta: tuple) -> bool:
+    """A constant operand of full rank that does not broadcast the transposed side."""
+    return rank(tc) == rank(ta) and all(d in (1, e) for d, e in zip(shape(tc), shape(ta), strict=True))
+
+
+def _permute_axis(p: tuple, axis: int) -> int:
+    return p[axis]
+
+
+def _permute_axes(p: tuple, axes: tuple) -> tuple:
+    return tuple(sorted(p[i] for i in axes))
+
+
+def _keepdims(keep: bool) -> bool:
+    return bool(keep)
+
+
+_rules = []
+for _name, _op in UNARY.items():
+    _rules += [
+        rule(eq_(y, _op(transpose(x, p))), name=f"{_name}_through_transpose").then(
+            union(y).with_(transpose(_op(x), p))),  # f(x^p) -> f(x)^p
+        rule(eq_(y, transpose(_op(x), p)), name=f"transpose_through_{_name}").then(
+            union(y).with_(_op(transpose(x, p)))),  # f(x)^p -> f(x^p)
+        rule(eq_(y, _op(reshape(x, s1))), name=f"{_name}_through_reshape").then(
+            union(y).with_(reshape(_op(x), s1))),  # f(reshape(x)) -> reshape(f(x))
+    ]
+for _name, _op in BINARY.items():
+    _rules += [
+        # op(a^p, b^p) <-> op(a, b)^p   (a, b of one type: no broadcasting to reorder)
+        rule(eq_(y, _op(transpose(a, p), transpose(b, p))), eq_(ty(a), ta), eq_(ty(b), ta),
+             name=f"{_name}_of_transposes").then(union(y).with_(transpose(_op(a, b), p))),
+        rule(eq_(y, transpose(_op(a, b), p)), eq_(ty(a), ta), eq_(ty(b), ta),
+             name=f"transpose_of_{_name}").then(union(y).with_(_op(transpose(a, p), transpose(b, p)))),
+        # op(reshape(a, s), reshape(b, s)) -> reshape(op(a, b), s)   (a, b of one type)
+        rule(eq_(y, _op(reshape(a, s1), reshape(b, s1))), eq_(ty(a), ta), eq_(ty(b), ta),
+             name=f"{_name}_of_reshapes").then(union(y).with_(reshape(_op(a, b), s1))),
+        # op(a^p, c) -> op(a, c^(p^-1))^p   for a constant c of full rank that only broadcasts itself
+        rule(eq_(y, _op(transpose(a, p), c)), is_const(c), eq_(ty(c), tc), eq_(ty(y), t1),
+             holds(_same_rank_operand, tc, t1), name=f"{_name}_constant_through_transpose").then(
+            union(y).with_(transpose(_op(a, transpose(c, computed(_inverse, p))), p))),
+    ]
+_rules += [
+    # bn(x^p, axis) -> bn(x, p[axis])^p
+    rule(eq_(y, batch_norm(transpose(x, p), w, w1, w2, z, axis, v)), name="batch_norm_through_transpose").then(
+        union(y).with_(transpose(batch_norm(x, w, w1, w2, z, computed(_permute_axis, p, axis), v), p))),
+    # concat(a^p, b^p, axis) -> concat(a, b, p[axis])^p
+    rule(eq_(y, concat(tlist(transpose(a, p), transpose(b, p)), axis)), name="concat_of_transposes").then(
+        union(y).with_(transpose(concat(tlist(a, b), computed(_permute_axis, p, axis)), p))),
+    # slice(x^p, axis) -> slice(x, p[axis])^p
+    rule(eq_(y, slice(transpose(x, p), axis, begin, end)), name="slice_through_transpose").then(
+        union(y).with_(transpose(slice(x, computed(_permute_axis, p, axis), begin, end), p))),
+    # mean(x^p, axes, keepdims) -> mean(x, p[axes], keepdims)^p
+    rule(eq_(y, mean(transpose(x, p), s1, q)), holds(_keepdims, q), name="mean_through_transpose").then(
+        union(y).with_(transpose(mean(x, computed(_permute_axes, p, s1), q), p))),
+]
+RULES = _rules
+rules = ruleset(*RULES, name="layout")
+TOLERANCE = {r.name: EXACT for r in rules.__egg_ruleset__.rules}  # data movement only: bit-exact
+TOLERANCE["mean_through_transpose"] = ELEMENTWISE  # the same sum, in another memory order
