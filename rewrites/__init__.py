@@ -2,13 +2,14 @@
 
 from egglog import Ruleset
 
-from tsir.rewrites import algebra, folding, fusion, multi
+from tsir.rewrites import algebra, folding, fusion, library, multi
 
 FAMILIES: dict[str, Ruleset] = {
     "algebra": algebra.rules,
     "fusion": fusion.rules,
     "folding": folding.rules,
     "multi": multi.rules,
+    "library": library.rules,  # oneDNN kernels; needs the native extension (make native)
 }
 # Families that only grow the graph in width; they run a bounded number of passes, not to saturation.
 MULTI_PATTERN = ("multi",)

@@ -75,6 +75,13 @@ def conv2d(x: Tensor, w: Tensor, strides: PyObject, padding: PyObject, dilation:
 @function
 def batch_norm(x: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, var: Tensor, axis: PyObject,
                epsilon: PyObject) -> Tensor: ...
+@function
+def dnnl_matmul(a: Tensor, b: Tensor) -> Tensor: ...
+@function
+def dnnl_linear(x: Tensor, w: Tensor, bias: Tensor, relu: PyObject) -> Tensor: ...
+@function
+def dnnl_conv2d(x: Tensor, w: Tensor, bias: Tensor, strides: PyObject, padding: PyObject, dilation: PyObject,
+                groups: PyObject, relu: PyObject) -> Tensor: ...
 # fmt: on
 
 
