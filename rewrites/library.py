@@ -45,7 +45,7 @@ def _linear_ok(tx: tuple, tw: tuple, tb: tuple) -> bool:
 def _conv_bias_ok(tw: tuple, tb: tuple, tx: tuple) -> bool:
     """``b`` adds one value per output channel of a conv2d with weight type ``tw`` on an NCHW ``tx``."""
     channels = tw[0][0]
-    return _fp32(tx, tw, tb) and tuple(tb[0]) in ((1, channels, 1, 1), (channels, 1, 1), (channels,))
+    return _fp32(tx, tw, tb) and tuple(tb[0]) in ((1, channels, 1, 1), (channels, 1, 1))
 
 
 rules = ruleset(
