@@ -46,30 +46,21 @@ def machine() -> dict:
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def run_model(name: str, batch: int, systems: list[str], args: argparse.Namespace) -> list[dict]:
+def run_model(name: str, batch: int, workers: dict[str, Worker], args: argparse.Namespace) -> list[dict]:
     """Prepare, verify and time every system on one (model, batch); one result row per system."""
     rows: dict[str, dict] = {}
-    workers: dict[str, Worker] = {}
-    try:
-        for system in systems:
-            row = rows[system] = {"model": name, "batch": batch, "system": system, "median_ms": None,
-                                  "p10_ms": None, "p90_ms": None, "verified": None, "max_abs_err": None,
-                                  "error": None}
-            try:
-                worker = Worker(system, name, batch, args.budget_s, timeout_s=args.prepare_timeout_s)
-            except (RuntimeError, TimeoutError) as err:
-                row["error"] = f"while preparing: {err}"
-                continue
-            row.update(worker.info)
-            if row["error"] is None:
-                workers[system] = worker
-            else:
-                worker.close()
-        samples, errors = interleaved({s: w.sample for s, w in workers.items()}, warmup=args.warmup,
-                                      rounds=args.rounds, block_ms=args.block_ms, cap_s=args.cap_s)
-    finally:
-        for worker in workers.values():
-            worker.close()
+    ready: dict[str, Worker] = {}
+    for system, worker in workers.items():
+        row = rows[system] = {"model": name, "batch": batch, "system": system, "median_ms": None, "p10_ms": None,
+                              "p90_ms": None, "verified": None, "max_abs_err": None, "error": None}
+        try:
+            row.update(worker.prepare(name, batch, args.budget_s, timeout_s=args.prepare_timeout_s))
+        except (RuntimeError, TimeoutError) as err:
+            row["error"] = f"while preparing: {err}"
+        if row["error"] is None:
+            ready[system] = worker
+    samples, errors = interleaved({s: w.sample for s, w in ready.items()}, warmup=args.warmup,
+                                  rounds=args.rounds, block_ms=args.block_ms, cap_s=args.cap_s)
     for system, values in samples.items():
         rows[system].update(summary(values))
     for system, error in errors.items():
@@ -80,7 +71,7 @@ def run_model(name: str, batch: int, systems: list[str], args: argparse.Namespac
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=None, help=f"zoo models (default: all of {zoo.names()})")
-    parser.add_argument("--batches", nargs="*", type=int, default=[1, 16])
+    parser.add_argument("--batches", nargs="*", type=int, default=None, help="batch sizes (default: 1 16)")
     parser.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=list(SYSTEMS))
     parser.add_argument("--budget-s", type=float, default=20.0, help="tsir optimize budget per model and batch")
     parser.add_argument("--rounds", type=int, default=15, help="timed samples per system")
@@ -93,19 +84,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.models = args.models or QUICK_MODELS
-        args.batches, args.rounds, args.budget_s = [1], 5, 5.0
+        args.batches, args.rounds, args.budget_s = args.batches or [1], 5, 5.0
+    args.batches = args.batches or [1, 16]
     unknown = [m for m in args.models or [] if m not in zoo.names()]
     if unknown:
         parser.error(f"unknown zoo models {unknown}; valid: {', '.join(zoo.names())}")
     torch.set_num_threads(THREADS)
     doc = {"machine": machine(), "config": {k: v for k, v in vars(args).items() if k != "out"}, "results": []}
-    for name in args.models or zoo.names():
-        for batch in args.batches:
-            start = time.perf_counter()
-            doc["results"] += run_model(name, batch, args.systems, args)
-            line = "  ".join(f"{r['system']} {r['median_ms']:.3f}" if r["median_ms"] is not None
-                             else f"{r['system']} FAIL" for r in doc["results"][-len(args.systems):])
-            print(f"{name:16s} b{batch:<3d} {line}  ({time.perf_counter() - start:.0f} s)", flush=True)
+    workers = {system: Worker(system) for system in args.systems}
+    try:
+        for name in args.models or zoo.names():
+            for batch in args.batches:
+                start = time.perf_counter()
+                doc["results"] += run_model(name, batch, workers, args)
+                line = "  ".join(f"{r['system']} {r['median_ms']:.3f}" if r["median_ms"] is not None
+                                 else f"{r['system']} FAIL" for r in doc["results"][-len(workers):])
+                print(f"{name:16s} b{batch:<3d} {line}  ({time.perf_counter() - start:.0f} s)", flush=True)
+    finally:
+        for worker in workers.values():
+            worker.close()
     doc["machine"]["load_average_end"] = os.getloadavg()
     stem = os.path.abspath(args.out)
     atomic_write(Path(stem + ".json"), json.dumps(doc, indent=2, default=str))

@@ -1,7 +1,8 @@
-"""One system in its own process: prepare it, verify it against PyTorch, then run timed blocks on request.
+"""One system in its own process: prepare a model, verify it against PyTorch, run timed blocks on request.
 
 Separate processes keep the systems' thread pools (two OpenMP runtimes, TVM's pool, ONNX Runtime's)
-from spinning against each other, and a system that crashes cannot take the harness down.
+from spinning against each other, and a system that crashes cannot take the harness down. A worker
+lives for the whole run (imports are paid once) and prepares one (model, batch) after another.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 import traceback
 from multiprocessing.connection import Connection
 
-from bench.systems import SYSTEMS, THREADS
+from bench.systems import SYSTEMS, THREADS, Prepared
 
 
 def _error(err: BaseException) -> str:
@@ -19,14 +20,10 @@ def _error(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
-def serve(conn: Connection, system: str, model: str, batch: int, budget_s: float) -> None:
-    """Worker body: reply to ("block", n) with the ms per call of n calls, until ("stop",)."""
-    import torch
-
+def _prepare(system: str, model: str, batch: int, budget_s: float) -> tuple[Prepared | None, dict]:
     from tsir import zoo
     from tsir.verify import compare, reference_outputs
 
-    torch.set_num_threads(THREADS)
     start = time.perf_counter()
     try:
         entry = zoo.load(model, batch)
@@ -36,14 +33,25 @@ def serve(conn: Connection, system: str, model: str, batch: int, budget_s: float
         if "tsir_verification" in info:  # tsir also verified itself on fresh inputs while optimizing
             info["verified"] = check.passed and info["tsir_verification"]["passed"]
     except Exception as err:  # a failing system is a result, not a crash
-        conn.send({"error": _error(err), "traceback_tail": traceback.format_exc().splitlines()[-3:],
-                   "prepare_s": round(time.perf_counter() - start, 2)})
-        return
-    conn.send({**info, "prepare_s": round(time.perf_counter() - start, 2)})
+        prepared, info = None, {"error": _error(err), "traceback_tail": traceback.format_exc().splitlines()[-3:]}
+    return prepared, {**info, "prepare_s": round(time.perf_counter() - start, 2)}
+
+
+def serve(conn: Connection, system: str) -> None:
+    """Worker body: ("prepare", model, batch, budget_s) -> info dict; ("block", n) -> ms per call; ("stop",)."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    prepared = None
     while True:
         message = conn.recv()
         if message[0] == "stop":
             return
+        if message[0] == "prepare":
+            prepared = None
+            prepared, info = _prepare(system, *message[1:])
+            conn.send(info)
+            continue
         calls = message[1]
         begin = time.perf_counter()
         for _ in range(calls):
@@ -52,17 +60,22 @@ def serve(conn: Connection, system: str, model: str, batch: int, budget_s: float
 
 
 class Worker:
-    """The coordinator's handle on one system's process."""
+    """The coordinator's handle on one system's process (started again if it died)."""
 
-    def __init__(self, system: str, model: str, batch: int, budget_s: float, timeout_s: float) -> None:
+    def __init__(self, system: str) -> None:
+        self.system = system
+        self.process = None
+        self.conn = None
+
+    def _start(self) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=serve, args=(child, system, model, batch, budget_s), daemon=True)
+        self.process = ctx.Process(target=serve, args=(child, self.system), daemon=True)
         self.process.start()
         child.close()
-        self.info = self._recv(timeout_s)
 
-    def _recv(self, timeout_s: float):
+    def _ask(self, message: tuple, timeout_s: float):
+        self.conn.send(message)
         if not self.conn.poll(timeout_s):
             self.close()
             raise TimeoutError(f"no answer within {timeout_s:.0f} s")
@@ -70,13 +83,21 @@ class Worker:
             return self.conn.recv()
         except EOFError:
             self.process.join(5)
-            raise RuntimeError(f"the system's process died (exit code {self.process.exitcode})") from None
+            code = self.process.exitcode
+            self.process = None
+            raise RuntimeError(f"the system's process died (exit code {code})") from None
+
+    def prepare(self, model: str, batch: int, budget_s: float, timeout_s: float) -> dict:
+        if self.process is None or not self.process.is_alive():
+            self._start()
+        return self._ask(("prepare", model, batch, budget_s), timeout_s)
 
     def sample(self, calls: int) -> float:
-        self.conn.send(("block", calls))
-        return self._recv(600)
+        return self._ask(("block", calls), 600)
 
     def close(self) -> None:
+        if self.process is None:
+            return
         if self.process.is_alive():
             try:
                 self.conn.send(("stop",))
@@ -86,3 +107,4 @@ class Worker:
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
+        self.process = None
