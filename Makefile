@@ -1,17 +1,22 @@
 PY := .venv/bin/python
 MODEL ?= resnet18
 
-.PHONY: setup run test bench lint
+.PHONY: setup native run test bench lint
 setup:
 	@bash scripts/setup.sh
 
-run: setup
+# Native parts (CMakeLists.txt): the oneDNN extension backends/native/dnnl -> build/native/lib. Incremental.
+native: setup
+	@cmake -S . -B build/native -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build build/native
+
+run: native
 	$(PY) -m tsir optimize $(MODEL) --out build
 
-test: setup
+test: native
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
-bench: setup
+bench: native
 	$(PY) -m bench
 
 lint: setup

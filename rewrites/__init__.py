@@ -6,10 +6,10 @@ disagreement its property test accepts, see ``rewrites._common``).
 
 from egglog import Ruleset
 
-from tsir.rewrites import algebra, conv, folding, fusion, layout, multi
+from tsir.rewrites import algebra, conv, folding, fusion, layout, library, multi
 
 _MODULES = {"algebra": algebra, "fusion": fusion, "folding": folding, "multi": multi, "conv": conv,
-            "layout": layout}
+            "layout": layout, "library": library}  # library: oneDNN kernels; needs the native extension (make native)
 FAMILIES: dict[str, Ruleset] = {name: module.rules for name, module in _MODULES.items()}
 # Families that only grow the graph in width: they run a bounded number of passes, not to saturation.
 MULTI_PATTERN = ("multi",)

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user cmake)
+DEBIAN_PACKAGES=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user cmake ninja-build)
 PYTHON=${PYTHON:-python3.11}
 
 missing=()

@@ -49,7 +49,7 @@ def test_conv_batch_norm_folds_away_in_resnet18():
     before, after = result.report["program"]["original"], result.report["program"]["optimized"]
     assert before["batch_norm"] == 20
     assert "batch_norm" not in after
-    assert after["conv2d"] == before["conv2d"]
+    assert after.get("conv2d", 0) + after.get("dnnl_conv2d", 0) == before["conv2d"]  # TVM or oneDNN road
     fired = result.report["rules_fired"]["folding"]
     assert fired["batch_norm_affine"] >= 20 and fired["conv_scale_fold"] >= 20
 
@@ -58,7 +58,8 @@ def test_linear_bias_form_is_chosen_for_mlp():
     entry = zoo.load("mlp")
     result = optimize(entry.module, entry.example_inputs, budget_s=10, measure=False)
     after = result.report["program"]["optimized"]
-    assert after.get("linear") == 3 and "matmul" not in after
+    assert after.get("linear", 0) + after.get("dnnl_linear", 0) == 3  # TVM or oneDNN road
+    assert "matmul" not in after and "dnnl_matmul" not in after
 
 
 def test_export_and_report_written(tmp_path):

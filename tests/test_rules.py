@@ -184,7 +184,9 @@ def test_constant_folding_of_add_chains(outer, rule, shape, data, seed):
 def test_every_rule_has_a_property_test():
     tested = {"transpose_transpose", "transpose_identity", "reshape_reshape", "reshape_identity", "add_commute",
               "multiply_commute", "matmul_bias_to_linear", "merge_parallel_matmul", "batch_norm_affine",
-              "conv_scale_fold", "distribute_constant_scale", "combine_constant_bias"}
+              "conv_scale_fold", "distribute_constant_scale", "combine_constant_bias",
+              # library family: tests/test_library.py
+              "matmul_to_dnnl", "linear_to_dnnl", "dnnl_linear_relu", "conv2d_bias_to_dnnl", "dnnl_conv2d_relu"}
     declared = {r for family in FAMILIES for r in rule_names(family)}
     assert declared == tested
 

@@ -21,7 +21,7 @@ import tvm
 from tvm import relax
 
 from tsir import report as report_files
-from tsir.backends import runtime, targets
+from tsir.backends import dnnl, runtime, targets
 from tsir.convert import relax_to_tsir
 from tsir.egraph import Limits, TermEGraph
 from tsir.errors import TsirError
@@ -116,6 +116,8 @@ def optimize(
     if not isinstance(budget_s, (int, float)) or budget_s <= 0:
         raise TsirError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
     spec = targets.resolve(target)
+    if "library" in families:
+        dnnl.load()  # library kernels run in this process (verify, measure); a clear error if not built
     if out_dir is not None:
         writable_dir(Path(out_dir))
     stages: dict[str, float] = {}

@@ -29,7 +29,15 @@ class Roofline:
             return 0.0
         flops = spec.flops(tuple(in_types), out_type, ())
         moved = sum(_size(t) for t in (*in_types, out_type))
-        return max(flops / self.peak_flops, moved / self.bandwidth) + self.dispatch_s
+        rate = self.peak_flops * COMPUTE_EFFICIENCY.get(op, 1.0)
+        return max(flops / rate, moved / self.bandwidth) + self.dispatch_s
+
+
+# Fraction of the GEMM peak a kernel of each GEMM-class op reaches on x86 (bench/ops.py measures them):
+# TVM-generated code tuned by MetaSchedule (~177 of ~500 GFLOP/s on 64x512x2048, shared/DESIGN.md) versus
+# oneDNN's brgemm kernels (~430-480). Ops not listed are assumed to run at the roofline.
+COMPUTE_EFFICIENCY = {"matmul": 0.35, "linear": 0.35, "conv2d": 0.35,
+                      "dnnl_matmul": 0.85, "dnnl_linear": 0.85, "dnnl_conv2d": 0.8}
 
 
 def _size(ty) -> float:

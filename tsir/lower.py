@@ -49,6 +49,26 @@ EMITTERS: dict[str, Emitter] = {
 }
 
 
+def _dps(func: str, out_ty: tuple, *args: relax.Expr) -> relax.Expr:
+    """``R.call_dps_packed(func, args)`` writing a fresh tensor of type ``out_ty``."""
+    return relax.call_dps_packed(func, relax.Tuple(list(args)), relax.TensorType(list(out_ty[0]), out_ty[1]))
+
+
+def _int(value: int) -> relax.Expr:
+    return relax.prim_value(int(value), "int64")
+
+
+# Ops that lower to a vendor-library call: the emitter also gets the output type (library ops are
+# destination-passing; ``tsir.backends.dnnl.load()`` must have run in the process that executes the module).
+TypedEmitter = Callable[[list[relax.Expr], tuple, tuple], relax.Expr]
+LIBRARY_EMITTERS: dict[str, TypedEmitter] = {
+    "dnnl_matmul": lambda a, at, ty: _dps("tsir.dnnl.matmul", ty, a[0], a[1]),
+    "dnnl_linear": lambda a, at, ty: _dps("tsir.dnnl.linear", ty, *a, _int(at[0])),
+    "dnnl_conv2d": lambda a, at, ty: _dps(
+        "tsir.dnnl.conv2d", ty, *a, *(_int(v) for v in (*at[0], *at[1], *at[2], at[3], at[4]))),
+}
+
+
 def lower(graph: Graph, root: Term, module: tvm.IRModule) -> tvm.IRModule:
     """``module`` with its ``main`` replaced by the program ``root`` (inputs as in ``graph``)."""
     original = module["main"]
@@ -69,6 +89,8 @@ def lower(graph: Graph, root: Term, module: tvm.IRModule) -> tvm.IRModule:
                 args = [values[id(a)] for a in term.args]
                 if term.op == "opaque":
                     values[id(term)] = bb.emit(graph.opaque_calls[term.attrs[0]].rebuild(args))
+                elif term.op in LIBRARY_EMITTERS:
+                    values[id(term)] = bb.emit(LIBRARY_EMITTERS[term.op](args, term.attrs, term.ty))
                 elif term.op == "linear":
                     values[id(term)] = bb.emit(relax.op.add(bb.emit(relax.op.matmul(args[0], args[1])), args[2]))
                 else:

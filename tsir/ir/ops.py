@@ -326,3 +326,32 @@ def _infer_broadcast_to(ins: tuple[TType, ...], attrs: tuple) -> TType:
 
 _op(OpSpec("broadcast_to", 1, ("shape",), _infer_broadcast_to,
            lambda xs, a: np.broadcast_to(xs[0], a[0]).copy()))
+# ---- vendor-library kernels (oneDNN, backends/native/dnnl): same values as the TVM ops they replace ----
+def _infer_dnnl_linear(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    if len(ins[1][0]) != 2:
+        raise ValueError(f"dnnl_linear: weight {ins[1][0]} must be [K, N]")
+    return _infer_linear(ins, ())
+
+
+def _infer_dnnl_conv2d(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    out = _infer_conv2d(ins[:2], attrs[:4])
+    if numel(ins[2][0]) != out[0][1]:
+        raise ValueError(f"dnnl_conv2d: bias {ins[2][0]} must have one value per output channel ({out[0][1]})")
+    return out
+
+
+def _act(x: np.ndarray, relu: bool) -> np.ndarray:
+    return np.maximum(x, 0).astype(x.dtype) if relu else x
+
+
+def _eval_dnnl_conv2d(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
+    out = _eval_conv2d(xs[:2], attrs[:4])
+    return _act(out + xs[2].reshape(1, -1, 1, 1), attrs[4])
+
+
+_op(OpSpec("dnnl_matmul", 2, (), _infer_matmul, lambda xs, a: np.matmul(xs[0], xs[1]), _matmul_flops))
+_op(OpSpec("dnnl_linear", 3, ("relu",), _infer_dnnl_linear,
+           lambda xs, a: _act(np.matmul(xs[0], xs[1]) + xs[2], a[0]), _matmul_flops))
+_op(OpSpec("dnnl_conv2d", 3, ("strides", "padding", "dilation", "groups", "relu"), _infer_dnnl_conv2d,
+           _eval_dnnl_conv2d, _conv2d_flops))
+LIBRARY_OPS = frozenset({"dnnl_matmul", "dnnl_linear", "dnnl_conv2d"})

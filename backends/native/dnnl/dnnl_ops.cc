@@ -1,0 +1,249 @@
+// oneDNN kernels as tvm-ffi global functions, in destination-passing style for Relax call_dps_packed.
+//
+//   tsir.dnnl.matmul(a, b, out)                       out = a @ b              (batch dims broadcast)
+//   tsir.dnnl.linear(x, w, bias, relu, out)           out = act(x @ w + bias)  (x: [..., K], w: [K, N])
+//   tsir.dnnl.conv2d(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, out)
+//                                                     out = act(conv2d(x, w) + bias), NCHW / OIHW
+//   tsir.dnnl.impl(name) -> str                       oneDNN's implementation of the last `name` primitive
+//
+// All tensors are fp32, dense, row-major, on the CPU. Primitives are created once per shape and
+// attribute set and cached (oneDNN's own primitive cache also applies).
+#include <oneapi/dnnl/dnnl.hpp>
+#include <tvm/ffi/container/tensor.h>
+#include <tvm/ffi/error.h>
+#include <tvm/ffi/function.h>
+#include <tvm/ffi/reflection/registry.h>
+#include <tvm/ffi/string.h>
+
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+using tvm::ffi::TensorView;
+using dims = dnnl::memory::dims;
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+struct Cached {
+  dnnl::primitive prim;
+  dnnl::memory::desc src, weights, bias, dst;
+};
+
+std::mutex cache_mutex;
+std::unordered_map<std::string, Cached> cache;
+std::map<std::string, std::string> last_impl;
+
+void CheckTensor(const TensorView& t, const char* fn, const char* name) {
+  DLDataType dt = t.dtype();
+  if (dt.code != kDLFloat || dt.bits != 32 || dt.lanes != 1) {
+    TVM_FFI_THROW(TypeError) << fn << ": " << name << " must be float32";
+  }
+  if (t.device().device_type != kDLCPU) {
+    TVM_FFI_THROW(ValueError) << fn << ": " << name << " must be on the CPU";
+  }
+  int64_t expected = 1;
+  for (int i = t.ndim() - 1; i >= 0; --i) {
+    if (t.size(i) != 1 && t.stride(i) != expected) {
+      TVM_FFI_THROW(ValueError) << fn << ": " << name << " must be contiguous (row-major)";
+    }
+    expected *= t.size(i);
+  }
+}
+
+dims Shape(const TensorView& t) {
+  dims out;
+  for (int i = 0; i < t.ndim(); ++i) out.push_back(t.size(i));
+  return out;
+}
+
+dims RowMajorStrides(const dims& shape) {
+  dims strides(shape.size(), 1);
+  for (int i = static_cast<int>(shape.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1] * shape[i + 1];
+  return strides;
+}
+
+dnnl::memory::desc Plain(const dims& shape) {
+  return dnnl::memory::desc(shape, dnnl::memory::data_type::f32, RowMajorStrides(shape));
+}
+
+std::string Key(const char* kind, std::initializer_list<dims> shapes, std::initializer_list<int64_t> attrs) {
+  std::ostringstream key;
+  key << kind;
+  for (const dims& s : shapes) {
+    key << '|';
+    for (auto d : s) key << d << ',';
+  }
+  for (auto a : attrs) key << ';' << a;
+  return key.str();
+}
+
+dnnl::primitive_attr Attr(bool relu) {
+  dnnl::primitive_attr attr;
+  if (relu) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(ops);
+  }
+  return attr;
+}
+
+template <typename Make>
+Cached Lookup(const std::string& key, const char* kind, Make make) {
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  Cached entry;
+  std::string impl;
+  try {
+    impl = make(&entry);
+  } catch (const dnnl::error& err) {
+    TVM_FFI_THROW(RuntimeError) << "oneDNN cannot create " << kind << " for " << key << ": " << err.what();
+  }
+  last_impl[kind] = impl;
+  return cache.emplace(key, entry).first->second;
+}
+
+void Run(const Cached& c, void* src, void* weights, void* bias, void* dst) {
+  dnnl::engine& eng = Engine();
+  dnnl::stream stream(eng);
+  std::unordered_map<int, dnnl::memory> args = {
+      {DNNL_ARG_SRC, dnnl::memory(c.src, eng, src)},
+      {DNNL_ARG_WEIGHTS, dnnl::memory(c.weights, eng, weights)},
+      {DNNL_ARG_DST, dnnl::memory(c.dst, eng, dst)},
+  };
+  if (bias != nullptr) args.emplace(DNNL_ARG_BIAS, dnnl::memory(c.bias, eng, bias));
+  c.prim.execute(stream, args);
+  stream.wait();
+}
+
+void* Data(const TensorView& t) { return static_cast<char*>(t.data_ptr()) + t.byte_offset(); }
+
+void CheckOut(const TensorView& out, const dims& expected, const char* fn) {
+  if (Shape(out) != expected) {
+    std::ostringstream msg;
+    msg << fn << ": output shape does not match; expected [";
+    for (auto d : expected) msg << d << ' ';
+    msg << "]";
+    TVM_FFI_THROW(ValueError) << msg.str();
+  }
+}
+
+// a: [..., M, K], b: [..., K, N]; batch dims broadcast (oneDNN needs equal rank: pad with 1s).
+void Matmul(TensorView a, TensorView b, TensorView out) {
+  const char* fn = "tsir.dnnl.matmul";
+  CheckTensor(a, fn, "a");
+  CheckTensor(b, fn, "b");
+  CheckTensor(out, fn, "out");
+  dims sa = Shape(a), sb = Shape(b);
+  if (sa.size() < 2 || sb.size() < 2 || sa.back() != sb[sb.size() - 2]) {
+    TVM_FFI_THROW(ValueError) << fn << ": a and b do not contract";
+  }
+  size_t rank = std::max(sa.size(), sb.size());
+  if (rank > 6) TVM_FFI_THROW(ValueError) << fn << ": rank " << rank << " > 6 is not supported";
+  sa.insert(sa.begin(), rank - sa.size(), 1);
+  sb.insert(sb.begin(), rank - sb.size(), 1);
+  dims so(rank);
+  for (size_t i = 0; i + 2 < rank; ++i) {
+    if (sa[i] != sb[i] && sa[i] != 1 && sb[i] != 1) TVM_FFI_THROW(ValueError) << fn << ": batch dims differ";
+    so[i] = std::max(sa[i], sb[i]);
+  }
+  so[rank - 2] = sa[rank - 2];
+  so[rank - 1] = sb[rank - 1];
+  CheckOut(out, so, fn);
+  Cached c = Lookup(Key("matmul", {sa, sb}, {}), "matmul", [&](Cached* e) {
+    e->src = Plain(sa);
+    e->weights = Plain(sb);
+    e->dst = Plain(so);
+    dnnl::matmul::primitive_desc pd(Engine(), e->src, e->weights, e->dst);
+    e->prim = dnnl::matmul(pd);
+    return std::string(pd.impl_info_str());
+  });
+  Run(c, Data(a), Data(b), nullptr, Data(out));
+}
+
+// x: [..., K] (flattened to [M, K]), w: [K, N], bias: N elements; out: [..., N].
+void Linear(TensorView x, TensorView w, TensorView bias, int64_t relu, TensorView out) {
+  const char* fn = "tsir.dnnl.linear";
+  CheckTensor(x, fn, "x");
+  CheckTensor(w, fn, "w");
+  CheckTensor(bias, fn, "bias");
+  CheckTensor(out, fn, "out");
+  if (w.ndim() != 2 || x.ndim() < 1 || x.size(x.ndim() - 1) != w.size(0)) {
+    TVM_FFI_THROW(ValueError) << fn << ": x [..., K] and w [K, N] do not contract";
+  }
+  int64_t k = w.size(0), n = w.size(1), m = x.numel() / k;
+  if (bias.numel() != n) TVM_FFI_THROW(ValueError) << fn << ": bias must have N = " << n << " elements";
+  if (out.numel() != m * n || out.size(out.ndim() - 1) != n) {
+    TVM_FFI_THROW(ValueError) << fn << ": output must have shape [..., " << n << "] with " << m * n << " elements";
+  }
+  Cached c = Lookup(Key("linear", {{m, k, n}}, {relu}), "linear", [&](Cached* e) {
+    e->src = Plain({m, k});
+    e->weights = Plain({k, n});
+    e->bias = Plain({1, n});
+    e->dst = Plain({m, n});
+    dnnl::matmul::primitive_desc pd(Engine(), e->src, e->weights, e->bias, e->dst, Attr(relu != 0));
+    e->prim = dnnl::matmul(pd);
+    return std::string(pd.impl_info_str());
+  });
+  Run(c, Data(x), Data(w), Data(bias), Data(out));
+}
+
+// x: [N, C, H, W], w: [O, C/groups, KH, KW], bias: O elements; padding (top, left, bottom, right).
+void Conv2d(TensorView x, TensorView w, TensorView bias, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
+            int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t relu, TensorView out) {
+  const char* fn = "tsir.dnnl.conv2d";
+  CheckTensor(x, fn, "x");
+  CheckTensor(w, fn, "w");
+  CheckTensor(bias, fn, "bias");
+  CheckTensor(out, fn, "out");
+  if (x.ndim() != 4 || w.ndim() != 4 || groups < 1 || x.size(1) != w.size(1) * groups || w.size(0) % groups) {
+    TVM_FFI_THROW(ValueError) << fn << ": x (NCHW) and w (OIHW) do not match with groups=" << groups;
+  }
+  if (bias.numel() != w.size(0)) TVM_FFI_THROW(ValueError) << fn << ": bias must have O elements";
+  dims sx = Shape(x), so = {sx[0], w.size(0), 0, 0};
+  for (int i = 0; i < 2; ++i) {
+    int64_t stride = i ? sw : sh, dil = i ? dw : dh, before = i ? pl : pt, after = i ? pr : pb;
+    so[2 + i] = (sx[2 + i] + before + after - dil * (w.size(2 + i) - 1) - 1) / stride + 1;
+  }
+  CheckOut(out, so, fn);
+  dims swt = Shape(w);
+  dims wdims = groups == 1 ? swt : dims{groups, swt[0] / groups, swt[1], swt[2], swt[3]};
+  Cached c = Lookup(Key("conv2d", {sx, swt}, {sh, sw, pt, pl, pb, pr, dh, dw, groups, relu}), "conv2d",
+                    [&](Cached* e) {
+    e->src = Plain(sx);
+    e->weights = Plain(wdims);
+    e->bias = Plain({swt[0]});
+    e->dst = Plain(so);
+    dnnl::convolution_forward::primitive_desc pd(
+        Engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, e->src, e->weights,
+        e->bias, e->dst, {sh, sw}, {dh - 1, dw - 1}, {pt, pl}, {pb, pr}, Attr(relu != 0));
+    e->prim = dnnl::convolution_forward(pd);
+    return std::string(pd.impl_info_str());
+  });
+  Run(c, Data(x), Data(w), Data(bias), Data(out));
+}
+
+tvm::ffi::String Impl(const tvm::ffi::String& kind) {
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  auto it = last_impl.find(std::string(kind));
+  return it == last_impl.end() ? tvm::ffi::String("") : tvm::ffi::String(it->second);
+}
+
+}  // namespace
+
+TVM_FFI_STATIC_INIT_BLOCK() {
+  namespace refl = tvm::ffi::reflection;
+  refl::GlobalDef()
+      .def("tsir.dnnl.matmul", Matmul)
+      .def("tsir.dnnl.linear", Linear)
+      .def("tsir.dnnl.conv2d", Conv2d)
+      .def("tsir.dnnl.impl", Impl);
+}

@@ -1,0 +1,164 @@
+"""``python -m bench.ops``: GFLOP/s of every GEMM-class op of the zoo, oneDNN versus TVM-generated code.
+
+Each distinct (op, shapes, attributes) among the zoo's matmul / conv2d nodes is built twice as a
+one-call Relax module: the TVM op compiled by ``tsir.backends.runtime.build`` (the same kernels
+``tvm_baseline`` and ``tsir_exact`` get) and the oneDNN call (``tsir.dnnl.*`` through
+``call_dps_packed``). Both are timed with the VM's time evaluator on 2 threads; GFLOP/s come from the
+best sample (what the kernel can do; the medians are in the JSON). The peak is a large oneDNN sgemm.
+Writes ``bench/results/ops.json`` and ``bench/results/ops.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import relax
+
+from bench.io import RESULTS_DIR, atomic_write
+from tsir import zoo
+from tsir.backends import dnnl, runtime, targets
+from tsir.convert import relax_to_tsir
+from tsir.frontend import export, to_relax
+from tsir.ir.ops import OPS
+from tsir.ir.term import postorder
+from tsir.lower import EMITTERS, LIBRARY_EMITTERS
+
+GEMM_CLASS = {"matmul": "dnnl_matmul", "conv2d": "dnnl_conv2d"}
+PEAK_SHAPE = (1024, 1024, 1024)
+
+
+@dataclass(frozen=True)
+class OpCase:
+    """One GEMM-class op instance: its op, input types and attributes, and the zoo models that contain it."""
+
+    op: str
+    in_types: tuple
+    attrs: tuple
+    models: tuple[str, ...]
+
+    @property
+    def flops(self) -> float:
+        out = OPS[self.op].infer(self.in_types, self.attrs)
+        return OPS[self.op].flops(self.in_types, out, self.attrs)
+
+    def label(self) -> str:
+        shapes = " x ".join("[" + ",".join(map(str, s)) + "]" for s, _ in self.in_types)
+        if self.op == "conv2d":
+            strides, padding, dilation, groups = self.attrs
+            return f"conv2d {shapes} s{strides[0]} p{padding[0]} d{dilation[0]} g{groups}"
+        return f"{self.op} {shapes}"
+
+
+def zoo_cases(models: list[str], batches: list[int]) -> list[OpCase]:
+    """Distinct GEMM-class ops of ``models`` at ``batches``, in first-seen order."""
+    found: dict[tuple, list[str]] = {}
+    for name in models:
+        for batch in batches:
+            entry = zoo.load(name, batch)
+            graph = relax_to_tsir(to_relax(export(entry.module, entry.example_inputs)))
+            for term in postorder(graph.root):
+                if term.op in GEMM_CLASS:
+                    key = (term.op, tuple(a.ty for a in term.args), term.attrs)
+                    tag = f"{name}/b{batch}"
+                    if tag not in found.setdefault(key, []):
+                        found[key].append(tag)
+    return [OpCase(op, types, attrs, tuple(tags)) for (op, types, attrs), tags in found.items()]
+
+
+def _module(case: OpCase, road: str):
+    """A Relax module whose ``main`` takes the op's inputs and runs it on ``road`` ("tvm" or "onednn")."""
+    params = [relax.Var(f"x{i}", relax.TensorType(list(s), d)) for i, (s, d) in enumerate(case.in_types)]
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):
+        with bb.dataflow():
+            if road == "tvm":
+                value = EMITTERS[case.op](params, case.attrs)
+            else:
+                lib_op = GEMM_CLASS[case.op]
+                args, attrs = list(params), case.attrs
+                if lib_op == "dnnl_conv2d":  # a zero bias, no ReLU: the same value as conv2d
+                    channels = case.in_types[1][0][0]
+                    args.append(relax.const(np.zeros(channels, "float32")))
+                    attrs = (*attrs, False)
+                out_ty = OPS[case.op].infer(case.in_types, case.attrs)
+                value = LIBRARY_EMITTERS[lib_op](args, attrs, out_ty)
+            out = bb.emit_output(bb.emit(value))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def measure(case: OpCase, road: str, spec, rng: np.random.Generator, repeat: int) -> tuple[list[float], float]:
+    """(sorted times in ms, max |error| against the numpy reference) of ``case`` on ``road``."""
+    inputs = [rng.standard_normal(s).astype(d) for s, d in case.in_types]
+    run = runtime.Runner(runtime.build(_module(case, road), spec))
+    want = OPS[case.op].evaluate([x.astype(np.float64) for x in inputs], case.attrs)
+    error = float(np.max(np.abs(run(inputs)[0] - want)))
+    return _times_ms(run, inputs, repeat), error
+
+
+def _times_ms(run: runtime.Runner, inputs: list[np.ndarray], repeat: int, number: int = 0) -> list[float]:
+    """Sorted per-call times of ``main``; ``number`` calls per sample (0: enough for ~10 ms)."""
+    args = run._tensors(inputs)
+    run.vm["main"](*args)
+    timer = run.vm.time_evaluator("main", run.device, number=max(number, 1), repeat=repeat,
+                                  min_repeat_ms=0 if number else 10)
+    return sorted(t * 1e3 for t in timer(*args).results)
+
+
+def peak_gflops(spec, repeat: int) -> float:
+    """Best GFLOP/s of a large oneDNN sgemm: the measured peak the table is a percentage of."""
+    m, k, n = PEAK_SHAPE
+    case = OpCase("matmul", (((m, k), "float32"), ((k, n), "float32")), (), ())
+    run = runtime.Runner(runtime.build(_module(case, "onednn"), spec))
+    inputs = [np.ones((m, k), "float32"), np.ones((k, n), "float32")]
+    return case.flops / _times_ms(run, inputs, max(repeat, 30), number=1)[0] / 1e6  # best single call
+
+
+def table(rows: list[dict], peak: float) -> str:
+    """Markdown: one line per op with both roads' GFLOP/s, % of peak and the winner."""
+    lines = [f"Measured peak (oneDNN sgemm {'x'.join(map(str, PEAK_SHAPE))}, 2 threads): **{peak:.0f} GFLOP/s**",
+             "", "| op | models | MFLOP | TVM GFLOP/s | oneDNN GFLOP/s | oneDNN impl | % of peak (winner) | winner |",
+             "| --- | --- | ---: | ---: | ---: | --- | ---: | --- |"]
+    for r in rows:
+        best = max(r["tvm_gflops"], r["onednn_gflops"])
+        lines.append(f"| {r['op']} | {', '.join(r['models'])} | {r['mflop']:.2f} | {r['tvm_gflops']:.1f} | "
+                     f"{r['onednn_gflops']:.1f} | {r['onednn_impl']} | {100 * best / peak:.0f} % | {r['winner']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ops", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=None, help="zoo models (default: all)")
+    parser.add_argument("--batches", nargs="*", type=int, default=[1, 16])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    dnnl.load()
+    spec = targets.resolve("x86")
+    rng = np.random.default_rng(0)
+    peak = peak_gflops(spec, args.repeat)
+    rows = []
+    for case in zoo_cases(args.models or zoo.names(), args.batches):
+        tvm_ms, tvm_err = measure(case, "tvm", spec, rng, args.repeat)
+        lib_ms, lib_err = measure(case, "onednn", spec, rng, args.repeat)
+        row = {"op": case.label(), "models": list(case.models), "mflop": case.flops / 1e6,
+               "tvm_median_ms": statistics.median(tvm_ms), "onednn_median_ms": statistics.median(lib_ms),
+               "tvm_gflops": case.flops / tvm_ms[0] / 1e6, "onednn_gflops": case.flops / lib_ms[0] / 1e6,
+               "onednn_impl": dnnl.impl(GEMM_CLASS[case.op][5:]),
+               "max_abs_err": {"tvm": tvm_err, "onednn": lib_err},
+               "winner": "oneDNN" if lib_ms[0] < tvm_ms[0] else "TVM"}
+        rows.append(row)
+        print(f"{row['op']:60s} tvm {row['tvm_gflops']:7.1f}  onednn {row['onednn_gflops']:7.1f} GFLOP/s "
+              f"({row['onednn_impl']})", flush=True)
+    atomic_write(RESULTS_DIR / "ops.json", json.dumps({"peak_gflops": peak, "ops": rows}, indent=2))
+    atomic_write(RESULTS_DIR / "ops.md", table(rows, peak))
+    print(table(rows, peak))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Implementation choice: a GEMM-class op computed by oneDNN instead of TVM-generated code.
+
+Each rule unions a TVM op with the same value computed by a library op (``dnnl_*`` in the op table);
+the search picks per op. Guards keep the library to what it supports: fp32, dense NCHW/OIHW
+convolutions, ``[K, N]`` linear weights, a bias with one value per output channel. ReLU is fused into
+the library call as a post-op.
+"""
+
+from egglog import PyObject, rule, ruleset, union, var
+
+from tsir.ir.lang import (
+    Tensor,
+    add,
+    conv2d,
+    dnnl_conv2d,
+    dnnl_linear,
+    dnnl_matmul,
+    eq_,
+    holds,
+    linear,
+    matmul,
+    relu,
+    ty,
+)
+from tsir.rewrites._common import CONTRACTION
+
+x, w, b, y = (var(n, Tensor) for n in "xwby")
+tx, tw, tb = (var(n, PyObject) for n in ("tx", "tw", "tb"))
+strides, padding, dilation, groups = (var(n, PyObject) for n in ("strides", "padding", "dilation", "groups"))
+
+MAX_RANK = 6  # oneDNN's matmul takes at most 6 dimensions
+
+
+def _fp32(*types: tuple) -> bool:
+    return all(t[1] == "float32" for t in types)
+
+
+def _matmul_ok(tx: tuple, tw: tuple) -> bool:
+    return _fp32(tx, tw) and max(len(tx[0]), len(tw[0])) <= MAX_RANK
+
+
+def _linear_ok(tx: tuple, tw: tuple, tb: tuple) -> bool:
+    return _fp32(tx, tw, tb) and len(tw[0]) == 2
+
+
+def _conv_bias_ok(tw: tuple, tb: tuple, tx: tuple) -> bool:
+    """``b`` adds one value per output channel of a conv2d with weight type ``tw`` on an NCHW ``tx``."""
+    channels = tw[0][0]
+    return _fp32(tx, tw, tb) and tuple(tb[0]) in ((1, channels, 1, 1), (channels, 1, 1))
+
+
+rules = ruleset(
+    # matmul(a, b) -> dnnl_matmul(a, b)   fp32, rank <= 6
+    rule(eq_(y, matmul(x, w)), eq_(ty(x), tx), eq_(ty(w), tw), holds(_matmul_ok, tx, tw), name="matmul_to_dnnl").then(
+        union(y).with_(dnnl_matmul(x, w))),
+    # linear(x, w, b) -> dnnl_linear(x, w, b, relu=False)   fp32, w is [K, N]
+    rule(eq_(y, linear(x, w, b)), eq_(ty(x), tx), eq_(ty(w), tw), eq_(ty(b), tb), holds(_linear_ok, tx, tw, tb),
+         name="linear_to_dnnl").then(
+        union(y).with_(dnnl_linear(x, w, b, PyObject(False)))),
+    # relu(dnnl_linear(x, w, b, False)) -> dnnl_linear(x, w, b, True)   ReLU as a oneDNN post-op
+    rule(eq_(y, relu(dnnl_linear(x, w, b, PyObject(False)))), name="dnnl_linear_relu").then(
+        union(y).with_(dnnl_linear(x, w, b, PyObject(True)))),
+    # conv2d(x, w) + b -> dnnl_conv2d(x, w, b, relu=False)   fp32, b per output channel
+    rule(eq_(y, add(conv2d(x, w, strides, padding, dilation, groups), b)), eq_(ty(x), tx), eq_(ty(w), tw),
+         eq_(ty(b), tb), holds(_conv_bias_ok, tw, tb, tx), name="conv2d_bias_to_dnnl").then(
+        union(y).with_(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(False)))),
+    # relu(dnnl_conv2d(x, w, b, ..., False)) -> dnnl_conv2d(x, w, b, ..., True)
+    rule(eq_(y, relu(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(False)))),
+         name="dnnl_conv2d_relu").then(
+        union(y).with_(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(True)))),
+    name="library",
+)
+
+# oneDNN sums in its own blocked order: the same contraction, reassociated (see rewrites._common).
+TOLERANCE = {r.name: CONTRACTION for r in rules.__egg_ruleset__.rules}

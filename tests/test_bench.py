@@ -1,0 +1,76 @@
+"""The benchmark harness: interleaved sampling, failures kept as results, the JSON/table/chart it writes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench.__main__ import main
+from bench.report import geomeans, markdown, ratios
+from bench.timing import interleaved
+from bench.worker import Worker
+
+
+def test_interleaved_keeps_failures_and_caps_slow_systems():
+    order = []
+
+    def sampler(name, ms):
+        def sample(n):
+            order.append(name)
+            return ms
+
+        return sample
+
+    def broken(n):
+        raise RuntimeError("kernel crashed")
+
+    samples, errors = interleaved({"fast": sampler("fast", 0.1), "slow": sampler("slow", 400.0), "bad": broken},
+                                  warmup=1, rounds=8, block_ms=10, cap_s=0.5)
+    assert len(samples["fast"]) == 8 and len(samples["slow"]) == 3  # capped, but never under 3 samples
+    assert "bad" not in samples and "kernel crashed" in errors["bad"]
+    timed = order[4:]  # after warm-up and calibration
+    assert timed[:2] == ["fast", "slow"] and timed[2:4] == ["slow", "fast"]  # who goes first rotates
+
+
+def _row(model, batch, system, ms):
+    return {"model": model, "batch": batch, "system": system, "median_ms": ms, "p10_ms": ms, "p90_ms": ms,
+            "verified": True if ms else None, "max_abs_err": 0.0, "error": None if ms else "boom"}
+
+
+def test_ratio_table_and_geomeans():
+    results = [_row("a", 1, "tsir_exact", 1.0), _row("a", 1, "onnxruntime", 2.0),
+               _row("b", 1, "tsir_exact", 2.0), _row("b", 1, "onnxruntime", 1.0),
+               _row("c", 1, "tsir_exact", 1.0), _row("c", 1, "onnxruntime", None)]
+    table = ratios(results)
+    assert table[("a", 1)]["onnxruntime"] == 2.0 and table[("c", 1)]["onnxruntime"] is None
+    assert math.isclose(geomeans(table)[(1, "onnxruntime")], 1.0)  # sqrt(2 * 0.5); the failure is left out
+    text = markdown({"machine": {"threads": 2}, "results": results})
+    assert "| c | 1 | 1.000 | 1.00 | fail |" in text and "c b1 onnxruntime: boom" in text
+
+
+def test_a_failing_system_is_recorded_not_fatal():
+    worker = Worker("no_such_system")
+    try:
+        info = worker.prepare("mlp", 1, 1.0, timeout_s=300)
+    finally:
+        worker.close()
+    assert info["error"].startswith("KeyError")
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_bench_writes_json_table_and_chart(tmp_path):
+    out = tmp_path / "run"
+    assert main(["--models", "mlp", "--batches", "1", "--systems", "torch_eager", "tsir_exact", "--rounds", "3",
+                 "--budget-s", "3", "--out", str(out)]) == 0
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert doc["machine"]["threads"] == 2
+    rows = {r["system"]: r for r in doc["results"]}
+    assert set(rows) == {"torch_eager", "tsir_exact"}
+    for row in rows.values():
+        assert row["verified"] is True and row["max_abs_err"] < 1e-4 and row["error"] is None
+        assert 0 < row["p10_ms"] <= row["median_ms"] <= row["p90_ms"]
+    assert "dnnl_linear" in rows["tsir_exact"]["program"]
+    assert "| mlp | 1 |" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,166 @@
+"""The oneDNN road: library rules (e-graph soundness), the native kernels against numpy, and an exported
+module that calls oneDNN running in a fresh process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import tvm
+import tvm_ffi
+from hypothesis import given
+from hypothesis import strategies as st
+from test_rules import SETTINGS, Builder, conv, conv_shapes, seeds
+
+from tsir import optimize, zoo
+from tsir.backends import dnnl
+from tsir.ir.ops import evaluate
+from tsir.ir.term import Graph, Term
+from tsir.testing import rule_check
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _extension():
+    dnnl.load()  # make native builds it; a missing build fails here with the command that fixes it
+
+
+batches = st.lists(st.integers(1, 3), max_size=2).map(tuple)
+
+
+# ---- rules: every e-node agrees with its e-class (reference semantics, float64) ----------------
+@SETTINGS
+@given(batch=batches, m=st.integers(1, 5), k=st.integers(1, 6), n=st.integers(1, 6), seed=seeds)
+def test_matmul_to_dnnl(batch, m, k, n, seed):
+    b = Builder(seed)
+    b.check(Term("matmul", (b.input((*batch, m, k)), b.weight((k, n)))), "library", "matmul_to_dnnl")
+
+
+@pytest.mark.parametrize("rule", ["linear_to_dnnl", "dnnl_linear_relu"])
+@SETTINGS
+@given(batch=batches, m=st.integers(1, 5), k=st.integers(1, 6), n=st.integers(1, 6), seed=seeds)
+def test_linear_to_dnnl(rule, batch, m, k, n, seed):
+    b = Builder(seed)
+    term = Term("linear", (b.input((*batch, m, k)), b.weight((k, n)), b.weight((n,))))
+    b.check(Term("relu", (term,)) if rule == "dnnl_linear_relu" else term, "library", rule)
+
+
+@pytest.mark.parametrize("rule", ["conv2d_bias_to_dnnl", "dnnl_conv2d_relu"])
+@SETTINGS
+@given(c=conv_shapes, rank=st.sampled_from([3, 4]), seed=seeds)
+def test_conv2d_bias_to_dnnl(rule, c, rank, seed):
+    b = Builder(seed)
+    y = conv(b, c)
+    channels = y.ty[0][1]
+    term = Term("add", (y, b.weight((1, channels, 1, 1) if rank == 4 else (channels, 1, 1))))
+    b.check(Term("relu", (term,)) if rule == "dnnl_conv2d_relu" else term, "library", rule)
+
+
+def test_library_rules_respect_their_guards():
+    """A per-width bias on a conv (not per channel) and a float64 matmul are left to TVM."""
+    b = Builder(0)
+    y = conv(b, {"n": 1, "groups": 1, "cin_per_group": 2, "cout_per_group": 3, "size": 5, "kernel": 3,
+                 "stride": 1, "pad": 1, "dilation": 1})
+    x64 = Term("input", (), ("x64",), ((2, 3), "float64"))
+    b.values["x64"] = np.ones((2, 3))
+    product = Term("matmul", (x64, Term("input", (), ("y64",), ((3, 4), "float64"))))
+    b.values["y64"] = np.ones((3, 4))
+    b.inputs += [x64, product.args[1]]
+    graph = Graph(Term("tuple", (Term("add", (y, b.weight((5,)))), product)), b.inputs, b.constants)
+    fired, disagreement = rule_check(graph, ("library",), b.values)
+    assert not fired and disagreement == 0.0
+
+
+# ---- native kernels against the numpy reference of the op table ------------------------------
+def _call(name: str, arrays: list[np.ndarray], ints: list[int], out_shape: tuple[int, ...]) -> np.ndarray:
+    out = tvm.runtime.tensor(np.full(out_shape, np.nan, "float32"))
+    tvm_ffi.get_global_func(name)(*(tvm.runtime.tensor(a) for a in arrays), *ints, out)
+    return out.numpy()
+
+
+def _close(got: np.ndarray, arrays: list[np.ndarray], op: str, attrs: tuple) -> None:
+    want = evaluate(op, [a.astype(np.float64) for a in arrays], attrs)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max(initial=0))))
+
+
+@SETTINGS
+@given(a_batch=batches, ones=st.lists(st.booleans(), min_size=2, max_size=2), drop=st.integers(0, 2),
+       m=st.integers(1, 17), k=st.integers(1, 33), n=st.integers(1, 17), seed=seeds)
+def test_native_matmul(a_batch, ones, drop, m, k, n, seed):
+    rng = np.random.default_rng(seed)
+    b_batch = tuple(1 if one else d for d, one in zip(a_batch, ones, strict=False))[drop:]  # broadcasts
+    a, w = rng.standard_normal((*a_batch, m, k), "float32"), rng.standard_normal((*b_batch, k, n), "float32")
+    out_shape = np.broadcast_shapes(a_batch, b_batch) + (m, n)
+    _close(_call("tsir.dnnl.matmul", [a, w], [], out_shape), [a, w], "dnnl_matmul", ())
+
+
+@SETTINGS
+@given(batch=batches, m=st.integers(1, 17), k=st.integers(1, 65), n=st.integers(1, 33), relu=st.booleans(),
+       seed=seeds)
+def test_native_linear(batch, m, k, n, relu, seed):
+    rng = np.random.default_rng(seed)
+    x, w, bias = (rng.standard_normal(s, "float32") for s in ((*batch, m, k), (k, n), (n,)))
+    got = _call("tsir.dnnl.linear", [x, w, bias], [int(relu)], (*batch, m, n))
+    _close(got, [x, w, bias], "dnnl_linear", (relu,))
+
+
+@SETTINGS
+@given(c=conv_shapes, relu=st.booleans(), pads=st.tuples(*[st.integers(0, 2)] * 4), seed=seeds)
+def test_native_conv2d(c, relu, pads, seed):
+    rng = np.random.default_rng(seed)
+    cin, cout, k = c["cin_per_group"] * c["groups"], c["cout_per_group"] * c["groups"], c["kernel"]
+    x = rng.standard_normal((c["n"], cin, c["size"], c["size"]), "float32")
+    w = rng.standard_normal((cout, c["cin_per_group"], k, k), "float32")
+    bias = rng.standard_normal((cout,), "float32")
+    attrs = ((c["stride"], c["stride"] + 1), pads, (c["dilation"], 1), c["groups"], relu)
+    out_shape = evaluate("conv2d", [x, w], attrs[:4]).shape
+    got = _call("tsir.dnnl.conv2d", [x, w, bias], [*attrs[0], *pads, *attrs[2], c["groups"], int(relu)], out_shape)
+    _close(got, [x, w, bias], "dnnl_conv2d", attrs)
+
+
+def test_native_rejects_bad_arguments():
+    x, w = np.ones((2, 3), "float32"), np.ones((4, 5), "float32")
+    with pytest.raises(ValueError, match="do not contract"):
+        _call("tsir.dnnl.linear", [x, w, np.ones(5, "float32")], [0], (2, 5))
+    with pytest.raises(TypeError, match="float32"):
+        _call("tsir.dnnl.matmul", [x.astype("float64"), w[:3]], [], (2, 5))
+
+
+def test_missing_build_names_the_fix(tmp_path):
+    env = {**os.environ, "TSIR_DNNL_LIB": str(tmp_path / "libtsir_dnnl.so")}
+    proc = subprocess.run([sys.executable, "-c", "from tsir.backends import dnnl; dnnl.load()"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "make native" in proc.stderr
+
+
+# ---- end to end: optimize picks oneDNN, the exported library runs in a fresh process ------------
+def test_exported_library_runs_in_a_fresh_process(tmp_path):
+    entry = zoo.load("mlp", 4)
+    result = optimize(entry.module, entry.example_inputs, budget_s=4, measure=False)
+    assert result.report["program"]["optimized"].get("dnnl_linear") == 3
+    assert "tsir.dnnl.linear" in result.module.script()
+    library = result.export(tmp_path / "model.so")
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(7))
+    np.save(tmp_path / "x.npy", x.numpy())
+    with torch.no_grad():
+        want = entry.module(x).numpy()
+    script = textwrap.dedent(f"""
+        import numpy as np, tvm
+        from tvm import relax
+        from tsir.backends import dnnl
+        dnnl.load()
+        vm = relax.VirtualMachine(tvm.runtime.load_module({str(library)!r}), tvm.cpu())
+        out = vm["main"](tvm.runtime.tensor(np.load({str(tmp_path / "x.npy")!r})))
+        np.save({str(tmp_path / "y.npy")!r}, out.numpy() if hasattr(out, "numpy") else out[0].numpy())
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, rtol=1e-4, atol=1e-5)
