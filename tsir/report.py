@@ -127,7 +127,11 @@ def _figure():
 def _curve_plot(report: dict, path: Path) -> None:
     plt, (fig, ax) = _figure()
     curve = report["search"]["curve"]
-    ax.plot([p["generation"] for p in curve], [p["best_ms"] for p in curve], marker=".", drawstyle="steps-post")
+    ax.plot([p["generation"] for p in curve], [p["best_ms"] for p in curve], marker=".", drawstyle="steps-post",
+            label="best in population")
+    for (name, seconds), style in zip(report["search"]["seeds_predicted_s"].items(), ("--", ":"), strict=False):
+        ax.axhline(seconds * 1e3, linestyle=style, color="gray", label=f"{name} program")
+    ax.legend(loc="best", fontsize="small")
     ax.set_xlabel("generation")
     ax.set_ylabel(f"best latency, ms ({report['search']['cost_tier']})")
     ax.set_title(f"search: {report['input']['name']} on {report['target']['name']}")
