@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 MODEL ?= resnet18
 
-.PHONY: setup native run test bench lint
+.PHONY: setup native run test bench fuzz lint
 setup:
 	@bash scripts/setup.sh
 
@@ -18,6 +18,9 @@ test: native
 
 bench: native
 	$(PY) -m bench
+
+fuzz: native
+	$(PY) -m tsir.testing.fuzz --graphs 10000
 
 lint: setup
 	$(PY) -m ruff check tsir rewrites backends tests bench

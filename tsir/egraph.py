@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -139,7 +140,7 @@ class TermEGraph:
                 index[cid] = len(index)
         classes: list[list[ENode]] = [[] for _ in index]
         types: list[object] = [None] * len(index)
-        values = {n["eclass"]: ast.literal_eval(n["op"]) for k, n in nodes.items() if k.startswith("primitive-")}
+        values = {n["eclass"]: _literal(n["op"]) for k, n in nodes.items() if k.startswith("primitive-")}
         for node in nodes.values():
             op = _OP_NAMES.get(node["op"], node["op"])
             if op == "ty":
@@ -163,6 +164,14 @@ class TermEGraph:
             term_class[id(t)]: _find_original(classes, term_class, t) for t in self._original_lets.values()
         }
         return EGraphView(classes, types, root, original)
+
+
+def _literal(text: str) -> object:
+    """An attribute back from its repr; ``inf``/``nan`` (e.g. clip's open bound) are not Python literals."""
+    try:
+        return ast.literal_eval(text)
+    except ValueError:
+        return eval(text, {"__builtins__": {}}, {"inf": math.inf, "nan": math.nan})  # only floats remain
 
 
 def list_items(classes: list[list[ENode]], c: int) -> list[int]:

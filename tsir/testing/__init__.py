@@ -11,8 +11,6 @@ random programs from ``tsir.testing.strategies``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from egglog import Ruleset, ruleset
 from hypothesis import HealthCheck, given, settings
@@ -25,12 +23,11 @@ from tsir.ir.term import Graph, Term, postorder
 from tsir.search.extract import min_depth_nodes
 
 
-@dataclass(frozen=True)
 class Case:
-    """A test program and values for its inputs."""
+    """A test program and values for its inputs (its repr is the program, for readable reproducers)."""
 
-    graph: Graph
-    inputs: dict[str, np.ndarray]
+    def __init__(self, graph: Graph, inputs: dict[str, np.ndarray]) -> None:
+        self.graph, self.inputs = graph, inputs
 
     def __repr__(self) -> str:
         return f"Case(\n{program_text(self.graph.root)}\n)"

@@ -229,7 +229,7 @@ def graphs(draw, max_ops: int = 6, ops: tuple[str, ...] = tuple(MAKERS)) -> Case
             term = MAKERS[draw(st.sampled_from(ops))](draw, b, source, pool)
         except ValueError:  # the drawn attributes do not fit this input (e.g. a kernel larger than the image)
             term = None
-        if term is not None and math.prod(term.ty[0]) <= 4096 and len(term.ty[0]) <= 5:
+        if term is not None and math.prod(term.ty[0]) <= 4096 and 1 <= len(term.ty[0]) <= 5:
             pool.append(term)
     outputs = (pool[-1],) if len(pool) == 1 or draw(st.booleans()) else (pool[-1], draw(st.sampled_from(pool[1:])))
     return b.case(*dict.fromkeys(outputs))

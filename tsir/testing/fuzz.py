@@ -1,0 +1,148 @@
+"""Soundness fuzzer: random program -> saturate with every rule family -> several random acyclic
+extractions (not only the best) -> lower -> TVM build -> compare with the unrewritten program.
+
+Programs are built in batches: every program of a batch, and every extraction of it, becomes one
+function of a single IRModule, so one TVM build covers the whole batch. Hypothesis draws the batches;
+a mismatch fails the run and hypothesis shrinks the batch to a minimal reproducer, which it prints.
+
+    python -m tsir.testing.fuzz --graphs 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tvm import relax
+
+from tsir.backends import runtime, targets
+from tsir.egraph import Limits, TermEGraph
+from tsir.ir.term import Graph, Term, fold
+from tsir.lower import lower
+from tsir.rewrites import FAMILIES
+from tsir.search.extract import Space, to_term
+from tsir.testing import Case, program_text
+from tsir.testing.strategies import graphs
+
+TOLERANCE = 1e-3  # relative (to max(|reference|, 1)): the widest per-rule fp32 tolerance, CONTRACTION
+LIMITS = Limits(iterations=6, nodes=4000, time_s=5.0)
+
+
+@dataclass
+class Stats:
+    graphs: int = 0
+    extractions: int = 0
+    mismatches: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return f"graphs tried: {self.graphs}, extractions compared: {self.extractions}, mismatches: {self.mismatches}"
+
+
+def extractions(graph: Graph, count: int, seed: int) -> list[Term]:
+    """Distinct programs from the saturated e-graph of ``graph``: random genomes (repaired to be acyclic),
+    the minimum-depth choice, and the original program."""
+    egraph = TermEGraph(graph, tuple(FAMILIES))
+    egraph.saturate(LIMITS)
+    space = Space.of(egraph.view(), targets.resolve("x86").roofline)
+    rng = random.Random(seed)
+    programs = {id(graph.root): graph.root}
+    genomes = [list(space.min_depth_node)] + [
+        [rng.randrange(len(nodes)) for nodes in space.view.classes] for _ in range(count)]
+    for genome in genomes:
+        term = to_term(space, genome)
+        programs.setdefault(id(term), term)
+    return [t for t in programs.values() if t is not graph.root]
+
+
+def _function(graph: Graph, root: Term, name: str) -> relax.Function:
+    """``root`` as a Relax function named ``name`` (lowered through ``tsir.lower``)."""
+    base = tvm.IRModule({"main": _placeholder(graph)})
+    return lower(graph, root, base)["main"].with_attr("global_symbol", name)
+
+
+def _placeholder(graph: Graph) -> relax.Function:
+    bb = relax.BlockBuilder()
+    params = [relax.Var(t.attrs[0], relax.TensorType(list(t.ty[0]), t.ty[1])) for t in graph.inputs]
+    with bb.function("main", params):
+        bb.emit_func_output(params[0])
+    return bb.get()["main"]
+
+
+def _reference(case: Case) -> list[np.ndarray]:
+    """The original program evaluated in float64 with the ops' reference semantics."""
+    values: dict[int, np.ndarray] = {}
+    constants = [c.astype(np.float64) for c in case.graph.constants]
+    for term in case.graph.inputs:
+        values[id(term)] = case.inputs[term.attrs[0]].astype(np.float64)
+    return list(fold(case.graph.root, constants, values))
+
+
+def _relative(ref: list[np.ndarray], out: list[np.ndarray]) -> float:
+    worst = 0.0
+    for r, o in zip(ref, out, strict=True):
+        if r.shape != o.shape:
+            return np.inf
+        scale = max(float(np.max(np.abs(r), initial=0.0)), 1.0)
+        worst = max(worst, float(np.max(np.abs(r.astype(np.float64) - o), initial=0.0)) / scale)
+    return worst
+
+
+def check_batch(batch: list[Case], stats: Stats, per_graph: int = 4, seed: int = 0) -> None:
+    """Build every program of ``batch`` (original + extractions) in one module, run all, compare."""
+    mod = tvm.IRModule()
+    jobs: list[tuple[Case, str, Term]] = []
+    for i, case in enumerate(batch):
+        programs = [case.graph.root, *extractions(case.graph, per_graph, seed + i)]
+        for j, root in enumerate(programs):
+            name = f"g{i}_{j}"
+            mod[name] = _function(case.graph, root, name)
+            jobs.append((case, name, root))
+    vm = relax.VirtualMachine(runtime.build(mod, targets.resolve("x86")), tvm.cpu())
+    stats.graphs += len(batch)
+    for case, name, root in jobs:
+        args = [tvm.runtime.tensor(case.inputs[t.attrs[0]], tvm.cpu()) for t in case.graph.inputs]
+        error = _relative(_reference(case), runtime.flatten(vm[name](*args)))
+        stats.extractions += 0 if root is case.graph.root else 1
+        if not error <= TOLERANCE:
+            stats.mismatches += 1
+            what = "the original program (lowering)" if root is case.graph.root else "an extraction"
+            stats.failures.append(f"{what} differs by {error:.3g} from the reference of\n{case!r}\n"
+                                  f"extracted program:\n{program_text(root)}")
+            raise AssertionError(stats.failures[-1])
+
+
+def run(graphs_total: int, batch: int = 50, seed: int = 0, per_graph: int = 4, max_ops: int = 6) -> Stats:
+    """Fuzz ``graphs_total`` random programs in batches; raises (with a shrunk reproducer) on a mismatch."""
+    stats = Stats()
+
+    @settings(max_examples=max(1, graphs_total // batch), deadline=None, database=None, derandomize=seed == 0,
+              suppress_health_check=list(HealthCheck))
+    @given(cases=st.lists(graphs(max_ops=max_ops), min_size=batch, max_size=batch), salt=st.integers(0, 2**16))
+    def fuzz(cases: list[Case], salt: int) -> None:
+        check_batch(cases, stats, per_graph, seed + salt)
+
+    fuzz()
+    return stats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--graphs", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    stats = Stats()
+    try:
+        stats = run(args.graphs, args.batch, args.seed)
+    finally:
+        print(stats.line())
+
+
+if __name__ == "__main__":
+    main()
