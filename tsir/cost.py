@@ -33,9 +33,10 @@ class Roofline:
         return max(flops / rate, moved / self.bandwidth) + self.dispatch_s
 
 
-# Fraction of the GEMM peak a kernel of each GEMM-class op reaches on x86 (bench/ops.py measures them):
-# TVM-generated code tuned by MetaSchedule (~177 of ~500 GFLOP/s on 64x512x2048, shared/DESIGN.md) versus
-# oneDNN's brgemm kernels (~430-480). Ops not listed are assumed to run at the roofline.
+# Fraction of the GEMM peak a kernel of each GEMM-class op reaches on x86 (`python -m bench.ops` measures
+# them per op): TVM's code when tuned by MetaSchedule (~177 of ~500 GFLOP/s on 64x512x2048; untuned it is
+# ~1 GFLOP/s) versus oneDNN (~430-480 for brgemm matmul, less for small shapes and NCHW conv).
+# Ops not listed are assumed to run at the roofline.
 COMPUTE_EFFICIENCY = {"matmul": 0.35, "linear": 0.35, "conv2d": 0.35,
                       "dnnl_matmul": 0.85, "dnnl_linear": 0.85, "dnnl_conv2d": 0.8}
 

@@ -113,7 +113,7 @@ Cached Lookup(const std::string& key, const char* kind, Make make) {
 
 void Run(const Cached& c, void* src, void* weights, void* bias, void* dst) {
   dnnl::engine& eng = Engine();
-  dnnl::stream stream(eng);
+  thread_local dnnl::stream stream(eng);
   std::unordered_map<int, dnnl::memory> args = {
       {DNNL_ARG_SRC, dnnl::memory(c.src, eng, src)},
       {DNNL_ARG_WEIGHTS, dnnl::memory(c.weights, eng, weights)},
