@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ import tvm
 from tvm import relax
 
 from tsir.backends import runtime, targets
+from tsir.backends.kernel_cache import DEFAULT_DIR
+from tsir.backends.tuning import TuningDatabase
 from tsir.convert import relax_to_tsir
 from tsir.egraph import Limits, TermEGraph
 from tsir.errors import TsirError
@@ -28,8 +31,9 @@ from tsir.frontend import export, to_relax
 from tsir.ir.term import Term, postorder
 from tsir.lower import lower
 from tsir.rewrites import FAMILIES, rule_names
+from tsir.search.driver import SearchOptions, run_search
 from tsir.search.extract import Space, to_term
-from tsir.search.genetic import GeneticConfig, genetic_search
+from tsir.search.genetic import GeneticConfig
 from tsir.verify import DEFAULT_TOLERANCE, Verification, fresh_inputs, verify
 
 REPORT_VERSION = 1
@@ -96,16 +100,24 @@ def optimize(
     out_dir: str | os.PathLike | None = None,
     measure: bool = True,
     log: Callable[[str], None] = lambda msg: None,
+    cost: str = "analytic",
+    tuning_trials: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = False,
 ) -> Result:
     """Optimize ``model`` for ``target``; returns a verified ``Result`` (see the module docstring).
 
     ``model`` is a ``torch.nn.Module`` (exported here with static shapes) or an ``ExportedProgram``.
+    ``cost`` is ``"analytic"`` (roofline model only) or ``"measured"`` (kernels timed on the target, the
+    final candidates built and timed whole); ``tuning_trials`` MetaSchedule trials per kernel (0: none);
+    ``cache_dir`` holds the kernel cache and tuning database (default ``~/.cache/tsir``).
     """
     if mode not in MODES:
         raise TsirError(f"unknown mode {mode!r}; this version supports: {', '.join(MODES)}")
     if not isinstance(budget_s, (int, float)) or budget_s <= 0:
         raise TsirError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
     spec = targets.resolve(target)
+    options = SearchOptions(cost, tuning_trials, cache_dir=cache_dir or DEFAULT_DIR, progress=progress)
     if out_dir is not None:
         writable_dir(Path(out_dir))
     example_inputs = tuple(example_inputs)
@@ -131,10 +143,12 @@ def optimize(
     view = egraph.view()
     space = Space.of(view, spec.roofline)
     config = GeneticConfig(seed=seed, time_s=max(budget_s - sum(stages.values()), 0.1) * 0.5)
-    search = stage("search", lambda: genetic_search(space, config))
+    arrays = [t.numpy() for t in example_inputs]
+    search = stage("search", lambda: run_search(egraph, space, graph, original_mod, spec, config, options, arrays))
     chosen = to_term(space, search.genome)
     optimized_mod = stage("lower", lambda: lower(graph, chosen, original_mod))
-    executable = stage("build", lambda: runtime.build(optimized_mod, spec))
+    build = TuningDatabase(spec.target, options.cache_dir).build if tuning_trials else partial(runtime.build, spec=spec)
+    executable = stage("build", lambda: build(optimized_mod))
     runner = runtime.Runner(executable)
     checked = stage("verify", lambda: verify(model, runner, fresh_inputs(example_inputs, seed + 1)))
     report = {
@@ -147,10 +161,7 @@ def optimize(
             "enodes_per_iteration": saturation.enodes_per_iteration,
         },
         "rules_fired": _fired_by_family(saturation.matches_per_rule, families),
-        "search": {
-            "predicted_s": search.cost, "seeds_predicted_s": search.seeds, "history": search.history,
-            "evaluations": search.evaluations, "time_s": round(search.time_s, 4),
-        },
+        "search": search.report,
         "program": {"original": _op_counts(graph.root), "optimized": _op_counts(chosen)},
         "verification": {"max_abs_error": checked.max_abs_error, "relative_error": checked.relative_error,
                          "tolerance": checked.tolerance, "passed": checked.passed},
