@@ -1,6 +1,6 @@
 """Crash isolation: run work items in a child process, one JSON line of result per item.
 
-``run_isolated(job, items)`` pickles the items to a child (``python -m tsir.backends.child``) that
+``run_isolated(job, items)`` pickles the items to a child (this file run as a script) that
 calls ``JOBS[job](item, context)`` for each and appends its result as one JSON line. When the child
 dies (segfault, abort) or an item runs past ``timeout_s``, the parent kills it, scores that item as
 failed with the reason, and starts a new child for the items left. Exceptions inside an item are
@@ -9,7 +9,7 @@ caught in the child and scored as errors. Nothing the child does can take the pa
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
 import os
 import pickle
@@ -21,11 +21,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-# job name -> "module:function"; a job is called as fn(item, context) -> JSON-able dict
-JOBS = {
-    "kernel": "tsir.backends.kernels:time_kernel",
-    "library": "tsir.backends.measure:time_library",
-}
+# job name -> function of backends/jobs.py, called as fn(item, context) -> JSON-able dict
+JOBS = {"kernel": "time_kernel", "library": "time_library"}
+STARTUP_TIMEOUT_S = 300.0  # importing TVM in the child, on a loaded machine
 
 
 def run_isolated(job: str, items: Sequence, context: object = None, timeout_s: float = 60.0) -> list[dict]:
@@ -45,20 +43,25 @@ def _one_child(job: str, items: list, context: object, timeout_s: float, tmp: Pa
     job_file.write_bytes(pickle.dumps((job, items, context)))
     out_file.write_text("")
     with open(tmp / "stderr.txt", "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "tsir.backends.child", str(job_file), str(out_file)],
+        proc = subprocess.Popen([sys.executable, __file__, str(job_file), str(out_file)],
                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-    done, last = 0, time.monotonic()
+    ready = Path(f"{out_file}.ready")
+    ready.unlink(missing_ok=True)
+    done, last, started = 0, time.monotonic(), False
     while True:
         status = proc.poll()
         lines = _complete_lines(out_file)
         if len(lines) > done:
             done, last = len(lines), time.monotonic()
+        elif done == 0 and ready.exists() and not started:
+            started, last = True, time.monotonic()
         if status is not None or done == len(items):
             break
-        if time.monotonic() - last > timeout_s:
+        if time.monotonic() - last > (timeout_s if ready.exists() else max(timeout_s, STARTUP_TIMEOUT_S)):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            return [*lines, {"error": f"timed out after {timeout_s:g} s"}]
+            reason = f"timed out after {timeout_s:g} s" if ready.exists() else "child did not start in time"
+            return [*lines, {"error": reason}]
         time.sleep(0.02)
     if status is None:
         proc.wait()
@@ -78,8 +81,11 @@ def _complete_lines(path: Path) -> list[dict]:
 
 def main(job_file: str, out_file: str) -> None:
     job, items, context = pickle.loads(Path(job_file).read_bytes())
-    module, name = JOBS[job].split(":")
-    fn = getattr(importlib.import_module(module), name)
+    spec = importlib.util.spec_from_file_location("tsir_child_jobs", Path(__file__).with_name("jobs.py"))
+    jobs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(jobs)
+    fn = getattr(jobs, JOBS[job])
+    Path(f"{out_file}.ready").touch()
     with open(out_file, "a") as out:
         for item in items:
             try:

@@ -1,4 +1,4 @@
-"""The fused kernels of a Relax program, and timing one kernel (child side).
+"""The fused kernels of a Relax program.
 
 ``fuse`` runs the preparation of MetaSchedule's ``compile_relax`` (legalize, annotate, fold, FuseOps,
 FuseTIR), so the kernels found here are the ones the final build compiles and the tuning database
@@ -8,11 +8,9 @@ calls it.
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-import numpy as np
 import tvm
 import tvm_ffi
 from tvm import relax
@@ -56,21 +54,3 @@ def kernels(fused: tvm.IRModule) -> list[Kernel]:
             bare = func.without_attr("global_symbol")
             out.append(Kernel(gv.name_hint, func, f"{tvm_ffi.structural_hash(bare):x}", calls[gv.name_hint]))
     return out
-
-
-def time_kernel(item: dict, context: dict) -> dict:
-    """Child side: build one kernel module (``tvm.ir.save_json`` text) and time it on random inputs."""
-    mod = tvm.ir.load_json(item["module"])
-    target = tvm.target.Target(context["target"])
-    lib = tvm.compile(mod, target=target).jit()
-    device = tvm.cpu()
-    rng = np.random.default_rng(0)
-    args = []
-    for param in mod["main"].params:
-        buf = param.ty
-        shape, dtype = [int(s) for s in buf.shape], str(buf.dtype)
-        data = rng.standard_normal(shape).astype(dtype) if "float" in dtype else np.zeros(shape, dtype)
-        args.append(tvm.runtime.tensor(data, device))
-    timer = lib.time_evaluator("main", device, number=context.get("number", 3), repeat=context.get("repeat", 5),
-                               min_repeat_ms=context.get("min_repeat_ms", 5))
-    return {"median_ms": statistics.median(timer(*args).results) * 1e3}

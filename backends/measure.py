@@ -9,7 +9,6 @@ The measurer contract (shared with ``backends/rpc.py``): ``measure(libraries, in
 from __future__ import annotations
 
 import pathlib
-import statistics
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,18 +44,3 @@ class LocalMeasurer:
             context = {"inputs": str(arrays), "repeat": self.repeat, "min_repeat_ms": self.min_repeat_ms}
             rows = run_isolated("library", [str(p) for p in libraries], context, self.timeout_s)
         return [Measurement(r.get("median_ms"), r.get("error")) for r in rows]
-
-
-def time_library(path: str, context: dict) -> dict:
-    """Child side: load ``path``, run ``main`` once, then time it (median of ``repeat`` batches)."""
-    import tvm
-    from tvm import relax
-
-    device = tvm.cpu()
-    vm = relax.VirtualMachine(tvm.runtime.load_module(path), device)
-    with np.load(context["inputs"]) as data:
-        args = [tvm.runtime.tensor(data[f"arr_{i}"], device) for i in range(len(data.files))]
-    vm["main"](*args)
-    timer = vm.time_evaluator("main", device, number=1, repeat=context["repeat"],
-                              min_repeat_ms=context["min_repeat_ms"])
-    return {"median_ms": statistics.median(timer(*args).results) * 1e3}
