@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 MODEL ?= resnet18
 
-.PHONY: setup run test bench lint
+.PHONY: setup run test bench bench-search lint
 setup:
 	@bash scripts/setup.sh
 
@@ -13,6 +13,9 @@ test: setup
 
 bench: setup
 	$(PY) -m bench
+
+bench-search: setup
+	$(PY) -m bench.search $(MODELS)
 
 lint: setup
 	$(PY) -m ruff check tsir rewrites backends tests bench

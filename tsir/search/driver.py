@@ -90,8 +90,6 @@ def _measured(space, graph, original_mod, spec, config, options, inputs, measure
 
     def feedback(generation: int, best_ms: float, population: list) -> bool:
         update(best_ms)
-        if time.perf_counter() >= ga_deadline:
-            return False
         fresh: list[Program] = []
         for genome, _ in population:
             p = ev.program(genome)
