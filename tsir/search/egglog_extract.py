@@ -19,8 +19,10 @@ def egglog_extraction(egraph: TermEGraph, space: Space) -> Genome:
     expr = egraph.egraph.extract(egraph.root_expr)
     genome = space.original()
     memo: dict[tuple[int, int], bool] = {}
+    alive: list = []  # keeps visited sub-expressions alive, so their ids stay unique
 
     def match(c: int, e) -> bool:
+        alive.append(e)
         key = (c, id(e))
         if key in memo:
             return memo[key]
