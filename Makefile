@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 MODEL ?= resnet18
 
-.PHONY: setup native run test bench fuzz lint
+.PHONY: setup native run test bench bench-search fuzz lint
 setup:
 	@bash scripts/setup.sh
 
@@ -21,6 +21,9 @@ bench: native
 
 fuzz: native
 	$(PY) -m tsir.testing.fuzz --graphs 10000
+
+bench-search: native
+	$(PY) -m bench.search $(MODELS)
 
 lint: setup
 	$(PY) -m ruff check tsir rewrites backends tests bench

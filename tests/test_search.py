@@ -10,9 +10,11 @@ from tsir.cost import X86_HOST
 from tsir.egraph import TermEGraph
 from tsir.frontend import export, to_relax
 from tsir.ir.term import Graph, Term, postorder
+from tsir.search.egglog_extract import egglog_extraction
 from tsir.search.extract import Space, to_term, walk
 from tsir.search.genetic import GeneticConfig, genetic_search
 from tsir.search.greedy import greedy
+from tsir.search.nsga import dominates
 
 
 def cyclic_space() -> tuple[Space, Term]:
@@ -62,3 +64,47 @@ def test_search_respects_its_time_budget():
     space, _ = cyclic_space()
     result = genetic_search(space, GeneticConfig(generations=10_000, time_s=0.5))
     assert result.time_s < 1.5 and len(result.history) < 10_000
+
+
+def test_random_genomes_always_decode_to_acyclic_programs():
+    space, _ = cyclic_space()
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        genome = [int(rng.integers(len(nodes))) for nodes in space.view.classes]
+        order = walk(space, genome)
+        assert len(order) == len(set(order)) and order[-1] == space.view.root
+        assert to_term(space, genome).ty == (((2, 3, 4), "float32"),)
+
+
+def test_egglog_extraction_maps_onto_a_genome_of_the_smallest_program():
+    x = Term("input", (), ("x",), ((2, 3, 4), "float32"))
+    inner = Term("transpose", (x,), ((2, 0, 1),))
+    root = Term("tuple", (Term("relu", (Term("transpose", (inner,), ((1, 2, 0),)),)),))
+    egraph = TermEGraph(Graph(root, [x], []), ("algebra",))
+    egraph.saturate()
+    space = Space.of(egraph.view(), X86_HOST)
+    assert [t.op for t in postorder(to_term(space, egglog_extraction(egraph, space)))] == ["input", "relu", "tuple"]
+
+
+def test_multi_objective_search_is_deterministic_and_reports_a_pareto_front():
+    entry = zoo.load("mlp")
+    egraph = TermEGraph(relax_to_tsir(to_relax(export(entry.module, entry.example_inputs))))
+    egraph.saturate()
+    space = Space.of(egraph.view(), X86_HOST)
+    seeds = {"egglog": egglog_extraction(egraph, space)}
+    config = GeneticConfig(seed=5, generations=6, time_s=600, patience=100)
+    runs = [genetic_search(space, config, seeds=seeds) for _ in range(2)]
+    assert runs[0].genome == runs[1].genome and runs[0].front == runs[1].front
+    assert runs[0].cost <= min(runs[0].seeds.values())
+    points = [o for _, o in runs[0].front]
+    assert all(not dominates(a, b) for a in points for b in points), "front members never dominate each other"
+    assert all(o[2] == 0.0 for o in points), "exact mode: every program has zero error"
+
+
+def test_search_budget_is_held_within_ten_percent():
+    entry = zoo.load("mlp")
+    egraph = TermEGraph(relax_to_tsir(to_relax(export(entry.module, entry.example_inputs))))
+    egraph.saturate()
+    space = Space.of(egraph.view(), X86_HOST)
+    result = genetic_search(space, GeneticConfig(generations=10**6, time_s=1.0, patience=10**6))
+    assert 1.0 <= result.time_s <= 1.1 and len(result.history) > 1

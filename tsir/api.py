@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +23,17 @@ from tvm import relax
 
 from tsir import report as report_files
 from tsir.backends import dnnl, runtime, targets
+from tsir.backends.kernel_cache import DEFAULT_DIR
+from tsir.backends.tuning import TuningDatabase
 from tsir.convert import relax_to_tsir
 from tsir.egraph import Limits, TermEGraph
 from tsir.errors import TsirError
 from tsir.ir.term import Term, postorder
 from tsir.lower import lower
 from tsir.rewrites import FAMILIES, rule_names
+from tsir.search.driver import SearchOptions, run_search
 from tsir.search.extract import Space, to_term
-from tsir.search.genetic import GeneticConfig, genetic_search
+from tsir.search.genetic import GeneticConfig
 from tsir.source import Model, Source, load
 from tsir.verify import DEFAULT_TOLERANCE, Verification, fresh_inputs, verify
 
@@ -100,6 +104,10 @@ def optimize(
     model_name: str | None = None,
     measure: bool = True,
     log: Callable[[str], None] = lambda msg: None,
+    cost: str = "analytic",
+    tuning_trials: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = False,
     on_stage: Callable[[str, float | None], None] = lambda name, seconds: None,
 ) -> Result:
     """Optimize ``model`` for ``target``; returns a verified ``Result`` (see the module docstring).
@@ -108,6 +116,9 @@ def optimize(
     (both need ``example_inputs``), a path to an ``.onnx`` file, or a Relax ``tvm.IRModule`` (for
     these two, ``example_inputs`` default to random inputs of the declared shapes). ``on_stage(name,
     None)`` is called when a stage starts and ``on_stage(name, seconds)`` when it ends.
+    ``cost`` is ``"analytic"`` (roofline model only) or ``"measured"`` (kernels timed on the target, the
+    final candidates built and timed whole); ``tuning_trials`` MetaSchedule trials per kernel (0: none);
+    ``cache_dir`` holds the kernel cache and tuning database (default ``~/.cache/tsir``).
     """
     if mode == "approx":
         raise TsirError("approx mode is not available yet: this version only has exact rewrites; use mode='exact'")
@@ -118,6 +129,7 @@ def optimize(
     spec = targets.resolve(target)
     if "library" in families:
         dnnl.load()  # library kernels run in this process (verify, measure); a clear error if not built
+    options = SearchOptions(cost, tuning_trials, cache_dir=cache_dir or DEFAULT_DIR, progress=progress)
     if out_dir is not None:
         writable_dir(Path(out_dir))
     stages: dict[str, float] = {}
@@ -142,10 +154,12 @@ def optimize(
     view = egraph.view()
     space = Space.of(view, spec.roofline)
     config = GeneticConfig(seed=seed, time_s=max(budget_s - sum(stages.values()), 0.1) * 0.5)
-    search = stage("search", lambda: genetic_search(space, config))
+    arrays = [t.numpy() for t in example_inputs]
+    search = stage("search", lambda: run_search(egraph, space, graph, original_mod, spec, config, options, arrays))
     chosen = to_term(space, search.genome)
     optimized_mod = stage("lower", lambda: lower(graph, chosen, original_mod))
-    executable = stage("build", lambda: runtime.build(optimized_mod, spec))
+    build = TuningDatabase(spec.target, options.cache_dir).build if tuning_trials else partial(runtime.build, spec=spec)
+    executable = stage("build", lambda: build(optimized_mod))
     runner = runtime.Runner(executable)
     checked = stage("verify", lambda: verify(model, runner, fresh_inputs(example_inputs, seed + 1)))
     report = {
@@ -160,12 +174,7 @@ def optimize(
             "enodes_per_iteration": saturation.enodes_per_iteration,
         },
         "rules_fired": _fired_by_family(saturation.matches_per_rule, families),
-        "search": {
-            "predicted_s": search.cost, "seeds_predicted_s": search.seeds, "history": search.history,
-            "evaluations": search.evaluations, "time_s": round(search.time_s, 4),
-            "curve": [{"generation": g, "best_ms": cost * 1e3} for g, cost in enumerate(search.history)],
-            "pareto": [], "cost_tier": "analytic",
-        },
+        "search": search.report,
         "program": {"original": _op_counts(graph.root), "optimized": _op_counts(chosen)},
         "layers": report_files.layers(graph, chosen),
         "size_bytes": {"original": report_files.constant_bytes(original_mod),

@@ -28,7 +28,7 @@ class Roofline:
         if spec is None or not spec.kernel:
             return 0.0
         flops = spec.flops(tuple(in_types), out_type, ())
-        moved = sum(_size(t) for t in (*in_types, out_type))
+        moved = sum(type_bytes(t) for t in (*in_types, out_type))
         rate = self.peak_flops * COMPUTE_EFFICIENCY.get(op, 1.0)
         return max(flops / rate, moved / self.bandwidth) + self.dispatch_s
 
@@ -41,13 +41,13 @@ COMPUTE_EFFICIENCY = {"matmul": 0.35, "linear": 0.35, "conv2d": 0.35,
                       "dnnl_matmul": 0.85, "dnnl_linear": 0.85, "dnnl_conv2d": 0.8}
 
 
-def _size(ty) -> float:
+def type_bytes(ty) -> float:
     """Bytes of a type (a tuple type counts all its fields)."""
     if ty is None:
         return 0.0
     if len(ty) == 2 and isinstance(ty[1], str):
         return float(numel(ty[0]) * _BYTES.get(ty[1], 4))
-    return sum(_size(t) for t in ty)
+    return sum(type_bytes(t) for t in ty)
 
 
 # 2 cores of AMD Zen 5 (AVX-512): ~500 GFLOP/s fp32 GEMM peak measured with ONNX Runtime on this machine

@@ -91,6 +91,7 @@ class TermEGraph:
             self._original_lets[f"${name}"] = term
             facts.append(set_(lang.ty(exprs[id(term)])).to(PyObject(term.ty)))
         self.egraph.register(*facts)
+        self.root_expr = exprs[id(root)]
 
     def enode_count(self) -> int:
         return sum(size for fn, size in self.egraph.all_function_sizes() if fn in _STRUCTURE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tsir.cost import Roofline
+from tsir.cost import Roofline, type_bytes
 from tsir.egraph import EGraphView, ENode
 from tsir.ir.ops import OPS, RUNTIME_ONLY
 from tsir.ir.term import Term
@@ -25,6 +25,7 @@ class Space:
     view: EGraphView
     min_depth_node: list[int]
     node_cost: list[list[float]]  # seconds at run time; 0 for views, leaves and constant-foldable nodes
+    constant: list[bool]  # the class has a constant-only program (folded before run time)
 
     @classmethod
     def of(cls, view: EGraphView, roofline: Roofline) -> Space:
@@ -34,11 +35,19 @@ class Space:
              roofline.kernel_s(n.op, [view.types[k] for k in n.children], view.types[c]) for n in nodes]
             for c, nodes in enumerate(view.classes)
         ]
-        return cls(view, min_depth_nodes(view), costs)
+        return cls(view, min_depth_nodes(view), costs, const)
 
     def cost(self, genome: Genome) -> float:
         """Predicted run time of the program ``genome`` chooses (each shared node counted once)."""
         return sum(self.node_cost[c][genome[c]] for c in walk(self, genome))
+
+    def size_bytes(self, genome: Genome) -> int:
+        """Bytes of the constants the chosen program keeps at run time (its model size)."""
+        kept: set[int] = set()
+        for c in walk(self, genome):
+            if not _node_is_constant(self.node(genome, c), self.constant):
+                kept.update(k for k in self.node(genome, c).children if self.constant[k])
+        return int(sum(type_bytes(self.view.types[k]) for k in kept))
 
     def node(self, genome: Genome, c: int) -> ENode:
         return self.view.classes[c][genome[c]]

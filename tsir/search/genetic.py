@@ -1,9 +1,13 @@
-"""Genetic search over e-graph choices.
+"""Multi-objective genetic search over e-graph choices (NSGA-II).
 
-A genome is one e-node index per e-class. The first population holds the input program, the greedy
-extraction and random genomes; each generation keeps the elite, picks parents by tournament, mixes
-them by uniform or subtree crossover, mutates, and repairs every child into an acyclic program.
-Fitness is a cost function of the decoded program (lower is better). Deterministic for a seed.
+A genome is one e-node index per e-class. The first population holds the seeded extractions (the
+input program, greedy, egglog's) and random genomes. Each generation picks parents by binary
+tournament in NSGA-II's crowded order, mixes them by uniform or subtree crossover, mutates, repairs
+every child into an acyclic program, and keeps the best of parents and children by front and
+crowding distance. Objectives are (latency, size, error), all minimized; the winner is the fastest
+genome whose error is within ``max_error`` (0 in exact mode). Deterministic for a seed; stops at
+``generations``, at the wall-clock ``time_s``, or after ``patience`` generations without a faster
+winner.
 """
 
 from __future__ import annotations
@@ -15,77 +19,118 @@ from dataclasses import dataclass, field
 
 from tsir.search.extract import Genome, Space, walk
 from tsir.search.greedy import greedy
+from tsir.search.nsga import Objectives, rank
+
+# called after each generation with (generation, best latency, population with objectives); returning
+# True says the objectives changed (new measurements), so cached values are recomputed
+Feedback = Callable[[int, float, list[tuple[Genome, Objectives]]], bool]
 
 
 @dataclass(frozen=True)
 class GeneticConfig:
     population: int = 24
     generations: int = 30
-    elite: int = 2
-    tournament: int = 3
+    tournament: int = 2
     mutation_rate: float = 0.05  # chance that a reachable class re-picks its e-node
     time_s: float = 30.0
     seed: int = 0
+    patience: int = 10  # generations without a faster winner before stopping early
+    max_error: float = 0.0  # error budget: 0 is exact mode
 
 
 @dataclass
 class SearchResult:
     genome: Genome
-    cost: float
-    seeds: dict[str, float]  # cost of each seeded extraction: "original", "greedy"
-    history: list[float] = field(default_factory=list)  # best cost after each generation
+    cost: float  # latency objective of the winner
+    seeds: dict[str, float]  # latency objective of each seeded extraction
+    history: list[float] = field(default_factory=list)  # best latency after each generation
+    front: list[tuple[Genome, Objectives]] = field(default_factory=list)  # the final Pareto front
+    ranked: list[tuple[Genome, Objectives]] = field(default_factory=list)  # final population, best first
     evaluations: int = 0
     time_s: float = 0.0
 
 
+def analytic_objectives(space: Space) -> Callable[[Genome], Objectives]:
+    return lambda genome: (space.cost(genome), float(space.size_bytes(genome)), 0.0)
+
+
 def genetic_search(
-    space: Space, config: GeneticConfig = GeneticConfig(), cost: Callable[[Genome], float] | None = None,
+    space: Space, config: GeneticConfig = GeneticConfig(), objectives: Callable[[Genome], Objectives] | None = None,
+    seeds: dict[str, Genome] | None = None, feedback: Feedback | None = None,
 ) -> SearchResult:
-    """Search for the cheapest program in ``space`` (by ``cost``, default the analytic model)."""
-    cost = cost or space.cost
+    """Search ``space`` for the Pareto front of ``objectives`` (default: the analytic model)."""
+    objectives = objectives or analytic_objectives(space)
     rng = random.Random(config.seed)
     start = time.perf_counter()
-    cache: dict[tuple[int, ...], float] = {}
+    cache: dict[tuple[int, ...], Objectives] = {}
+    evaluated: set[tuple[int, ...]] = set()
 
-    def fitness(genome: Genome) -> float:
+    def score(genome: Genome) -> Objectives:
         walk(space, genome)
         key = tuple(genome)
         if key not in cache:
-            cache[key] = cost(genome)
+            cache[key] = objectives(genome)
+            evaluated.add(key)
         return cache[key]
 
-    seeds = {"original": space.original(), "greedy": greedy(space)}
-    population = list(seeds.values())
-    while len(population) < config.population:
-        population.append(_random_genome(space, rng))
-    def ranked(genomes: list[Genome]) -> list[tuple[float, int, Genome]]:
-        return sorted(((fitness(g), i, g) for i, g in enumerate(genomes)), key=lambda s: s[:2])
+    def best(pop: list[tuple[Genome, Objectives]]) -> tuple[Genome, Objectives]:
+        feasible = [p for p in pop if p[1][2] <= config.max_error] or pop
+        return min(feasible, key=lambda p: (p[1][0], p[1][1], p[1][2]))
 
-    scored = ranked(population)
-    result = SearchResult(scored[0][2], scored[0][0], {k: fitness(g) for k, g in seeds.items()})
-    for _ in range(config.generations):
-        if time.perf_counter() - start >= config.time_s:
+    seeds = {"original": space.original(), "greedy": greedy(space), **(seeds or {})}
+    genomes = [list(g) for g in seeds.values()]
+    while len(genomes) < config.population:
+        genomes.append([rng.randrange(len(nodes)) for nodes in space.view.classes])
+    population = _select([(g, score(g)) for g in genomes], config.population)
+    result = SearchResult(best(population)[0], best(population)[1][0], {k: score(list(g))[0] for k, g in seeds.items()})
+    stale = 0
+    for generation in range(config.generations):
+        if time.perf_counter() - start >= config.time_s or stale >= config.patience:
             break
-        children = [g for _, _, g in scored[: config.elite]]
+        order = rank([o for _, o in population])
+        children = []
         while len(children) < config.population:
-            a, b = _tournament(scored, rng, config.tournament), _tournament(scored, rng, config.tournament)
+            a, b = (_tournament(population, order, rng, config.tournament) for _ in range(2))
             child = _uniform(a, b, space, rng) if rng.random() < 0.5 else _subtree(a, b, space, rng)
             _mutate(child, space, rng, config.mutation_rate)
             children.append(child)
-        scored = ranked(children)
-        result.history.append(scored[0][0])
-    result.genome, result.cost = scored[0][2], scored[0][0]
-    result.evaluations = len(cache)
+        population = _select(_distinct(population + [(c, score(c)) for c in children]), config.population)
+        winner = best(population)
+        stale = stale + 1 if result.history and winner[1][0] >= result.history[-1] else 0
+        result.history.append(winner[1][0])
+        if feedback is not None and feedback(generation, winner[1][0], population):
+            cache.clear()
+            population = _select([(g, score(g)) for g, _ in population], config.population)
+            result.history[-1] = best(population)[1][0]
+    result.genome, winner_objectives = best(population)
+    result.cost = winner_objectives[0]
+    order = rank([o for _, o in population])
+    result.front = [population[i] for i in range(len(population)) if order[i][0] == 0]
+    result.ranked = [population[i] for i in sorted(range(len(population)), key=lambda i: (population[i][1], i))]
+    result.evaluations = len(evaluated)
     result.time_s = time.perf_counter() - start
     return result
 
 
-def _random_genome(space: Space, rng: random.Random) -> Genome:
-    return [rng.randrange(len(nodes)) for nodes in space.view.classes]
+def _distinct(pop: list[tuple[Genome, Objectives]]) -> list[tuple[Genome, Objectives]]:
+    seen: set[tuple[int, ...]] = set()
+    out = []
+    for genome, objectives in pop:
+        if tuple(genome) not in seen:
+            seen.add(tuple(genome))
+            out.append((genome, objectives))
+    return out
 
 
-def _tournament(scored: list, rng: random.Random, k: int) -> Genome:
-    return min(rng.sample(scored, min(k, len(scored))), key=lambda s: s[:2])[2]
+def _select(pop: list[tuple[Genome, Objectives]], size: int) -> list[tuple[Genome, Objectives]]:
+    order = rank([o for _, o in pop])
+    keep = sorted(range(len(pop)), key=lambda i: (order[i], i))[:size]
+    return [pop[i] for i in keep]
+
+
+def _tournament(pop: list, order: list[tuple[int, float]], rng: random.Random, k: int) -> Genome:
+    picks = rng.sample(range(len(pop)), min(k, len(pop)))
+    return pop[min(picks, key=lambda i: (order[i], i))][0]
 
 
 def _uniform(a: Genome, b: Genome, space: Space, rng: random.Random) -> Genome:

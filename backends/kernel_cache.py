@@ -1,0 +1,85 @@
+"""On-disk cache of per-kernel latencies, shared by candidates, runs and models.
+
+One small JSON file per kernel, named by a digest of (structural hash, target, kernel source), where
+the source says how the kernel is built: ``untuned``, ``tuned:<record digest>`` or ``library:<name>``.
+Writes are atomic (temporary file + rename), so an interrupted run leaves either the old entry or
+the new one. A file that cannot be parsed or does not hold what its name promises is reported with a
+warning naming it, removed, and measured again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DIR = Path.home() / ".cache" / "tsir"
+
+
+class CorruptCacheWarning(UserWarning):
+    """A cache file was unreadable; it was removed and its entry will be rebuilt."""
+
+
+@dataclass(frozen=True)
+class KernelKey:
+    structural_hash: str
+    target: str
+    source: str  # "untuned", "tuned:<digest>" or "library:<name>"
+
+    def digest(self) -> str:
+        text = json.dumps([self.structural_hash, self.target, self.source])
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class KernelTiming:
+    median_ms: float | None
+    error: str | None = None
+
+
+class KernelCache:
+    """Latency per ``KernelKey``, stored under ``root/<kind>/`` (``kernels``, or ``e2e`` for whole programs)."""
+
+    def __init__(self, root: str | os.PathLike = DEFAULT_DIR, kind: str = "kernels") -> None:
+        self.dir = Path(root) / kind
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.hits = 0
+        self.misses = 0
+
+    def path(self, key: KernelKey) -> Path:
+        d = key.digest()
+        return self.dir / d[:2] / f"{d}.json"
+
+    def get(self, key: KernelKey) -> KernelTiming | None:
+        path = self.path(key)
+        try:
+            data = json.loads(path.read_text())
+            if data["key"] != [key.structural_hash, key.target, key.source]:
+                raise ValueError("key mismatch")
+            timing = KernelTiming(data["median_ms"], data.get("error"))
+            if timing.median_ms is None and timing.error is None:
+                raise ValueError("neither a latency nor an error")
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        except (ValueError, KeyError, TypeError) as err:
+            warnings.warn(f"corrupt kernel cache file {path} ({err}); removing it, the kernel will be measured "
+                          "again", CorruptCacheWarning, stacklevel=2)
+            path.unlink(missing_ok=True)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return timing
+
+    def put(self, key: KernelKey, timing: KernelTiming) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"key": [key.structural_hash, key.target, key.source], "median_ms": timing.median_ms,
+                "error": timing.error}
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+            json.dump(data, f)
+        os.replace(f.name, path)

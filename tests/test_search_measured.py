@@ -1,0 +1,147 @@
+"""Measured cost feedback: crash isolation, the kernel cache, the measurer contract, the tiered search."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.script import tirx as T
+
+from tsir import zoo
+from tsir.backends import targets
+from tsir.backends.child import run_isolated
+from tsir.backends.kernel_cache import CorruptCacheWarning, KernelCache, KernelKey, KernelTiming
+from tsir.backends.measure import LocalMeasurer, Measurement
+from tsir.convert import relax_to_tsir
+from tsir.egraph import TermEGraph
+from tsir.frontend import export, to_relax
+from tsir.search.driver import SearchOptions, run_search
+from tsir.search.extract import Space
+
+
+# fmt: off
+@T.prim_func
+def good(A: T.Buffer((4,), "float32")):
+    T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+    for i in range(4):
+        A[i] = A[i] + T.float32(1)
+
+
+@T.prim_func
+def crash(A: T.Buffer((4,), "float32")):  # writes 4 TiB past the buffer: SIGSEGV
+    T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+    for _i in range(4):
+        A[T.int64(1) << T.int64(40)] = T.float32(1)
+
+
+@T.prim_func
+def hang(A: T.Buffer((4,), "float32")):  # 2^60 dependent float updates: never ends
+    T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+    for _i in range(T.int64(1) << T.int64(60)):
+        A[0] = A[0] * T.float32(1.0000001) + T.float32(1)
+
+
+@T.prim_func
+def add_one(A: T.Buffer((4,), "float32"), B: T.Buffer((4,), "float32")):
+    for i in range(4):
+        B[i] = A[i] + T.float32(1)
+
+
+@T.prim_func
+def add_one_crash(A: T.Buffer((4,), "float32"), B: T.Buffer((4,), "float32")):
+    for i in range(4):
+        B[T.int64(1) << T.int64(40)] = A[i]
+# fmt: on
+
+
+def test_crashing_and_hanging_kernels_are_scored_failed_and_the_others_still_run():
+    items = [{"module": tvm.ir.save_json(tvm.IRModule({"main": f}))} for f in (good, crash, hang, good)]
+    rows = run_isolated("kernel", items, {"target": targets.resolve("x86").target.export()}, timeout_s=5)
+    assert rows[0]["median_ms"] > 0 and rows[3]["median_ms"] > 0
+    assert "signal 11" in rows[1]["error"]
+    assert "timed out" in rows[2]["error"]
+
+
+def _library(tmp_path, prim: tvm.tirx.PrimFunc, name: str):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4,), "float32"))
+    with bb.function("main", [x]):
+        gv = bb.add_func(prim, "kernel")
+        out = bb.emit(relax.call_tir(gv, [x], relax.TensorType((4,), "float32")))
+        bb.emit_func_output(out)
+    path = tmp_path / f"{name}.so"
+    tvm.compile(bb.get(), target=targets.resolve("x86").target).export_library(str(path))
+    return path
+
+
+def test_local_measurer_isolates_a_segfaulting_library(tmp_path):
+    libs = [_library(tmp_path, add_one, "good"), _library(tmp_path, add_one_crash, "crash"), tmp_path / "missing.so"]
+    result = LocalMeasurer(repeat=2, min_repeat_ms=1).measure(libs, [np.zeros(4, "float32")])
+    assert result[0].median_ms > 0 and result[0].error is None
+    assert result[1].median_ms is None and "signal" in result[1].error
+    assert result[2].median_ms is None and result[2].error
+
+
+def test_corrupt_cache_file_is_reported_removed_and_rebuilt(tmp_path):
+    cache = KernelCache(tmp_path)
+    key = KernelKey("abc", "llvm", "untuned")
+    cache.put(key, KernelTiming(1.5))
+    assert cache.get(key) == KernelTiming(1.5)
+    path = cache.path(key)
+    for garbage in ("{not json", json.dumps({"key": ["other", "llvm", "untuned"], "median_ms": 1.0})):
+        path.write_text(garbage)
+        with pytest.warns(CorruptCacheWarning, match=str(path)):
+            assert cache.get(key) is None
+        assert not path.exists()
+        cache.put(key, KernelTiming(2.0))
+        assert cache.get(key) == KernelTiming(2.0)
+    assert not list(path.parent.glob("*.tmp")), "writes are atomic: no temporary file is left behind"
+
+
+class ScriptedMeasurer:
+    """Times nothing: reports the k-th library as failed and gives the others decreasing latencies."""
+
+    def __init__(self, failing: int) -> None:
+        self.failing = failing
+        self.calls: list[int] = []
+
+    def measure(self, libraries, inputs) -> list[Measurement]:
+        assert all(p.stat().st_size > 0 for p in libraries)
+        self.calls.append(len(libraries))
+        return [Measurement(None, "child process killed by signal 11") if i == self.failing
+                else Measurement(10.0 - i, None) for i in range(len(libraries))]
+
+
+def _mlp_space():
+    entry = zoo.load("mlp")
+    original = to_relax(export(entry.module, entry.example_inputs))
+    graph = relax_to_tsir(original)
+    egraph = TermEGraph(graph)
+    egraph.saturate()
+    spec = targets.resolve("x86")
+    return egraph, Space.of(egraph.view(), spec.roofline), graph, original, spec, [entry.example_inputs[0].numpy()]
+
+
+def test_measured_search_picks_the_measured_best_skips_failures_and_reuses_the_cache(tmp_path):
+    from tsir.search.genetic import GeneticConfig
+
+    egraph, space, graph, original, spec, inputs = _mlp_space()
+    options = SearchOptions(cost="measured", cache_dir=tmp_path)
+    config = GeneticConfig(generations=3, time_s=20)
+    measurer = ScriptedMeasurer(failing=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CorruptCacheWarning)
+        outcome = run_search(egraph, space, graph, original, spec, config, options, inputs, measurer)
+    report = outcome.report
+    timed = [e for e in report["end_to_end"] if e["latency_ms"] is not None]
+    assert report["cost_tier"] == "measured"
+    assert report["end_to_end"][0]["latency_ms"] is None and "signal 11" in report["end_to_end"][0]["error"]
+    assert report["winner_ms"] == min(e["latency_ms"] for e in timed)
+    assert all(report["winner_ms"] <= v for v in report["baselines_ms"].values() if v is not None)
+    assert report["pareto"] and report["curve"] and report["kernel_cache"]["misses"] > 0
+    again = run_search(egraph, space, graph, original, spec, config, options, inputs, ScriptedMeasurer(failing=-1))
+    assert again.report["kernel_cache"]["misses"] == 0, "the second run finds every kernel in the cache"
