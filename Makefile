@@ -1,14 +1,18 @@
 PY := .venv/bin/python
 MODEL ?= resnet18
 
-.PHONY: setup run test bench lint
+.PHONY: setup native run test bench lint
 setup:
 	@bash scripts/setup.sh
+
+# The C++ runner for the host and aarch64 (build/native/{host,aarch64}/tsir_runner).
+native: setup
+	@bash scripts/build_native.sh
 
 run: setup
 	$(PY) -m tsir $(MODEL) --out build
 
-test: setup
+test: setup native
 	$(PY) -m pytest -q -n 2 tests
 
 bench: setup
