@@ -19,8 +19,14 @@ mkdir -p "$wheels"
   -d "$wheels" "apache-tvm==$tvm_version" "apache-tvm-ffi==$ffi_version"
 staging=$(mktemp -d "$dest/.staging.XXXXXX")
 trap 'rm -rf "$staging"' EXIT
-unzip -q -j -o "$wheels"/apache_tvm-"$tvm_version"-*aarch64*.whl tvm/lib/libtvm_runtime.so -d "$staging"
-unzip -q -j -o "$wheels"/apache_tvm_ffi-"$ffi_version"-*aarch64*.whl tvm_ffi/lib/libtvm_ffi.so -d "$staging"
+extract() {  # extract WHEEL MEMBER into $staging (a wheel is a zip file)
+  .venv/bin/python -c 'import shutil, sys, zipfile, pathlib
+with zipfile.ZipFile(sys.argv[1]) as whl, whl.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst)' "$1" "$2" "$staging/$(basename "$2")"
+  chmod 755 "$staging/$(basename "$2")"
+}
+extract "$(ls "$wheels"/apache_tvm-"$tvm_version"-*aarch64*.whl)" tvm/lib/libtvm_runtime.so
+extract "$(ls "$wheels"/apache_tvm_ffi-"$ffi_version"-*aarch64*.whl)" tvm_ffi/lib/libtvm_ffi.so
 rm -rf "$dest/lib" "$dest"/.fetched-*
 chmod 755 "$staging"
 mv "$staging" "$dest/lib"

@@ -18,10 +18,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-bash scripts/fetch_aarch64_runtime.sh
-
 stamp=".venv/.tsir-setup-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then
+  bash scripts/fetch_aarch64_runtime.sh  # the aarch64 TVM runtime for the cross-built runner (idempotent)
   exit 0
 fi
 if ! command -v "$PYTHON" >/dev/null; then
@@ -34,4 +33,5 @@ echo "setup: installing pinned Python packages into .venv (first run takes a few
 .venv/bin/pip install -qq --no-deps --no-build-isolation -e .
 rm -f .venv/.tsir-setup-*
 touch "$stamp"
+bash scripts/fetch_aarch64_runtime.sh
 echo "setup: done"
