@@ -1,9 +1,12 @@
-"""Build a Relax module with TVM, run it, and time it on the local device."""
+"""Build a Relax module with TVM, export it for its device, run it, and time it on the local device."""
 
 from __future__ import annotations
 
+import os
 import statistics
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import tvm
@@ -13,8 +16,26 @@ from tsir.backends.targets import TargetSpec
 
 
 def build(mod: tvm.IRModule, spec: TargetSpec) -> relax.VMExecutable:
-    """``tvm.compile`` with TVM's default Relax pipeline for the target."""
+    """``tvm.compile`` with TVM's default Relax pipeline for the target.
+
+    For CUDA that pipeline legalizes, fuses and gives every kernel dlight's default GPU schedule
+    (``tvm.s_tir.dlight``: Matmul, GEMV, Reduction, GeneralReduction, Fallback); for ARM it is an
+    LLVM cross-compile to the core's triple, mcpu and features.
+    """
     return tvm.compile(mod, target=spec.target)
+
+
+def export(executable: relax.VMExecutable, path: str | os.PathLike, spec: TargetSpec) -> Path:
+    """``export_library`` with the target's compiler (the aarch64 cross g++ for ARM), written atomically."""
+    path = Path(path)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        if spec.cc is None:
+            executable.export_library(str(staged))
+        else:
+            executable.export_library(str(staged), cc=spec.cc)
+        os.replace(staged, path)
+    return path
 
 
 class Runner:
