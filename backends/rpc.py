@@ -148,3 +148,29 @@ class RpcMeasurer:
         finally:
             sessions.remove(tracker)
             tracker.close()
+
+
+class RemoteCost:
+    """Search fitness measured on the RPC devices: a candidate Relax module's median latency in
+    seconds (``inf`` when it fails to build or run), cached per structurally equal module."""
+
+    def __init__(self, measurer: RpcMeasurer, build, inputs: Sequence[np.ndarray], workdir: Path) -> None:
+        self.measurer, self.build, self.inputs, self.workdir = measurer, build, list(inputs), Path(workdir)
+        self.cache: dict[int, float] = {}
+        self.errors: list[str] = []
+
+    def __call__(self, mod: tvm.IRModule) -> float:
+        key = tvm.ir.structural_hash(mod)
+        if key not in self.cache:
+            library = self.workdir / f"candidate_{len(self.cache)}.so"
+            try:
+                self.build(mod, library)
+            except Exception as err:  # noqa: BLE001 - a candidate that does not build is unfit, not fatal
+                self.errors.append(f"build: {err}")
+                self.cache[key] = float("inf")
+                return self.cache[key]
+            [result] = self.measurer.measure([library], self.inputs)
+            if result.error:
+                self.errors.append(result.error)
+            self.cache[key] = float("inf") if result.median_ms is None else result.median_ms / 1e3
+        return self.cache[key]
