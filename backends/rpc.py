@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax, rpc
 
 from tsir.backends.measure import Measurement
@@ -160,7 +161,7 @@ class RemoteCost:
         self.errors: list[str] = []
 
     def __call__(self, mod: tvm.IRModule) -> float:
-        key = tvm.ir.structural_hash(mod)
+        key = tvm_ffi.structural_hash(mod)
         if key not in self.cache:
             library = self.workdir / f"candidate_{len(self.cache)}.so"
             try:
