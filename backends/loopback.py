@@ -43,9 +43,10 @@ class LoopbackFarm:
 
     def __enter__(self) -> LoopbackFarm:
         try:
+            # All at once: starting Python + TVM is most of the wait, and a server that finds no tracker
+            # yet retries on its own.
             self.tracker_proc = self._spawn("tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(self.port),
                                             "--port-end", str(self.port + 1), "--silent")
-            self._wait(lambda: self._registered() >= 0, "the tracker to listen")
             for _ in range(self.count):
                 self.add_server()
             self._wait(lambda: self._registered() >= self.count, f"{self.count} servers to register")
