@@ -66,7 +66,11 @@ class RpcMeasurer:
 
     def devices(self) -> int:
         """How many servers are registered with ``key`` (free or busy) right now."""
-        tracker = rpc.connect_tracker(self.host, self.port)
+        try:
+            tracker = rpc.connect_tracker(self.host, self.port)
+        except RuntimeError as err:
+            raise TsirError(f"cannot reach the RPC tracker at {self.host}:{self.port}; start it with "
+                            f"python -m tvm.exec.rpc_tracker --port {self.port}, or fix the rpc address") from err
         try:
             servers = tracker.summary()["server_info"]
         finally:
@@ -120,7 +124,8 @@ class RpcMeasurer:
         for t in threads:
             t.start()
         # Every job can use all its attempts one after another, plus time to wait for a device.
-        deadline = time.monotonic() + (self.retries + 1) * self.timeout_s * -(-len(libraries) // workers) + 30
+        budget_s = (self.retries + 1) * self.timeout_s * -(-len(libraries) // workers) + 30
+        deadline = time.monotonic() + budget_s
         with done:
             while len(results) < len(libraries) and time.monotonic() < deadline:
                 done.wait(timeout=0.5)
@@ -129,7 +134,7 @@ class RpcMeasurer:
             session.close()  # unblocks a worker still waiting on the tracker for a device
         for t in threads:
             t.join(timeout=5)
-        return [results.get(i, Measurement(None, f"no result within {deadline:.0f} s: devices busy or gone"))
+        return [results.get(i, Measurement(None, f"no result within {budget_s:.0f} s: devices busy or gone"))
                 for i in range(len(libraries))]
 
     def _run(self, sessions: list, library: Path, inputs: Sequence[np.ndarray]) -> float:

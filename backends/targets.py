@@ -95,7 +95,7 @@ def valid_names() -> list[str]:
 
 
 def _unknown(name: object) -> TargetError:
-    return TargetError(f"unknown target {name!r}; valid targets: {', '.join(valid_names())} (or cuda:sm_XX)")
+    return TargetError(f"unknown target {name!r}; known targets: {', '.join(valid_names())} (or cuda:sm_XX)")
 
 
 def resolve(name: str) -> TargetSpec:

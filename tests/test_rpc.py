@@ -77,6 +77,16 @@ def test_failing_library_reports_error_after_retries(farm, tmp_path):
     assert len(measurer.log) == 2  # first try and one retry
 
 
+def test_session_past_its_timeout_is_killed_and_reported(farm, lenet):
+    library, inputs = lenet
+    # Timing alone takes >= 3 x 2 s, past the 1.5 s session limit: the server ends the session.
+    measurer = RpcMeasurer(farm.tracker, "loop", timeout_s=1.5, retries=0, repeat=3, min_repeat_ms=2000)
+    start = time.monotonic()
+    [result] = measurer.measure([library], inputs)
+    assert result.median_ms is None and result.error
+    assert time.monotonic() - start < 30
+
+
 def test_bad_rpc_strings_and_missing_key():
     assert parse_rpc("127.0.0.1:9190:rasp4") == ("127.0.0.1", 9190, "rasp4")
     for bad in ("127.0.0.1:9190", "host:port:key", ":9190:k", "127.0.0.1:9190:"):
