@@ -177,6 +177,9 @@ def optimize(
                          "tolerance": checked.tolerance, "passed": checked.passed},
         "stages_s": stages,
     }
+    if measurer is not None:
+        report["search"]["rpc_measured"] = len(rpc_cost.cache)  # distinct candidate programs timed on devices
+        report["search"]["rpc_failures"] = rpc_cost.errors[:20]  # candidates that failed to build or run
     if measure and measurer is not None:
         report["latency_ms"] = stage("measure", lambda: _measure_rpc(measurer, original_mod, executable, spec,
                                                                      arrays, Path(workdir.name)))
