@@ -5,10 +5,10 @@ MODEL ?= resnet18
 setup:
 	@bash scripts/setup.sh
 
-# Native parts (CMakeLists.txt): the oneDNN extension backends/native/dnnl -> build/native/lib. Incremental.
+# Native parts (CMakeLists.txt), incremental: the C++ runner for the host and aarch64
+# (build/native/{host,aarch64}/tsir_runner) and the oneDNN extension (build/native/host/lib).
 native: setup
-	@cmake -S . -B build/native -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-	@cmake --build build/native
+	@bash scripts/build_native.sh
 
 run: native
 	$(PY) -m tsir optimize $(MODEL) --out build

@@ -17,7 +17,7 @@ import tvm_ffi
 from tsir.errors import TsirError
 
 FUNCTIONS = ("tsir.dnnl.matmul", "tsir.dnnl.linear", "tsir.dnnl.conv2d", "tsir.dnnl.impl")
-BUILT = Path(__file__).resolve().parent.parent / "build" / "native" / "lib" / "libtsir_dnnl.so"
+BUILT = Path(__file__).resolve().parent.parent / "build" / "native" / "host" / "lib" / "libtsir_dnnl.so"
 _loaded: ctypes.CDLL | None = None
 
 

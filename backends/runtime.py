@@ -1,27 +1,77 @@
-"""Build a Relax module with TVM, run it, and time it on the local device."""
+"""Build a Relax module with TVM, export it for its device, run it, and time it on the local device."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import tvm
 from tvm import relax
 
 from tsir.backends.targets import TargetSpec
+from tsir.errors import TsirError
 
 
 def build(mod: tvm.IRModule, spec: TargetSpec) -> relax.VMExecutable:
-    """``tvm.compile`` with TVM's default Relax pipeline for the target."""
+    """``tvm.compile`` with TVM's default Relax pipeline for the target.
+
+    For CUDA that pipeline legalizes, fuses and gives every kernel dlight's default GPU schedule
+    (``tvm.s_tir.dlight``: Matmul, GEMV, Reduction, GeneralReduction, Fallback); for ARM it is an
+    LLVM cross-compile to the core's triple, mcpu and features.
+    """
     return tvm.compile(mod, target=spec.target)
 
 
-class Runner:
-    """A loaded executable on the CPU: call it with numpy arrays, get numpy arrays back."""
+def export(executable: relax.VMExecutable, path: str | os.PathLike, spec: TargetSpec) -> Path:
+    """``export_library`` with the target's compiler (the aarch64 cross g++ for ARM), written atomically."""
+    path = Path(path)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        if spec.cc is None:
+            executable.export_library(str(staged))
+        else:
+            executable.export_library(str(staged), cc=spec.cc)
+        os.replace(staged, path)
+    return path
 
-    def __init__(self, executable: relax.VMExecutable) -> None:
-        self.device = tvm.cpu()
+
+def cuda_source(executable: relax.VMExecutable) -> str:
+    """The CUDA C source of every kernel of a CUDA build (TVM compiles it when the module loads)."""
+    pending, found = [executable.mod], []
+    while pending:
+        module = pending.pop()
+        if module.kind == "cuda":
+            found.append(module.inspect_source(""))
+        pending.extend(module.imports)
+    if not found:
+        raise TsirError("the executable holds no CUDA module; build it for a cuda target")
+    return "\n".join(found)
+
+
+def nvcc_compile(executable: relax.VMExecutable, spec: TargetSpec) -> bytes:
+    """Compile the kernels of a CUDA build with ``nvcc`` for the target's ``sm_XX``; returns the fatbin.
+
+    TVM 0.27 keeps CUDA source in the module and compiles it when the module is loaded on the GPU
+    host; this runs the same compiler ahead of time so that a bad kernel fails at build time.
+    """
+    from tvm.support import nvcc
+
+    if shutil.which("nvcc") is None:
+        raise TsirError("nvcc is not on PATH; install the CUDA toolkit to compile CUDA kernels")
+    with spec.target:
+        return bytes(nvcc.compile_cuda(cuda_source(executable), target_format="fatbin", compiler="nvcc"))
+
+
+class Runner:
+    """A loaded executable on a local device (the CPU unless given): numpy arrays in, numpy arrays out."""
+
+    def __init__(self, executable: relax.VMExecutable, device: tvm.runtime.Device | None = None) -> None:
+        self.device = device or tvm.cpu()
         self.vm = relax.VirtualMachine(executable, self.device)
 
     def _tensors(self, inputs: Sequence[np.ndarray]) -> list:

@@ -20,6 +20,7 @@ fi
 
 stamp=".venv/.tsir-setup-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then
+  bash scripts/fetch_aarch64_runtime.sh  # the aarch64 TVM runtime for the cross-built runner (idempotent)
   exit 0
 fi
 if ! command -v "$PYTHON" >/dev/null; then
@@ -32,4 +33,5 @@ echo "setup: installing pinned Python packages into .venv (first run takes a few
 .venv/bin/pip install -qq --no-deps --no-build-isolation -e .
 rm -f .venv/.tsir-setup-*
 touch "$stamp"
+bash scripts/fetch_aarch64_runtime.sh
 echo "setup: done"

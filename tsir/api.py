@@ -22,7 +22,8 @@ import tvm
 from tvm import relax
 
 from tsir import report as report_files
-from tsir.backends import dnnl, runtime, targets
+from tsir.backends import dnnl, execute, runtime, targets
+from tsir.backends import rpc as remote
 from tsir.backends.kernel_cache import DEFAULT_DIR
 from tsir.backends.tuning import TuningDatabase
 from tsir.convert import relax_to_tsir
@@ -50,24 +51,26 @@ class Result:
     report: dict
     model: Callable  # the original, in its own framework (torch module, ONNX Runtime, TVM): the reference
     example_inputs: tuple[torch.Tensor, ...]
+    spec: targets.TargetSpec | None = None  # what it was built for; None means the host CPU
 
     def run(self, inputs: Sequence[torch.Tensor | np.ndarray]) -> list[np.ndarray]:
-        """Run the optimized model on tensors or arrays; returns its outputs as numpy arrays."""
-        return runtime.Runner(self.executable)([np.asarray(x) for x in inputs])
+        """Run the optimized model on tensors or arrays (on its target, see ``backends.execute``)."""
+        with tempfile.TemporaryDirectory(prefix="tsir-run-") as tmp:
+            return self._on_device(Path(tmp))([np.asarray(x) for x in inputs])
 
     def verify(self, inputs: Sequence[torch.Tensor], tolerance: float = DEFAULT_TOLERANCE) -> Verification:
         """Check the optimized model against the original on ``inputs``; raises VerificationError."""
-        return verify(self.model, runtime.Runner(self.executable), inputs, tolerance)
+        with tempfile.TemporaryDirectory(prefix="tsir-verify-") as tmp:
+            return verify(self.model, self._on_device(Path(tmp)), inputs, tolerance)
+
+    def _on_device(self, workdir: Path) -> execute.Run:
+        return execute.on_device(self.module, self.executable, self.spec or targets.resolve("x86"), workdir)[0]
 
     def export(self, path: str | os.PathLike) -> Path:
         """Write the compiled library (``.so``) atomically: a failed write leaves nothing behind."""
         path = Path(path)
         writable_dir(path.parent)
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            staged = Path(tmp) / path.name
-            self.executable.export_library(str(staged))
-            os.replace(staged, path)
-        return path
+        return runtime.export(self.executable, path, self.spec or targets.resolve("x86"))
 
     def save_report(self, path: str | os.PathLike) -> Path:
         """Write ``report.json`` at ``path``, with ``report.md`` and its plots beside it (atomically)."""
@@ -95,6 +98,7 @@ def optimize(
     example_inputs: Sequence[torch.Tensor | np.ndarray] | None = None,
     *,
     target: str = "x86",
+    rpc: str | None = None,
     mode: str = "exact",
     budget_s: float = 60.0,
     seed: int = 0,
@@ -114,11 +118,14 @@ def optimize(
 
     ``model`` is a ``torch.nn.Module`` (exported here with static shapes) or an ``ExportedProgram``
     (both need ``example_inputs``), a path to an ``.onnx`` file, or a Relax ``tvm.IRModule`` (for
-    these two, ``example_inputs`` default to random inputs of the declared shapes). ``on_stage(name,
-    None)`` is called when a stage starts and ``on_stage(name, seconds)`` when it ends.
+    these two, ``example_inputs`` default to random inputs of the declared shapes). ``target`` is a
+    name from ``tsir.backends.targets.valid_names()``. ``on_stage(name, None)`` is called when a stage
+    starts and ``on_stage(name, seconds)`` when it ends.
     ``cost`` is ``"analytic"`` (roofline model only) or ``"measured"`` (kernels timed on the target, the
     final candidates built and timed whole); ``tuning_trials`` MetaSchedule trials per kernel (0: none);
     ``cache_dir`` holds the kernel cache and tuning database (default ``~/.cache/tsir``).
+    ``rpc="host:port:key"`` times whole candidates on the devices with that key of a TVM RPC tracker
+    (cost tier "rpc") instead.
     """
     if mode == "approx":
         raise TsirError("approx mode is not available yet: this version only has exact rewrites; use mode='exact'")
@@ -127,8 +134,15 @@ def optimize(
     if not isinstance(budget_s, (int, float)) or budget_s <= 0:
         raise TsirError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
     spec = targets.resolve(target)
+    if spec.kind != "x86":  # the library family's kernels (oneDNN) are x86 host code
+        families = tuple(f for f in families if f != "library")
     if "library" in families:
         dnnl.load()  # library kernels run in this process (verify, measure); a clear error if not built
+    measurer = None
+    if rpc is not None:
+        host, port, key = remote.parse_rpc(rpc)
+        measurer = remote.RpcMeasurer(f"{host}:{port}", key)
+        cost = "rpc"
     options = SearchOptions(cost, tuning_trials, cache_dir=cache_dir or DEFAULT_DIR, progress=progress)
     if out_dir is not None:
         writable_dir(Path(out_dir))
@@ -154,19 +168,23 @@ def optimize(
     view = egraph.view()
     space = Space.of(view, spec.roofline)
     config = GeneticConfig(seed=seed, time_s=max(budget_s - sum(stages.values()), 0.1) * 0.5)
-    arrays = [t.numpy() for t in example_inputs]
-    search = stage("search", lambda: run_search(egraph, space, graph, original_mod, spec, config, options, arrays))
+    workdir = tempfile.TemporaryDirectory(prefix="tsir-")
+    arrays = [np.asarray(t) for t in example_inputs]
+    search = stage("search", lambda: run_search(egraph, space, graph, original_mod, spec, config, options, arrays,
+                                                measurer))
     chosen = to_term(space, search.genome)
     optimized_mod = stage("lower", lambda: lower(graph, chosen, original_mod))
     build = TuningDatabase(spec.target, options.cache_dir).build if tuning_trials else partial(runtime.build, spec=spec)
     executable = stage("build", lambda: build(optimized_mod))
-    runner = runtime.Runner(executable)
-    checked = stage("verify", lambda: verify(model, runner, fresh_inputs(example_inputs, seed + 1)))
+    if spec.kind == "cuda":
+        stage("nvcc", lambda: runtime.nvcc_compile(executable, spec))
+    run, verified_on = execute.on_device(optimized_mod, executable, spec, Path(workdir.name))
+    checked = stage("verify", lambda: verify(model, run, fresh_inputs(example_inputs, seed + 1)))
     report = {
         "version": REPORT_VERSION,
         "input": {"kind": source.kind, "name": model_name,
-                  "inputs": [{"shape": list(x.shape), "dtype": str(x.numpy().dtype)} for x in example_inputs]},
-        "target": {"name": spec.name, "tvm": str(spec.target)},
+                  "inputs": [{"shape": list(x.shape), "dtype": str(np.asarray(x).dtype)} for x in example_inputs]},
+        "target": {"name": spec.name, "tvm": str(spec.target), "verified_on": verified_on},
         "mode": mode,
         "egraph": {
             "iterations": saturation.iterations, "eclasses": len(view.classes), "enodes": saturation.enodes,
@@ -184,9 +202,17 @@ def optimize(
                          "reference": source.reference_name},
         "stages_s": stages,
     }
-    if measure:
-        report["latency_ms"] = stage("measure", lambda: _measure(source, runner, spec))
-    result = Result(optimized_mod, executable, report, model, example_inputs)
+    if measure and measurer is not None:
+        report["latency_ms"] = stage("measure", lambda: _measure_rpc(measurer, original_mod, executable, spec,
+                                                                     arrays, Path(workdir.name)))
+        report["target"]["measured_on"] = f"rpc {rpc}"
+    elif measure and spec.runs_here:
+        report["latency_ms"] = stage("measure", lambda: _measure(source, run, spec))
+        report["target"]["measured_on"] = verified_on
+    elif measure:
+        report["target"]["measured_on"] = f"not measured: no {spec.kind} device here; pass rpc='host:port:key'"
+    workdir.cleanup()
+    result = Result(optimized_mod, executable, report, model, example_inputs, spec)
     if out_dir is not None:
         result.export(Path(out_dir) / "model.so")
         result.save_report(Path(out_dir) / "report.json")
@@ -201,11 +227,22 @@ def _op_counts(root: Term) -> dict[str, int]:
     return dict(Counter(t.op for t in postorder(root) if t.op not in ("weight", "input")))
 
 
+def _measure_rpc(measurer, original_mod, executable, spec, arrays, workdir: Path) -> dict[str, float]:
+    """Latency of the original and the optimized build on the RPC devices (measured side by side)."""
+    libraries = [runtime.export(runtime.build(original_mod, spec), workdir / "original.so", spec),
+                 runtime.export(executable, workdir / "optimized.so", spec)]
+    original, optimized = measurer.measure(libraries, arrays)
+    failed = [m.error for m in (original, optimized) if m.error]
+    if failed:
+        raise TsirError(f"RPC measurement failed: {'; '.join(failed)}")
+    return {"original": original.median_ms, "optimized": optimized.median_ms}
+
+
 def _measure(source: Source, runner: runtime.Runner, spec: targets.TargetSpec) -> dict[str, float]:
     """Latency of the original (same TVM build, no rewrites), the optimized model, and the reference
     framework (PyTorch eager or ONNX Runtime; a Relax input has none besides the original)."""
-    arrays = [t.numpy() for t in source.example_inputs]
-    baseline = runtime.Runner(runtime.build(source.module, spec))
+    arrays = [np.asarray(t) for t in source.example_inputs]
+    baseline = runtime.Runner(runtime.build(source.module, spec), runner.device)
     latency = {"original": baseline.median_ms(arrays), "optimized": runner.median_ms(arrays)}
     if source.kind != "relax":
         latency[source.reference_name] = source.reference_ms()

@@ -9,6 +9,7 @@ the best few programs and the baselines whole, times them, and picks the measure
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,20 +17,23 @@ from pathlib import Path
 import numpy as np
 import tvm
 
+from tsir.backends import runtime
 from tsir.backends.kernel_cache import DEFAULT_DIR, KernelCache
 from tsir.backends.measure import LocalMeasurer, Measurer
+from tsir.backends.rpc import RemoteCost
 from tsir.backends.targets import TargetSpec
 from tsir.backends.tuning import TuningDatabase
 from tsir.egraph import TermEGraph
 from tsir.errors import TsirError
 from tsir.ir.term import Graph
 from tsir.search.egglog_extract import egglog_extraction
-from tsir.search.extract import Genome, Space
+from tsir.lower import lower
+from tsir.search.extract import Genome, Space, to_term
 from tsir.search.genetic import GeneticConfig, SearchResult, analytic_objectives, genetic_search
 from tsir.search.greedy import greedy
 from tsir.search.measured import Evaluator, Program, progress_bar, spearman
 
-COSTS = ("analytic", "measured")
+COSTS = ("analytic", "measured", "rpc")  # rpc: whole programs timed on TVM RPC devices
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,10 @@ def run_search(
             report = _report(result, 1e3, "analytic")
             report["baselines_predicted_ms"] = {k: space.cost(g) * 1e3 for k, g in baselines.items()}
             genome = result.genome
+        elif options.cost == "rpc":
+            if measurer is None:
+                raise TsirError("cost='rpc' needs a measurer for the RPC devices (optimize(..., rpc='host:port:key'))")
+            genome, report = _remote(space, graph, original_mod, spec, config, inputs, measurer, baselines, update)
         else:
             genome, report = _measured(space, graph, original_mod, spec, config, options, inputs,
                                        measurer or LocalMeasurer(), baselines, start, update)
@@ -77,6 +85,21 @@ def run_search(
         close()
     report["search_s"] = report["time_s"] = round(time.perf_counter() - start, 4)
     return Outcome(genome, report)
+
+
+def _remote(space, graph, original_mod, spec, config, inputs, measurer, baselines, update):
+    """Tier 3 only: each candidate is built whole and timed on the RPC devices (cached per program)."""
+    with tempfile.TemporaryDirectory(prefix="tsir-rpc-") as tmp:
+        timed = RemoteCost(measurer, lambda mod, path: runtime.export(runtime.build(mod, spec), path, spec),
+                           inputs, Path(tmp))
+        result = genetic_search(
+            space, config,
+            lambda g: (timed(lower(graph, to_term(space, g), original_mod)), float(space.size_bytes(g)), 0.0),
+            {"egglog": baselines["egglog"]}, lambda gen, best, pop: update(best * 1e3) or False)
+    report = _report(result, 1e3, "rpc")
+    report["rpc_measured"] = len(timed.cache)  # distinct candidate programs timed on devices
+    report["rpc_failures"] = timed.errors[:20]  # candidates that failed to build or run
+    return result.genome, report
 
 
 def _measured(space, graph, original_mod, spec, config, options, inputs, measurer, baselines, start, update):

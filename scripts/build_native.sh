@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Build the native runner for the host (build/native/host) and for aarch64 (build/native/aarch64).
+# Incremental: each build directory is configured once, then CMake rebuilds only what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/fetch_aarch64_runtime.sh
+configure() {  # configure BUILD_DIR [CMAKE ARGS...], unless it already is
+  local dir=$1; shift
+  [ -f "$dir/CMakeCache.txt" ] || cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
+}
+configure build/native/host
+configure build/native/aarch64 -DCMAKE_TOOLCHAIN_FILE=backends/native/aarch64-toolchain.cmake \
+  -DTSIR_TVM_LIBDIR=.deps/aarch64/lib
+cmake --build build/native/host -j2 >/dev/null
+cmake --build build/native/aarch64 -j2 >/dev/null
+echo "native: build/native/host/tsir_runner, build/native/aarch64/tsir_runner"

@@ -1,0 +1,43 @@
+"""Target names resolve to presets; bad names list the valid ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from tsir import optimize, zoo
+from tsir.backends import presets, targets
+from tsir.errors import TargetError
+
+
+@pytest.mark.parametrize("core", list(presets.ARM_CORES))
+def test_arm_presets(core):
+    spec = targets.resolve(f"arm:{core}")
+    attrs = spec.target.attrs
+    assert spec.kind == "arm" and spec.cc == "aarch64-linux-gnu-g++"
+    assert attrs["mtriple"] == "aarch64-linux-gnu" and attrs["mcpu"] == core
+    assert "+neon" in attrs["mattr"]
+    # dotprod exactly on the Armv8.2 cores, and LLVM agrees the feature is on.
+    assert ("+dotprod" in attrs["mattr"]) == (core in ("cortex-a76", "neoverse-n1"))
+    assert bool(spec.target.attrs["feature.has_dotprod"]) == (core in ("cortex-a76", "neoverse-n1"))
+    assert spec.roofline.peak_flops > 1e9 and spec.roofline.bandwidth > 1e9
+
+
+def test_plain_names():
+    assert targets.resolve("x86").target.attrs["mcpu"] == targets.host_cpu()
+    assert targets.resolve("arm").name == "arm:cortex-a72"
+    assert targets.resolve("ARM:Cortex-A76").name == "arm:cortex-a76"
+    assert targets.resolve("cuda").kind == "cuda"
+
+
+@pytest.mark.parametrize("bad", ["gpu", "arm:cortex-m4", "cuda:sm_3", "cuda:", "x86:avx", 42])
+def test_bad_names_list_valid_ones(bad):
+    with pytest.raises(TargetError, match="known targets: x86, arm, arm:cortex-a53.*cuda:sm_90"):
+        targets.resolve(bad)
+
+
+def test_optimize_rejects_bad_target_and_rpc_before_work():
+    entry = zoo.load("mlp")
+    with pytest.raises(TargetError, match="known targets"):
+        optimize(entry.module, entry.example_inputs, target="tpu")
+    with pytest.raises(Exception, match="host:port:key"):
+        optimize(entry.module, entry.example_inputs, rpc="localhost:9190")
