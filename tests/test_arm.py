@@ -6,6 +6,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 
 from tsir import optimize, zoo
 from tsir.backends import runtime, targets
@@ -59,3 +60,24 @@ def test_optimize_for_arm_verifies_under_qemu_with_analytic_cost(tmp_path):
     assert report["target"]["measured_on"].startswith("not measured")
     assert (tmp_path / "model.so").read_bytes()[18:20] == (183).to_bytes(2, "little")
     result.verify(fresh_inputs(entry.example_inputs, seed=5))
+
+
+def test_runner_round_trips_integer_inputs_and_tuple_outputs(tmp_path):
+    class TwoOutputs(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(16, 8)
+
+        def forward(self, ids):
+            vectors = self.embed(ids)
+            return vectors.relu(), ids * 2
+
+    module = TwoOutputs().eval()
+    ids = torch.tensor([[1, 5, 15, 0]], dtype=torch.int64)
+    spec = targets.resolve("arm")
+    library = runtime.export(runtime.build(to_relax(export(module, (ids,))), spec), tmp_path / "embed.so", spec)
+    result = NativeRunner.for_target(spec).run(library, [ids.numpy()], repeat=1)
+    expected = [t.detach().numpy() for t in module(ids)]
+    assert [o.dtype for o in result.outputs] == [np.float32, np.int64]
+    np.testing.assert_allclose(result.outputs[0], expected[0], rtol=1e-6)
+    np.testing.assert_array_equal(result.outputs[1], expected[1])
