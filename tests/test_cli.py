@@ -140,3 +140,15 @@ def test_internal_error_exits_1(monkeypatch, capsys):
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("10m", 600), ("1.5m", 90), ("1h", 3600)])
 def test_budget_durations(text, seconds):
     assert cli.parse_budget(text) == seconds
+
+
+def test_optimize_an_onnx_file(tmp_path, monkeypatch, capsys):
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2)).eval()
+    torch.onnx.export(model, (torch.randn(1, 8),), str(tmp_path / "small.onnx"), dynamo=False)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["optimize", "small.onnx", "--out", "o", "--budget", "5s"]) == 0
+    assert "ONNX Runtime (reference)" in capsys.readouterr().out
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["input"]["kind"] == "onnx" and report["verification"]["reference"] == "onnxruntime"
