@@ -152,7 +152,7 @@ def optimize(
         result = tsir.optimize(loaded, inputs, target=target, mode=mode.value, budget_s=budget_s, seed=seed,
                                out_dir=out_dir, model_name=name, on_stage=on_stage, **options)
     out.print(summary(result.report))
-    written = [name for name in report_files.FILES if (out_dir / name).exists()]
+    written = [f for f in report_files.FILES if (out_dir / f).exists()]
     out.print(f"wrote {', '.join(written)} to {out_dir}/")
 
 
