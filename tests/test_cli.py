@@ -49,23 +49,20 @@ def test_report_rerenders_a_saved_run(optimized):
     assert (out / "report.md").read_text().startswith("# tsir report: mlp")
 
 
-def test_python_dash_m_tsir_keeps_the_old_form(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "tsir", "mlp", "--out", "build", "--budget", "5s"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert all(row in proc.stdout for row in ROWS)
-
-
-def test_optimize_a_factory_file(tmp_path):
+def test_python_dash_m_tsir_optimizes_a_factory_file(tmp_path):
+    """``python -m tsir MODEL`` (the old form, no command) with MODEL = file.py:factory."""
     (tmp_path / "mymodel.py").write_text(
         "import torch\n"
         "def build():\n"
         "    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU())\n"
         "    return model, (torch.randn(2, 8),)\n")
-    proc = run_tsir("optimize", "mymodel.py:build", "--out", "o", "--budget", "5s", cwd=tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "tsir", "mymodel.py:build", "--out", "o", "--budget", "5s"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
+    assert all(row in proc.stdout for row in ROWS)
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["input"]["name"] == "mymodel:build" and report["verification"]["passed"]
+    assert report["program"]["optimized"]["linear"] == 1 and "matmul" not in report["program"]["optimized"]
 
 
 def test_rules_lists_every_family_and_the_total():
@@ -143,3 +140,15 @@ def test_internal_error_exits_1(monkeypatch, capsys):
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("10m", 600), ("1.5m", 90), ("1h", 3600)])
 def test_budget_durations(text, seconds):
     assert cli.parse_budget(text) == seconds
+
+
+def test_optimize_an_onnx_file(tmp_path, monkeypatch, capsys):
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2)).eval()
+    torch.onnx.export(model, (torch.randn(1, 8),), str(tmp_path / "small.onnx"), dynamo=False)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["optimize", "small.onnx", "--out", "o", "--budget", "5s"]) == 0
+    assert "ONNX Runtime (reference)" in capsys.readouterr().out
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["input"]["kind"] == "onnx" and report["verification"]["reference"] == "onnxruntime"

@@ -7,7 +7,7 @@ import onnxruntime
 import pytest
 import torch
 
-from tsir import StaticShapeError, TsirError, optimize, zoo
+from tsir import StaticShapeError, TsirError, UnsupportedOpError, optimize, zoo
 
 
 def export_onnx(name: str, path, dynamic_batch: bool = False) -> zoo.ZooModel:
@@ -57,3 +57,15 @@ def test_broken_or_missing_onnx_file_is_bad_input(tmp_path):
         optimize(broken, budget_s=5)
     with pytest.raises(TsirError, match="does not exist"):
         optimize(tmp_path / "missing.onnx", budget_s=5)
+
+
+def test_onnx_op_the_frontend_lacks_is_named(tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Det", ["x"], ["y"])], "det",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    path = tmp_path / "det.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    with pytest.raises(UnsupportedOpError, match="Det.*replace those ops"):
+        optimize(path, budget_s=5)

@@ -80,3 +80,10 @@ def test_broken_reports_are_rejected_naming_the_field(run_dir, change, where):
     with pytest.raises(TsirError, match="does not match schema") as info:
         report_files.validate(report)
     assert f"at {where}" in str(info.value)
+
+
+def test_rerendering_without_a_front_removes_a_stale_pareto_plot(run_dir, tmp_path):
+    report = json.loads((run_dir / "report.json").read_text())
+    (tmp_path / "pareto.png").write_bytes(PNG)
+    report_files.write_markdown(report, tmp_path)
+    assert not (tmp_path / "pareto.png").exists()

@@ -109,3 +109,21 @@ def test_pass_refuses_a_result_that_fails_verification(monkeypatch):
 def test_unknown_target_fails_when_the_pass_is_made():
     with pytest.raises(tsir.TargetError, match="known targets"):
         Synthesize(target="tpu")
+
+
+@tvm.script.ir_module
+class Dynamic:
+    @R.function
+    def main(x: R.Tensor(("n", 16), "float32")) -> R.Tensor(("n", 16), "float32"):
+        with R.dataflow():
+            y = R.nn.relu(x)
+            R.output(y)
+        return y
+
+
+def test_symbolic_shapes_and_a_missing_main_are_bad_input():
+    with pytest.raises(tsir.StaticShapeError, match="symbolic size n"):
+        Synthesize(budget_s=2)(Dynamic)
+    renamed = tvm.IRModule({"forward": Dense["main"]})
+    with pytest.raises(tsir.TsirError, match="no function 'main'"):
+        tsir.optimize(renamed, budget_s=2)

@@ -121,7 +121,7 @@ def summary(report: dict) -> Table:
 @app.command()
 def optimize(
     model: Annotated[str, typer.Argument(help="zoo name, path/to/model.onnx, or path/to/file.py:factory")],
-    target: Annotated[str, typer.Option(help="x86 (this CPU); see docs/targets.md")] = "x86",
+    target: Annotated[str, typer.Option(help="what to compile for: x86 (this CPU)")] = "x86",
     mode: Annotated[Mode, typer.Option(help="exact rewrites only; approx is not available yet")] = Mode.exact,
     budget: Annotated[str, typer.Option(help="time budget: 90s, 10m, 1h")] = "60s",
     out_dir: Annotated[Path, typer.Option("--out", help="directory for model.so, report.json, report.md")] = Path(
@@ -152,7 +152,7 @@ def optimize(
         result = tsir.optimize(loaded, inputs, target=target, mode=mode.value, budget_s=budget_s, seed=seed,
                                out_dir=out_dir, model_name=name, on_stage=on_stage, **options)
     out.print(summary(result.report))
-    written = sorted(p.name for p in out_dir.iterdir())
+    written = [f for f in report_files.FILES if (out_dir / f).exists()]
     out.print(f"wrote {', '.join(written)} to {out_dir}/")
 
 

@@ -23,6 +23,7 @@ from tsir.ir.term import Graph, Term, is_constant, postorder
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 CURVE_PNG, PARETO_PNG = "search_curve.png", "pareto.png"
+FILES = ("model.so", "report.json", "report.md", CURVE_PNG, PARETO_PNG)  # what a run may write to its out dir
 
 
 def schema() -> dict:
@@ -99,6 +100,8 @@ def write_markdown(report: dict, directory: Path) -> Path:
     for name, plot in plots.items():
         if plot is not None:
             _atomic(directory / name, lambda path, plot=plot: plot(report, path))
+        else:
+            (directory / name).unlink(missing_ok=True)  # a plot left by an earlier run would not match
     path = directory / "report.md"
     _atomic(path, lambda tmp: tmp.write_text(markdown(report)))
     return path

@@ -18,6 +18,7 @@ import torch
 import tvm
 from tvm import relax
 
+from tsir.backends.runtime import flatten
 from tsir.errors import StaticShapeError, TsirError, UnsupportedOpError
 from tsir.frontend import check_static, export, to_relax
 
@@ -82,8 +83,6 @@ def from_relax(mod: tvm.IRModule, example_inputs: Sequence | None) -> Source:
     vm = relax.VirtualMachine(executable, tvm.cpu())
 
     def reference(*tensors: torch.Tensor) -> list[np.ndarray]:
-        from tsir.backends.runtime import flatten
-
         return flatten(vm["main"](*[tvm.runtime.tensor(t.numpy()) for t in tensors]))
 
     return Source("relax", mod, inputs, reference, "tvm")
