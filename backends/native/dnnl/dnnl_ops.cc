@@ -251,10 +251,14 @@ void Conv2d(TensorView x, TensorView w, TensorView bias, int64_t sh, int64_t sw,
     e->user_weights = Plain(wdims);
     e->user_dst = Plain(so);
     e->bias = Plain({swt[0]});
-    auto any = [](const dims& shape) {
-      return dnnl::memory::desc(shape, dnnl::memory::data_type::f32, dnnl::memory::format_tag::any);
+    // Where activations outweigh the weights, let oneDNN pick blocked layouts (its direct/brgemm kernels)
+    // and reorder on every call; otherwise reordering the weights each call costs more than it saves, and
+    // the plain layouts (im2col + gemm) run as they are.
+    bool blocked = dnnl::memory::dim(w.numel()) <= x.numel() + out.numel();
+    auto any = [blocked](const dims& shape) {
+      return blocked ? dnnl::memory::desc(shape, dnnl::memory::data_type::f32, dnnl::memory::format_tag::any)
+                     : Plain(shape);
     };
-    // Let oneDNN pick its layouts (blocked ones run its direct/brgemm kernels; plain NCHW only im2col+gemm).
     dnnl::convolution_forward::primitive_desc pd(
         Engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, any(sx), any(wdims),
         e->bias, any(so), {sh, sw}, {dh - 1, dw - 1}, {pt, pl}, {pb, pr}, Attr(relu != 0));
