@@ -32,9 +32,13 @@ dnnl::engine& Engine() {
   return engine;
 }
 
+// A primitive with the layouts it computes in. When oneDNN picks a blocked layout for src, weights or dst
+// (conv2d with `any`), `to_*` reorder the caller's plain tensor into it (and `from_dst` back).
 struct Cached {
   dnnl::primitive prim;
   dnnl::memory::desc src, weights, bias, dst;
+  dnnl::memory::desc user_src, user_weights, user_dst;
+  dnnl::primitive to_src, to_weights, from_dst;
 };
 
 std::mutex cache_mutex;
@@ -111,17 +115,42 @@ Cached Lookup(const std::string& key, const char* kind, Make make) {
   return cache.emplace(key, entry).first->second;
 }
 
+// A thread's scratch buffer for reordered tensors (slot 0: src, 1: weights, 2: dst).
+void* Scratch(int slot, size_t bytes) {
+  thread_local std::vector<char> buffers[3];
+  if (buffers[slot].size() < bytes) buffers[slot].resize(bytes);
+  return buffers[slot].data();
+}
+
 void Run(const Cached& c, void* src, void* weights, void* bias, void* dst) {
   dnnl::engine& eng = Engine();
   thread_local dnnl::stream stream(eng);
+  auto in = [&](const dnnl::primitive& reorder, const dnnl::memory::desc& user, const dnnl::memory::desc& md,
+                void* data, int slot) {
+    if (!reorder) return dnnl::memory(md, eng, data);
+    dnnl::memory blocked(md, eng, Scratch(slot, md.get_size()));
+    reorder.execute(stream, {{DNNL_ARG_FROM, dnnl::memory(user, eng, data)}, {DNNL_ARG_TO, blocked}});
+    return blocked;
+  };
+  dnnl::memory dst_mem = c.from_dst ? dnnl::memory(c.dst, eng, Scratch(2, c.dst.get_size()))
+                                    : dnnl::memory(c.dst, eng, dst);
   std::unordered_map<int, dnnl::memory> args = {
-      {DNNL_ARG_SRC, dnnl::memory(c.src, eng, src)},
-      {DNNL_ARG_WEIGHTS, dnnl::memory(c.weights, eng, weights)},
-      {DNNL_ARG_DST, dnnl::memory(c.dst, eng, dst)},
+      {DNNL_ARG_SRC, in(c.to_src, c.user_src, c.src, src, 0)},
+      {DNNL_ARG_WEIGHTS, in(c.to_weights, c.user_weights, c.weights, weights, 1)},
+      {DNNL_ARG_DST, dst_mem},
   };
   if (bias != nullptr) args.emplace(DNNL_ARG_BIAS, dnnl::memory(c.bias, eng, bias));
   c.prim.execute(stream, args);
+  if (c.from_dst) {
+    c.from_dst.execute(stream, {{DNNL_ARG_FROM, dst_mem}, {DNNL_ARG_TO, dnnl::memory(c.user_dst, eng, dst)}});
+  }
   stream.wait();
+}
+
+// The reorder from layout `from` to `to`, or an empty primitive when they are the same.
+dnnl::primitive Reorder(const dnnl::memory::desc& from, const dnnl::memory::desc& to) {
+  if (from == to) return dnnl::primitive();
+  return dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), from, Engine(), to));
 }
 
 void* Data(const TensorView& t) { return static_cast<char*>(t.data_ptr()) + t.byte_offset(); }
@@ -218,13 +247,27 @@ void Conv2d(TensorView x, TensorView w, TensorView bias, int64_t sh, int64_t sw,
   dims wdims = groups == 1 ? swt : dims{groups, swt[0] / groups, swt[1], swt[2], swt[3]};
   Cached c = Lookup(Key("conv2d", {sx, swt}, {sh, sw, pt, pl, pb, pr, dh, dw, groups, relu}), "conv2d",
                     [&](Cached* e) {
-    e->src = Plain(sx);
-    e->weights = Plain(wdims);
+    e->user_src = Plain(sx);
+    e->user_weights = Plain(wdims);
+    e->user_dst = Plain(so);
     e->bias = Plain({swt[0]});
-    e->dst = Plain(so);
+    // Where activations outweigh the weights, let oneDNN pick blocked layouts (its direct/brgemm kernels)
+    // and reorder on every call; otherwise reordering the weights each call costs more than it saves, and
+    // the plain layouts (im2col + gemm) run as they are.
+    bool blocked = dnnl::memory::dim(w.numel()) <= x.numel() + out.numel();
+    auto any = [blocked](const dims& shape) {
+      return blocked ? dnnl::memory::desc(shape, dnnl::memory::data_type::f32, dnnl::memory::format_tag::any)
+                     : Plain(shape);
+    };
     dnnl::convolution_forward::primitive_desc pd(
-        Engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, e->src, e->weights,
-        e->bias, e->dst, {sh, sw}, {dh - 1, dw - 1}, {pt, pl}, {pb, pr}, Attr(relu != 0));
+        Engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, any(sx), any(wdims),
+        e->bias, any(so), {sh, sw}, {dh - 1, dw - 1}, {pt, pl}, {pb, pr}, Attr(relu != 0));
+    e->src = pd.src_desc();
+    e->weights = pd.weights_desc();
+    e->dst = pd.dst_desc();
+    e->to_src = Reorder(e->user_src, e->src);
+    e->to_weights = Reorder(e->user_weights, e->weights);
+    e->from_dst = Reorder(e->dst, e->user_dst);
     e->prim = dnnl::convolution_forward(pd);
     return std::string(pd.impl_info_str());
   });
