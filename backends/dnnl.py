@@ -1,6 +1,6 @@
 """The oneDNN extension (``libtsir_dnnl.so``): load it so its ``tsir.dnnl.*`` global functions exist.
 
-The extension is built by the top-level ``CMakeLists.txt`` (``make native``) into ``build/native/lib``.
+The extension is built by the top-level ``CMakeLists.txt`` (``make native``) into ``build/native/host/lib``.
 A module that calls a library kernel (``R.call_dps_packed("tsir.dnnl.linear", ...)``) needs it loaded
 in the process before it runs: ``tsir.backends.dnnl.load()`` does that, also for an exported ``.so``
 loaded later with ``tvm.runtime.load_module``. ``TSIR_DNNL_LIB`` overrides the library's path.
