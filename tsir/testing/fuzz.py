@@ -118,9 +118,9 @@ def check_batch(batch: list[Case], stats: Stats, per_graph: int = 4, seed: int =
 
 
 def run(graphs_total: int, batch: int = 50, seed: int = 0, per_graph: int = 4, max_ops: int = 6,
-        progress: bool = False) -> Stats:
+        progress: bool = False, stats: Stats | None = None) -> Stats:
     """Fuzz ``graphs_total`` random programs in batches; raises (with a shrunk reproducer) on a mismatch."""
-    stats = Stats()
+    stats = Stats() if stats is None else stats
 
     @settings(max_examples=max(1, graphs_total // batch), deadline=None, database=None, derandomize=seed == 0,
               suppress_health_check=list(HealthCheck))
@@ -142,7 +142,7 @@ def main() -> None:
     args = parser.parse_args()
     stats = Stats()
     try:
-        stats = run(args.graphs, args.batch, args.seed, progress=True)
+        run(args.graphs, args.batch, args.seed, progress=True, stats=stats)
     finally:
         print(stats.line())
 
