@@ -15,8 +15,8 @@ from tsir.frontend import export, to_relax
 from tsir.ir.term import postorder
 
 
-class ConvSoftmaxHead(torch.nn.Module):
-    """conv -> BN -> softmax over channels -> linear: softmax is an op tsir does not model."""
+class ConvLogSoftmaxHead(torch.nn.Module):
+    """conv -> BN -> log-softmax over channels -> linear: log-softmax is an op tsir does not model."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -27,16 +27,16 @@ class ConvSoftmaxHead(torch.nn.Module):
         torch.nn.init.normal_(self.bn.running_mean)
 
     def forward(self, x):
-        y = torch.softmax(self.bn(self.conv(x)), dim=1)
+        y = torch.log_softmax(self.bn(self.conv(x)), dim=1)
         return self.fc(y.flatten(1))
 
 
 def test_opaque_op_passes_through_and_verifies():
     torch.manual_seed(0)
-    model, inputs = ConvSoftmaxHead().eval(), (torch.randn(1, 3, 6, 6),)
+    model, inputs = ConvLogSoftmaxHead().eval(), (torch.randn(1, 3, 6, 6),)
     graph = relax_to_tsir(to_relax(export(model, inputs)))
     opaque = [t for t in graph.nodes() if t.op == "opaque"]
-    assert [graph.opaque_calls[t.attrs[0]].call.op.name for t in opaque] == ["relax.nn.softmax"]
+    assert [graph.opaque_calls[t.attrs[0]].call.op.name for t in opaque] == ["relax.nn.log_softmax"]
     result = optimize(model, inputs, budget_s=10, measure=False)
     assert result.report["verification"]["passed"]
     assert result.report["program"]["optimized"]["opaque"] == 1

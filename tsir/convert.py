@@ -180,9 +180,10 @@ def _split(call: relax.Call, args: list[Arg]) -> Term | None:
     else:
         cuts = [int(c) for c in sections]
     bounds = [0, *cuts, shape[axis]]
-    if any(b >= e for b, e in zip(bounds, bounds[1:])):
+    if any(b >= e for b, e in zip(bounds, bounds[1:], strict=False)):
         return None
-    return Term("tuple", tuple(Term("slice", (args[0],), (axis, b, e)) for b, e in zip(bounds, bounds[1:])))
+    pieces = zip(bounds, bounds[1:], strict=False)
+    return Term("tuple", tuple(Term("slice", (args[0],), (axis, b, e)) for b, e in pieces))
 
 
 @register_converter("relax.strided_slice")

@@ -249,7 +249,7 @@ _op(OpSpec("max_pool2d", 1, ("pool", "strides", "padding", "dilation"), _infer_m
 def _infer_pad(ins: tuple[TType, ...], attrs: tuple) -> TType:
     (shape, dtype), (widths,) = ins[0], attrs
     if len(widths) != 2 * len(shape) or min(widths) < 0:
-        raise ValueError(f"pad: widths {widths} must be a (before, after) pair of non-negative ints per axis of {shape}")
+        raise ValueError(f"pad: widths {widths} must be (before, after) non-negative ints per axis of {shape}")
     return tuple(d + widths[2 * i] + widths[2 * i + 1] for i, d in enumerate(shape)), dtype
 
 
@@ -300,7 +300,7 @@ _op(OpSpec("gelu", 1, (), lambda ins, a: ins[0],
 
 
 def _infer_layer_norm(ins: tuple[TType, ...], attrs: tuple) -> TType:
-    (shape, dtype), (axis, _eps) = ins[0], attrs
+    (shape, _dtype), (axis, _eps) = ins[0], attrs
     if axis != len(shape) - 1 or ins[1][0] != (shape[-1],) or ins[2][0] != (shape[-1],):
         raise ValueError(f"layer_norm: normalizes the last axis of {shape} with ({shape[-1]},) scale and shift")
     return ins[0]

@@ -114,11 +114,13 @@ def run_rule(graph: Graph, rules: Ruleset, iterations: int = 4) -> tuple[TermEGr
 
 
 def assert_rule_sound(rule, cases: st.SearchStrategy[Case], *, tolerance: float | None = None,
-                      max_examples: int = 25, must_fire: bool = True, dtype=np.float32) -> None:
+                      max_examples: int = 25, must_fire: bool = True, dtype=np.float32,
+                      iterations: int = 4) -> None:
     """Check ``rule`` on programs drawn from ``cases``: it fires, and every e-class agrees within ``tolerance``.
 
     ``rule`` is an egglog rule (``egglog.rule(...)``) or the name of a built-in rule (its tolerance is
-    then ``tsir.rewrites.tolerance(name)``). Values are evaluated in ``dtype`` (float32, like models);
+    then ``tsir.rewrites.tolerance(name)``). Values are evaluated in ``dtype`` (float32, like models).
+    The rule runs ``iterations`` rounds (use 1 for a multi-pattern merge: merges feed themselves);
     a falsifying program is shrunk by hypothesis and reported with its disagreement.
     """
     from tsir import rewrites
@@ -136,7 +138,7 @@ def assert_rule_sound(rule, cases: st.SearchStrategy[Case], *, tolerance: float 
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
     @given(case=cases)
     def check(case: Case) -> None:
-        egraph, fired = run_rule(case.graph, rules)
+        egraph, fired = run_rule(case.graph, rules, iterations)
         if must_fire:
             assert fired and (name is None or name in fired), f"the rule did not fire on\n{case!r}"
         disagreement = egraph_disagreement(egraph.view(), case.graph, case.inputs, dtype)

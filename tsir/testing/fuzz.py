@@ -117,15 +117,18 @@ def check_batch(batch: list[Case], stats: Stats, per_graph: int = 4, seed: int =
             raise AssertionError(stats.failures[-1])
 
 
-def run(graphs_total: int, batch: int = 50, seed: int = 0, per_graph: int = 4, max_ops: int = 6) -> Stats:
+def run(graphs_total: int, batch: int = 50, seed: int = 0, per_graph: int = 4, max_ops: int = 6,
+        progress: bool = False, stats: Stats | None = None) -> Stats:
     """Fuzz ``graphs_total`` random programs in batches; raises (with a shrunk reproducer) on a mismatch."""
-    stats = Stats()
+    stats = Stats() if stats is None else stats
 
     @settings(max_examples=max(1, graphs_total // batch), deadline=None, database=None, derandomize=seed == 0,
               suppress_health_check=list(HealthCheck))
     @given(cases=st.lists(graphs(max_ops=max_ops), min_size=batch, max_size=batch), salt=st.integers(0, 2**16))
     def fuzz(cases: list[Case], salt: int) -> None:
         check_batch(cases, stats, per_graph, seed + salt)
+        if progress:
+            print(stats.line(), flush=True)
 
     fuzz()
     return stats
@@ -139,7 +142,7 @@ def main() -> None:
     args = parser.parse_args()
     stats = Stats()
     try:
-        stats = run(args.graphs, args.batch, args.seed)
+        run(args.graphs, args.batch, args.seed, progress=True, stats=stats)
     finally:
         print(stats.line())
 

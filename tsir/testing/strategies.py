@@ -219,7 +219,8 @@ def graphs(draw, max_ops: int = 6, ops: tuple[str, ...] = tuple(MAKERS)) -> Case
     """A random well-typed program of 1..``max_ops`` ops drawn from ``ops`` (names of ``MAKERS``)."""
     b = GraphBuilder(draw(seeds))
     if draw(st.booleans()):
-        x = b.input((draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(3, 6)), draw(st.integers(3, 6))))
+        n, c = draw(st.integers(1, 2)), draw(st.integers(1, 4))
+        x = b.input((n, c, draw(st.integers(3, 6)), draw(st.integers(3, 6))))
     else:
         x = b.input((draw(st.integers(1, 4)), draw(st.integers(1, 6))))
     pool = [x]
