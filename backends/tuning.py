@@ -24,6 +24,8 @@ from tvm.s_tir import meta_schedule as ms
 from tsir.backends.kernel_cache import DEFAULT_DIR
 from tsir.backends.kernels import Kernel
 
+BUILD_TIMEOUT_S = 300  # a MetaSchedule worker imports TVM first: slow on a loaded machine
+
 
 @dataclass
 class TuningReport:
@@ -85,7 +87,9 @@ class TuningDatabase:
             logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
             ms.tir_integration.tune_tir(
                 kernel.module(), self.target, work_dir, max_trials_global=trials, num_trials_per_iter=min(trials, 16),
-                database=self.db, seed=seed, num_tuning_cores=1, strategy="replay-trace",
+                database=self.db, seed=seed, num_tuning_cores=1, strategy="replay-trace", cost_model="random",
+                builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=BUILD_TIMEOUT_S),
+                runner=ms.runner.LocalRunner(timeout_sec=BUILD_TIMEOUT_S),
             )
 
     def build(self, mod: tvm.IRModule) -> relax.VMExecutable:

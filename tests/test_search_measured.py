@@ -145,3 +145,13 @@ def test_measured_search_picks_the_measured_best_skips_failures_and_reuses_the_c
     assert report["pareto"] and report["curve"] and report["kernel_cache"]["misses"] > 0
     again = run_search(egraph, space, graph, original, spec, config, options, inputs, ScriptedMeasurer(failing=-1))
     assert again.report["kernel_cache"]["misses"] == 0, "the second run finds every kernel in the cache"
+
+
+def test_bad_search_options_are_rejected_before_any_work():
+    from tsir import TsirError, optimize
+
+    entry = zoo.load("mlp")
+    with pytest.raises(TsirError, match="unknown cost 'fast'; choose one of: analytic, measured"):
+        optimize(entry.module, entry.example_inputs, cost="fast")
+    with pytest.raises(TsirError, match="tuning_trials must be >= 0"):
+        optimize(entry.module, entry.example_inputs, tuning_trials=-1)

@@ -57,11 +57,16 @@ def analytic_objectives(space: Space) -> Callable[[Genome], Objectives]:
 def genetic_search(
     space: Space, config: GeneticConfig = GeneticConfig(), objectives: Callable[[Genome], Objectives] | None = None,
     seeds: dict[str, Genome] | None = None, feedback: Feedback | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> SearchResult:
-    """Search ``space`` for the Pareto front of ``objectives`` (default: the analytic model)."""
+    """Search ``space`` for the Pareto front of ``objectives`` (default: the analytic model).
+
+    ``clock`` measures the budget ``config.time_s``; the measured tier passes one that leaves out the
+    time spent timing kernels, which is bounded by a count instead, so a warm cache replays a run.
+    """
     objectives = objectives or analytic_objectives(space)
     rng = random.Random(config.seed)
-    start = time.perf_counter()
+    start, wall_start = clock(), time.perf_counter()
     cache: dict[tuple[int, ...], Objectives] = {}
     evaluated: set[tuple[int, ...]] = set()
 
@@ -85,7 +90,7 @@ def genetic_search(
     result = SearchResult(best(population)[0], best(population)[1][0], {k: score(list(g))[0] for k, g in seeds.items()})
     stale = 0
     for generation in range(config.generations):
-        if time.perf_counter() - start >= config.time_s or stale >= config.patience:
+        if clock() - start >= config.time_s or stale >= config.patience:
             break
         order = rank([o for _, o in population])
         children = []
@@ -108,7 +113,7 @@ def genetic_search(
     result.front = [population[i] for i in range(len(population)) if order[i][0] == 0]
     result.ranked = [population[i] for i in sorted(range(len(population)), key=lambda i: (population[i][1], i))]
     result.evaluations = len(evaluated)
-    result.time_s = time.perf_counter() - start
+    result.time_s = time.perf_counter() - wall_start
     return result
 
 

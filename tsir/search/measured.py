@@ -14,6 +14,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,7 +185,9 @@ def spearman(pairs: list[tuple[float, float]]) -> float | None:
         return None
     from scipy.stats import spearmanr
 
-    value = spearmanr([a for a, _ in pairs], [m for _, m in pairs]).statistic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input: no correlation to report (nan -> None)
+        value = spearmanr([a for a, _ in pairs], [m for _, m in pairs]).statistic
     return None if np.isnan(value) else round(float(value), 4)
 
 
