@@ -26,8 +26,8 @@ from tsir.backends.tuning import TuningDatabase
 from tsir.egraph import TermEGraph
 from tsir.errors import TsirError
 from tsir.ir.term import Graph
-from tsir.search.egglog_extract import egglog_extraction
 from tsir.lower import lower
+from tsir.search.egglog_extract import egglog_extraction
 from tsir.search.extract import Genome, Space, to_term
 from tsir.search.genetic import GeneticConfig, SearchResult, analytic_objectives, genetic_search
 from tsir.search.greedy import greedy
