@@ -49,7 +49,7 @@ def _conv_bias_ok(tw: tuple, tb: tuple, tx: tuple) -> bool:
     return _fp32(tx, tw, tb) and tuple(tb[0]) in ((1, channels, 1, 1), (channels, 1, 1))
 
 
-rules = ruleset(
+RULES = [
     # matmul(a, b) -> dnnl_matmul(a, b)   fp32, rank <= 6
     rule(eq_(y, matmul(x, w)), eq_(ty(x), tx), eq_(ty(w), tw), holds(_matmul_ok, tx, tw), name="matmul_to_dnnl").then(
         union(y).with_(dnnl_matmul(x, w))),
@@ -68,8 +68,8 @@ rules = ruleset(
     rule(eq_(y, relu(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(False)))),
          name="dnnl_conv2d_relu").then(
         union(y).with_(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(True)))),
-    name="library",
-)
+]
+rules = ruleset(*RULES, name="library")
 
 # oneDNN sums in its own blocked order: the same contraction, reassociated (see rewrites._common).
 TOLERANCE = {r.name: CONTRACTION for r in rules.__egg_ruleset__.rules}
