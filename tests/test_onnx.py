@@ -37,7 +37,8 @@ def test_onnx_rewrites_fire_like_the_torch_import(tmp_path):
     export_onnx("mlp", path)
     report = optimize(path, budget_s=5, measure=False).report
     assert report["rules_fired"]["fusion"]["matmul_bias_to_linear"] == 3
-    assert report["program"]["optimized"]["linear"] == 3
+    optimized = report["program"]["optimized"]  # three linear layers, as TVM ops or oneDNN calls
+    assert optimized.get("linear", 0) + optimized.get("dnnl_linear", 0) == 3
 
 
 def test_onnx_symbolic_batch_needs_example_inputs(tmp_path):

@@ -66,7 +66,8 @@ def test_export_and_report_written(tmp_path):
     entry = zoo.load("mlp")
     out = tmp_path / "out"
     optimize(entry.module, entry.example_inputs, budget_s=10, out_dir=out)
-    assert sorted(p.name for p in out.iterdir()) == ["model.so", "report.json", "report.md", "search_curve.png"]
+    written = ["model.so", "pareto.png", "report.json", "report.md", "search_curve.png"]
+    assert sorted(p.name for p in out.iterdir()) == written
     report = json.loads((out / "report.json").read_text())
     assert report["verification"]["passed"] and report["latency_ms"]["optimized"] > 0
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / "model.so")), tvm.cpu())

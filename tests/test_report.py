@@ -41,7 +41,7 @@ def test_saved_report_validates_and_has_the_run(run_dir):
     assert report["search"]["cost_tier"] == "analytic"
     assert [p["generation"] for p in report["search"]["curve"]] == list(range(len(report["search"]["curve"])))
     assert report["search"]["curve"][-1]["best_ms"] == pytest.approx(report["search"]["predicted_s"] * 1e3)
-    assert [layer["op"] for layer in report["layers"]].count("conv2d") == 2
+    assert sum(layer["op"] in ("conv2d", "dnnl_conv2d") for layer in report["layers"]) == 2
     assert report["size_bytes"]["original"] > 0 and report["latency_ms"]["optimized"] > 0
 
 
@@ -52,7 +52,7 @@ def test_markdown_has_every_section_and_embeds_the_curve(run_dir):
         assert heading in text
     assert "![search curve](search_curve.png)" in text
     assert (run_dir / "search_curve.png").read_bytes().startswith(PNG)
-    assert not (run_dir / "pareto.png").exists()  # no front recorded: no empty plot
+    assert "![Pareto front](pareto.png)" in text and (run_dir / "pareto.png").read_bytes().startswith(PNG)
 
 
 def test_pareto_front_is_plotted_and_tabled(run_dir, tmp_path):
@@ -84,6 +84,7 @@ def test_broken_reports_are_rejected_naming_the_field(run_dir, change, where):
 
 def test_rerendering_without_a_front_removes_a_stale_pareto_plot(run_dir, tmp_path):
     report = json.loads((run_dir / "report.json").read_text())
+    report["search"]["pareto"] = []  # no front recorded: no empty plot
     (tmp_path / "pareto.png").write_bytes(PNG)
     report_files.write_markdown(report, tmp_path)
     assert not (tmp_path / "pareto.png").exists()

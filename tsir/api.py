@@ -134,7 +134,7 @@ def optimize(
     if not isinstance(budget_s, (int, float)) or budget_s <= 0:
         raise TsirError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
     spec = targets.resolve(target)
-    if spec.kind != "x86":  # the library family's kernels (oneDNN) are x86 host code
+    if spec.kind != "x86" or rpc is not None:  # oneDNN kernels: x86 code in tsir's extension, not on RPC devices
         families = tuple(f for f in families if f != "library")
     if "library" in families:
         dnnl.load()  # library kernels run in this process (verify, measure); a clear error if not built
