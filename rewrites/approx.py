@@ -1,0 +1,211 @@
+"""Approximations: alternatives to exact e-classes, kept beside the e-graph and never unioned into it.
+
+A ``Site`` is an e-class whose input-program node is a ``matmul``/``linear`` with a constant 2-D weight.
+Each site has a knob (``Site.choices``; index 0 is exact) and, per choice, an error estimate computed
+from the weight (and calibration activations for int8):
+
+- ``rank{r}``: the weight ``W (K, N)`` replaced by its truncated SVD ``A (K, r) @ B (r, N)``; the
+  estimate is the relative Frobenius norm of the discarded singular values, ``||W - W_r|| / ||W||``
+  (the expected relative output error for inputs with uncorrelated, equal-variance features).
+- ``int8``: per-output-channel symmetric int8 weights and a static per-tensor symmetric int8 activation
+  scale calibrated on the calibration set; lowered to an ``int8 x int8 -> int32`` Relax matmul. The
+  estimate combines the relative weight and activation rounding errors.
+
+``Approximations.substitute`` applies a knob vector while a genome is decoded (``to_term``'s hook):
+only when the chosen node of the class is still that ``matmul``/``linear`` on the same weight class.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from tsir.cost import Roofline, type_bytes
+from tsir.ir.term import Graph, Term, fold
+from tsir.search.extract import Genome, Space, to_term, walk
+
+RANK_FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2)  # ranks tried per layer, as fractions of min(K, N)
+INT8_SPEEDUP = 4.0  # analytic model: int8 GEMMs at 4x the fp32 rate (VNNI); measured tiers time them
+MIN_WEIGHT = 4096  # smaller weights are not worth approximating
+
+
+@dataclass(frozen=True)
+class Choice:
+    name: str  # "exact", "rank{r}" or "int8"
+    error: float  # estimated relative output error of the layer
+    size_bytes: int  # bytes of weights the choice keeps
+    cost_s: float  # analytic run time of the replacement kernels
+    weights: tuple[int, ...] = ()  # indices of its weights in the extended constant table
+    opaque: int | None = None  # key of its int8 kernel in the extended opaque table
+
+
+@dataclass
+class Site:
+    eclass: int
+    weight_class: int
+    label: str  # "linear 512x256"
+    shape: tuple[int, int]
+    choices: list[Choice] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Int8Matmul:
+    """An ``int8 x int8 -> int32`` matmul with static scales, emitted as a Relax subgraph (an opaque kernel)."""
+
+    x_scale: float  # activation step: x ~= x_scale * q(x)
+    w_scale: np.ndarray  # (N,) per-output-channel weight step
+    call = types.SimpleNamespace(op=types.SimpleNamespace(name="tsir.int8_matmul"))  # what report.layers names
+
+    def rebuild(self, args: list[relax.Expr]) -> relax.Expr:
+        x, wq = args
+        scaled = relax.op.multiply(x, relax.const(np.float32(1.0 / self.x_scale)))
+        clipped = relax.op.clip(relax.op.round(scaled), tvm.tirx.FloatImm("float32", -127.0),
+                                tvm.tirx.FloatImm("float32", 127.0))
+        acc = relax.op.matmul(relax.op.astype(clipped, "int8"), wq, out_dtype="int32")
+        return relax.op.multiply(relax.op.astype(acc, "float32"),
+                                 relax.const((self.x_scale * self.w_scale).astype(np.float32)))
+
+
+def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column (output channel) symmetric int8: ``w ~= q * scale``."""
+    scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0
+    return np.clip(np.round(w / scale), -127, 127).astype(np.int8), scale.astype(np.float32)
+
+
+def lowrank(w: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """``A (K, r)``, ``B (r, N)`` with ``A @ B`` the best rank-``r`` approximation, and the estimate."""
+    u, s, vt = np.linalg.svd(w.astype(np.float64), full_matrices=False)
+    error = float(math.sqrt((s[rank:] ** 2).sum() / max((s**2).sum(), 1e-30)))
+    return (u[:, :rank] * s[:rank]).astype(np.float32), vt[:rank].astype(np.float32), error
+
+
+def activation_error(x: np.ndarray, scale: float) -> float:
+    """Relative error of rounding activations ``x`` to the int8 grid of step ``scale``."""
+    q = np.clip(np.round(x / scale), -127, 127) * scale
+    return float(np.linalg.norm(x - q) / max(np.linalg.norm(x), 1e-30))
+
+
+class Approximations:
+    """The sites of a search space, their choices, and the extended constant/opaque tables they use."""
+
+    def __init__(self, space: Space, graph: Graph, roofline: Roofline) -> None:
+        self.space, self.graph = space, graph
+        self.constants = list(graph.constants)
+        self.opaque = dict(graph.opaque_calls)
+        self.sites: list[Site] = []
+        self.roofline = roofline
+        self._by_class: dict[int, int] = {}
+        self._weight_terms: dict[int, Term] = {}
+        self._inputs: dict[int, Term] = {}  # site class -> its activation term in the input program
+        terms: dict[int, Term] = {}
+        to_term_capture(space, space.original(), terms)
+        for c, i in space.view.original.items():
+            node = space.view.classes[c][i]
+            if node.op not in ("matmul", "linear") or not space.constant[node.children[1]]:
+                continue
+            wty = space.view.types[node.children[1]]
+            if len(wty[0]) != 2 or wty[1] != "float32" or wty[0][0] * wty[0][1] < MIN_WEIGHT:
+                continue
+            self._by_class[c] = len(self.sites)
+            self._weight_terms[c] = terms[node.children[1]]
+            self._inputs[c] = terms[node.children[0]]
+            self.sites.append(Site(c, node.children[1], f"{node.op} {wty[0][0]}x{wty[0][1]}", tuple(wty[0])))
+
+    def activation_terms(self) -> list[Term]:
+        """Each site's input activation in the input program (to calibrate int8 scales)."""
+        return [self._inputs[s.eclass] for s in self.sites]
+
+    def build_choices(self, activations: list[np.ndarray] | None) -> None:
+        """Fill every site's choices; ``activations`` (one calibration array per site) enable int8."""
+        for k, site in enumerate(self.sites):
+            w = fold(self._weight_terms[site.eclass], self.graph.constants, {})
+            xty = self.space.view.types[self.space.view.classes[site.eclass][0].children[0]]
+            out_ty = self.space.view.types[site.eclass]
+            kdim, ndim = w.shape
+            exact = self.roofline.kernel_s("matmul", [xty, ((kdim, ndim), "float32")], out_ty)
+            site.choices = [Choice("exact", 0.0, w.nbytes, exact)]
+            for rank in sorted({max(1, int(min(w.shape) * f)) for f in RANK_FRACTIONS}):
+                if rank * (kdim + ndim) >= kdim * ndim:
+                    continue
+                a, b, error = lowrank(w, rank)
+                mid = ((*xty[0][:-1], rank), "float32")
+                cost = (self.roofline.kernel_s("matmul", [xty, ((kdim, rank), "float32")], mid)
+                        + self.roofline.kernel_s("matmul", [mid, ((rank, ndim), "float32")], out_ty))
+                site.choices.append(Choice(f"rank{rank}", error, a.nbytes + b.nbytes, cost, self._add(a, b)))
+            if activations is not None:
+                x = activations[k]
+                q, scale = quantize_weight(w)
+                x_scale = max(float(np.abs(x).max()), 1e-12) / 127.0
+                w_err = float(np.linalg.norm(w - q * scale) / max(np.linalg.norm(w), 1e-30))
+                error = math.hypot(w_err, activation_error(x, x_scale))
+                cost = max(exact / INT8_SPEEDUP, (type_bytes(xty) / 4 + q.nbytes + type_bytes(out_ty))
+                           / self.roofline.bandwidth)
+                key = max(self.opaque, default=-1) + 1
+                self.opaque[key] = Int8Matmul(x_scale, scale)
+                site.choices.append(Choice("int8", error, q.nbytes + scale.nbytes, cost, self._add(q), key))
+
+    def knobs(self) -> tuple[int, ...]:
+        """Number of choices per site (the genome's extra genes)."""
+        return tuple(len(s.choices) for s in self.sites)
+
+    def _add(self, *arrays: np.ndarray) -> tuple[int, ...]:
+        self.constants.extend(arrays)
+        return tuple(range(len(self.constants) - len(arrays), len(self.constants)))
+
+    def applied(self, genome: Genome) -> list[tuple[Site, Choice]]:
+        """The (site, non-exact choice) pairs that decoding ``genome`` applies."""
+        n = len(self.space.view.classes)
+        out = []
+        for c in walk(self.space, genome):
+            k = self._by_class.get(c)
+            if k is None or genome[n + k] == 0:
+                continue
+            node = self.space.node(genome, c)
+            if node.op in ("matmul", "linear") and node.children[1] == self.sites[k].weight_class:
+                out.append((self.sites[k], self.sites[k].choices[genome[n + k]]))
+        return out
+
+    def objectives(self, genome: Genome) -> tuple[float, float, float]:
+        """(latency s, size bytes, summed error estimate) of the approximate program."""
+        latency, size, error = self.space.cost(genome), float(self.space.size_bytes(genome)), 0.0
+        for site, choice in self.applied(genome):
+            latency += choice.cost_s - site.choices[0].cost_s
+            size += choice.size_bytes - site.choices[0].size_bytes
+            error += choice.error
+        return latency, size, error
+
+    def decode(self, genome: Genome) -> tuple[Graph, Term]:
+        """The approximate program: its graph (extended tables) and root."""
+        chosen = {s.eclass: c for s, c in self.applied(genome)}
+
+        def substitute(c: int, term: Term) -> Term:
+            choice = chosen.get(c)
+            return term if choice is None else self._replace(term, choice)
+
+        root = to_term(self.space, genome, substitute)
+        return Graph(root, self.graph.inputs, self.constants, self.opaque), root
+
+    def _replace(self, term: Term, choice: Choice) -> Term:
+        x = term.args[0]
+        leaves = [Term("weight", (), (i,), (self.constants[i].shape, str(self.constants[i].dtype)))
+                  for i in choice.weights]
+        if choice.opaque is not None:
+            out = Term("opaque", (x, leaves[0]), (choice.opaque,), term.ty if term.op == "matmul" else
+                       (term.ty[0], "float32"))
+        else:
+            out = Term("matmul", (Term("matmul", (x, leaves[0])), leaves[1]))
+        return Term("add", (out, term.args[2])) if term.op == "linear" else out
+
+
+def to_term_capture(space: Space, genome: Genome, terms: dict[int, Term]) -> Term:
+    """Decode ``genome`` recording every class's term in ``terms``."""
+    def record(c: int, term: Term) -> Term:
+        terms[c] = term
+        return term
+
+    return to_term(space, genome, record)
