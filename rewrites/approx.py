@@ -1,6 +1,6 @@
 """Approximations: alternatives to exact e-classes, kept beside the e-graph and never unioned into it.
 
-A ``Site`` is an e-class whose input-program node is a ``matmul``/``linear`` with a constant 2-D weight.
+A ``Site`` is a constant 2-D weight e-class that an input-program ``matmul``/``linear`` multiplies by.
 Each site has a knob (``Site.choices``; index 0 is exact) and, per choice, an error estimate computed
 from the weight (and calibration activations for int8):
 
@@ -11,8 +11,9 @@ from the weight (and calibration activations for int8):
   scale calibrated on the calibration set; lowered to an ``int8 x int8 -> int32`` Relax matmul. The
   estimate combines the relative weight and activation rounding errors.
 
-``Approximations.substitute`` applies a knob vector while a genome is decoded (``to_term``'s hook):
-only when the chosen node of the class is still that ``matmul``/``linear`` on the same weight class.
+``Approximations.decode`` applies a knob vector while a genome is decoded (``to_term``'s hook): every
+chosen ``matmul``/``linear``/``dnnl_matmul``/``dnnl_linear`` node on a site's weight class is replaced
+(with its bias and ReLU kept), whatever exact rewrites chose around it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tsir.search.extract import Genome, Space, to_term, walk
 RANK_FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2)  # ranks tried per layer, as fractions of min(K, N)
 INT8_SPEEDUP = 4.0  # analytic model: int8 GEMMs at 4x the fp32 rate (VNNI); measured tiers time them
 MIN_WEIGHT = 4096  # smaller weights are not worth approximating
+MATMULS = ("matmul", "linear", "dnnl_matmul", "dnnl_linear")  # (x, W[, bias]) nodes a site replaces
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Site:
     weight_class: int
     label: str  # "linear 512x256"
     shape: tuple[int, int]
+    in_type: tuple  # the activation's type
+    out_type: tuple
     choices: list[Choice] = field(default_factory=list)
 
 
@@ -99,7 +103,7 @@ class Approximations:
         self.opaque = dict(graph.opaque_calls)
         self.sites: list[Site] = []
         self.roofline = roofline
-        self._by_class: dict[int, int] = {}
+        self._by_weight: dict[int, int] = {}  # weight class -> site
         self._weight_terms: dict[int, Term] = {}
         self._inputs: dict[int, Term] = {}  # site class -> its activation term in the input program
         terms: dict[int, Term] = {}
@@ -111,10 +115,13 @@ class Approximations:
             wty = space.view.types[node.children[1]]
             if len(wty[0]) != 2 or wty[1] != "float32" or wty[0][0] * wty[0][1] < MIN_WEIGHT:
                 continue
-            self._by_class[c] = len(self.sites)
+            if node.children[1] in self._by_weight:
+                continue
+            self._by_weight[node.children[1]] = len(self.sites)
             self._weight_terms[c] = terms[node.children[1]]
             self._inputs[c] = terms[node.children[0]]
-            self.sites.append(Site(c, node.children[1], f"{node.op} {wty[0][0]}x{wty[0][1]}", tuple(wty[0])))
+            self.sites.append(Site(c, node.children[1], f"{node.op} {wty[0][0]}x{wty[0][1]}", tuple(wty[0]),
+                                   space.view.types[node.children[0]], space.view.types[c]))
 
     def activation_terms(self) -> list[Term]:
         """Each site's input activation in the input program (to calibrate int8 scales)."""
@@ -124,8 +131,7 @@ class Approximations:
         """Fill every site's choices; ``activations`` (one calibration array per site) enable int8."""
         for k, site in enumerate(self.sites):
             w = fold(self._weight_terms[site.eclass], self.graph.constants, {})
-            xty = self.space.view.types[self.space.view.classes[site.eclass][0].children[0]]
-            out_ty = self.space.view.types[site.eclass]
+            xty, out_ty = site.in_type, site.out_type
             kdim, ndim = w.shape
             exact = self.roofline.kernel_s("matmul", [xty, ((kdim, ndim), "float32")], out_ty)
             site.choices = [Choice("exact", 0.0, w.nbytes, exact)]
@@ -158,30 +164,31 @@ class Approximations:
         return tuple(range(len(self.constants) - len(arrays), len(self.constants)))
 
     def applied(self, genome: Genome) -> list[tuple[Site, Choice]]:
-        """The (site, non-exact choice) pairs that decoding ``genome`` applies."""
+        """The (e-class, site, non-exact choice) triples that decoding ``genome`` applies."""
         n = len(self.space.view.classes)
         out = []
         for c in walk(self.space, genome):
-            k = self._by_class.get(c)
-            if k is None or genome[n + k] == 0:
-                continue
             node = self.space.node(genome, c)
-            if node.op in ("matmul", "linear") and node.children[1] == self.sites[k].weight_class:
-                out.append((self.sites[k], self.sites[k].choices[genome[n + k]]))
+            k = self._by_weight.get(node.children[1]) if node.op in MATMULS else None
+            if k is not None and genome[n + k] != 0:
+                out.append((c, self.sites[k], self.sites[k].choices[genome[n + k]]))
         return out
 
     def objectives(self, genome: Genome) -> tuple[float, float, float]:
         """(latency s, size bytes, summed error estimate) of the approximate program."""
         latency, size, error = self.space.cost(genome), float(self.space.size_bytes(genome)), 0.0
-        for site, choice in self.applied(genome):
-            latency += choice.cost_s - site.choices[0].cost_s
+        sites = {}
+        for c, site, choice in self.applied(genome):
+            latency += choice.cost_s - self.space.node_cost[c][genome[c]]
+            sites[site.weight_class] = (site, choice)
+        for site, choice in sites.values():
             size += choice.size_bytes - site.choices[0].size_bytes
             error += choice.error
         return latency, size, error
 
     def decode(self, genome: Genome) -> tuple[Graph, Term]:
         """The approximate program: its graph (extended tables) and root."""
-        chosen = {s.eclass: c for s, c in self.applied(genome)}
+        chosen = {c: choice for c, _, choice in self.applied(genome)}
 
         def substitute(c: int, term: Term) -> Term:
             choice = chosen.get(c)
@@ -195,11 +202,12 @@ class Approximations:
         leaves = [Term("weight", (), (i,), (self.constants[i].shape, str(self.constants[i].dtype)))
                   for i in choice.weights]
         if choice.opaque is not None:
-            out = Term("opaque", (x, leaves[0]), (choice.opaque,), term.ty if term.op == "matmul" else
-                       (term.ty[0], "float32"))
+            out = Term("opaque", (x, leaves[0]), (choice.opaque,), term.ty)
         else:
             out = Term("matmul", (Term("matmul", (x, leaves[0])), leaves[1]))
-        return Term("add", (out, term.args[2])) if term.op == "linear" else out
+        if term.op in ("linear", "dnnl_linear"):
+            out = Term("add", (out, term.args[2]))
+        return Term("relu", (out,)) if term.op == "dnnl_linear" and term.attrs[0] else out
 
 
 def to_term_capture(space: Space, genome: Genome, terms: dict[int, Term]) -> Term:

@@ -183,6 +183,7 @@ def optimize(
         approx = stage("approx", lambda: approx_search(space, graph, original_mod, spec, config, accuracy,
                                                        len(arrays[0]), search.genome))
         chosen, optimized_mod, lowered_graph = approx.root, approx.module, approx.graph
+        search.report["pareto"] = approx.report["pareto"]  # the (latency, size, error) front of the approx search
     else:
         chosen, lowered_graph = to_term(space, search.genome), graph
         optimized_mod = stage("lower", lambda: lower(graph, chosen, original_mod))

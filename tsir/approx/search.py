@@ -90,7 +90,7 @@ def approx_search(
     candidates: list[Genome] = []
     seen: set[tuple] = set()
     for genome, _ in sorted(result.ranked + result.front, key=lambda p: p[1]):
-        key = tuple((s.eclass, c.name) for s, c in approx.applied(genome))
+        key = tuple(sorted({(s.weight_class, c.name) for _, s, c in approx.applied(genome)}))
         if key and key not in seen and len(candidates) < MAX_CANDIDATES:
             seen.add(key)
             candidates.append(genome)
@@ -115,7 +115,7 @@ def approx_search(
         if base_held - held <= budget.max_drop or pick["genome"] is exact:
             break
     approx_graph, root = approx.decode(pick["genome"])
-    chosen = {s.eclass: c for s, c in approx.applied(pick["genome"])}
+    chosen = {s.eclass: c for _, s, c in approx.applied(pick["genome"])}
     report = {
         "metric": budget.name, "max_drop": budget.max_drop,
         "sites": [{"layer": s.label, "eclass": s.eclass,
