@@ -8,8 +8,9 @@ from the weight (and calibration activations for int8):
   estimate is the relative Frobenius norm of the discarded singular values, ``||W - W_r|| / ||W||``
   (the expected relative output error for inputs with uncorrelated, equal-variance features).
 - ``int8``: per-output-channel symmetric int8 weights and a static per-tensor symmetric int8 activation
-  scale calibrated on the calibration set; lowered to an ``int8 x int8 -> int32`` Relax matmul. The
-  estimate combines the relative weight and activation rounding errors.
+  scale calibrated on the calibration set (clipping chosen by ``activation_scale``); lowered to an
+  ``int8 x int8 -> int32`` Relax matmul. The estimate combines the relative weight and activation
+  rounding errors.
 
 ``Approximations.decode`` applies a knob vector while a genome is decoded (``to_term``'s hook): every
 chosen ``matmul``/``linear``/``dnnl_matmul``/``dnnl_linear`` node on a site's weight class is replaced
@@ -94,6 +95,14 @@ def activation_error(x: np.ndarray, scale: float) -> float:
     return float(np.linalg.norm(x - q) / max(np.linalg.norm(x), 1e-30))
 
 
+def activation_scale(x: np.ndarray) -> float:
+    """The int8 step for ``x`` among clipping at the max or the 99.99th / 99.9th percentile of ``|x|``
+    that rounds ``x`` with the least error (outliers otherwise waste the grid, as in transformers)."""
+    ax = np.abs(x).ravel()
+    steps = [max(float(np.percentile(ax, q)), 1e-12) / 127.0 for q in (100.0, 99.99, 99.9)]
+    return min(steps, key=lambda step: activation_error(x, step))
+
+
 class Approximations:
     """The sites of a search space, their choices, and the extended constant/opaque tables they use."""
 
@@ -146,7 +155,7 @@ class Approximations:
             if activations is not None:
                 x = activations[k]
                 q, scale = quantize_weight(w)
-                x_scale = max(float(np.abs(x).max()), 1e-12) / 127.0
+                x_scale = activation_scale(x)
                 w_err = float(np.linalg.norm(w - q * scale) / max(np.linalg.norm(w), 1e-30))
                 error = math.hypot(w_err, activation_error(x, x_scale))
                 cost = max(exact / INT8_SPEEDUP, (type_bytes(xty) / 4 + q.nbytes + type_bytes(out_ty))

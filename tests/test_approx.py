@@ -105,7 +105,7 @@ def test_digits_approx_respects_budget_on_heldout(tmp_path) -> None:
     budget = Budget(Data([data.calibration(256)], [data.heldout_x], data.train_y[:256], data.heldout_y),
                     metric="top1", max_drop=0.005)
     result = tsir.optimize(model, (torch.from_numpy(data.heldout_x[:batch]),), mode="approx", accuracy=budget,
-                           budget_s=8, measure=False, families=("algebra", "fusion", "folding"))
+                           budget_s=8, measure=False, families=("algebra", "fusion", "folding"), out_dir=tmp_path)
     report = result.report["approx"]
     assert [layer["choice"] for layer in report["layers"]] != ["exact"] * len(report["layers"])
     assert result.report["size_bytes"]["optimized"] < result.report["size_bytes"]["original"]
@@ -118,6 +118,9 @@ def test_digits_approx_respects_budget_on_heldout(tmp_path) -> None:
     assert original - optimized <= 0.005
     assert report["heldout"]["optimized"] == pytest.approx(optimized)
     assert result.report["verification"]["passed"]
+    text = (tmp_path / "report.md").read_text()
+    assert "## Approximations (per layer)" in text and (tmp_path / "pareto.png").stat().st_size > 0
+    assert all(f"| {layer['layer']} | {layer['eclass']} | {layer['choice']} |" in text for layer in report["layers"])
 
 
 def test_minilm_loads_offline_and_embeds_sentences() -> None:

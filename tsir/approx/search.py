@@ -2,8 +2,9 @@
 
 1. calibrate: the input program's site activations on ``budget.data.calibration`` set int8 scales;
 2. NSGA-II over (class genes, knob genes) on (predicted latency, size, summed error estimate);
-3. the fastest few candidates of the final population are built and scored on the calibration data;
-   the fastest within ``max_drop`` is picked;
+3. a few candidates (int8 on all / the 75% / 50% least-error layers, then final-population programs
+   spread over the error range) are built and scored on the calibration data; the fastest predicted
+   within ``max_drop`` is picked;
 4. the pick is checked on the held-out data (never seen before); if it exceeds the budget there, the
    next calibration-passing candidate is tried, and the exact program is the last resort.
 """
@@ -27,7 +28,8 @@ from tsir.rewrites.approx import Approximations
 from tsir.search.extract import Genome, Space
 from tsir.search.genetic import GeneticConfig, genetic_search
 
-MAX_CANDIDATES = 6  # candidates built and scored on the calibration data
+MAX_CANDIDATES = 7  # candidates built and scored on the calibration data
+LADDER = (1.0, 0.75, 0.5)  # shares of the layers made int8 in the seeded mixed-precision candidates
 
 
 @dataclass
@@ -80,6 +82,11 @@ def approx_search(
     seeds = {"egglog": list(seed_genome)}
     for level in range(1, max(knobs, default=1)):
         seeds[f"knob{level}"] = list(seed_genome) + [min(level, k - 1) for k in knobs]
+    int8 = [next((i for i, c in enumerate(s.choices) if c.name == "int8"), 0) for s in approx.sites]
+    ladder = sorted(range(len(int8)), key=lambda k: approx.sites[k].choices[int8[k]].error)
+    for share in LADDER:  # int8 on the layers with the smallest estimates first (mixed precision)
+        keep = set(ladder[:math.ceil(share * len(ladder))])
+        seeds[f"int8_{share:g}"] = list(seed_genome) + [v if k in keep else 0 for k, v in enumerate(int8)]
     result = genetic_search(space, replace(config, knobs=knobs, max_error=math.inf), approx.objectives, seeds)
 
     reference = runtime.Runner(runtime.build(original_mod, spec))
@@ -87,13 +94,8 @@ def approx_search(
     score = budget.score
     base_cal = score(ref_cal, ref_cal, data.calibration_labels)
     exact = list(seed_genome) + [0] * len(knobs)
-    candidates: list[Genome] = []
-    seen: set[tuple] = set()
-    for genome, _ in sorted(result.ranked + result.front, key=lambda p: p[1]):
-        key = tuple(sorted({(s.weight_class, c.name) for _, s, c in approx.applied(genome)}))
-        if key and key not in seen and len(candidates) < MAX_CANDIDATES:
-            seen.add(key)
-            candidates.append(genome)
+    ladder_seeds = [seeds[f"int8_{share:g}"] for share in LADDER]
+    candidates = _spread(ladder_seeds, [g for g, _ in result.front + result.ranked], approx)
     scored = []
     for genome in candidates:
         module = _lower(approx, genome, original_mod)
@@ -136,6 +138,26 @@ def approx_search(
         "evaluations": result.evaluations,
     }
     return ApproxOutcome(approx_graph, root, pick["module"], report)
+
+
+def _spread(first: list[Genome], genomes: list[Genome], approx: Approximations) -> list[Genome]:
+    """The distinct approximate programs of ``first``, then of ``genomes`` spread over the error-estimate
+    range, ``MAX_CANDIDATES`` in all, so that a tight budget still finds a candidate that passes."""
+    def distinct(gs: list[Genome], taken: set) -> list[Genome]:
+        out = []
+        for g in gs:
+            key = tuple(sorted({(s.weight_class, c.name) for _, s, c in approx.applied(g)}))
+            if key and key not in taken:
+                taken.add(key)
+                out.append(g)
+        return out
+
+    taken: set = set()
+    head = distinct(first, taken)[:MAX_CANDIDATES]
+    rest = sorted(distinct(genomes, taken), key=lambda g: approx.objectives(g)[2])
+    room = min(MAX_CANDIDATES - len(head), len(rest))
+    step = len(rest) / room if room else 0.0
+    return head + [rest[int(i * step)] for i in range(room)]
 
 
 def _lower(approx: Approximations, genome: Genome, original_mod: tvm.IRModule) -> tvm.IRModule:
