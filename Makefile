@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 MODEL ?= resnet18
 
-.PHONY: setup native run test bench bench-search fuzz lint
+.PHONY: setup native run test bench bench-search bench-approx fuzz lint
 setup:
 	@bash scripts/setup.sh
 
@@ -24,6 +24,10 @@ fuzz: native
 
 bench-search: native
 	$(PY) -m bench.search $(MODELS)
+
+# Approximate mode on the digits CNN and MiniLM: bench/results/approx.json and approx/MODEL/pareto.png
+bench-approx: native
+	$(PY) -m bench.approx $(MODELS)
 
 lint: setup
 	$(PY) -m ruff check tsir rewrites backends tests bench

@@ -99,7 +99,7 @@ def test_bench_forwards_to_the_harness(monkeypatch):
     (["optimize", "no_such_model"], "give a zoo name"),
     (["optimize", "missing.onnx"], "does not exist"),
     (["optimize", "nofile.py:build"], "does not exist"),
-    (["optimize", "mlp", "--mode", "approx"], "approx mode is not available yet"),
+    (["optimize", "mlp", "--mode", "approx"], "--mode approx needs calibration and held-out data"),
     (["optimize", "mlp", "--budget", "ten minutes"], "write e.g. 90s, 10m or 1h"),
     (["optimize", "mlp", "--target", "tpu"], "known targets: x86"),
     (["optimize", "mlp", "--rpc", "host-only"], "host:port:key"),

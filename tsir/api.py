@@ -22,6 +22,8 @@ import tvm
 from tvm import relax
 
 from tsir import report as report_files
+from tsir.approx.budget import Budget
+from tsir.approx.search import approx_search
 from tsir.backends import dnnl, execute, runtime, targets
 from tsir.backends import rpc as remote
 from tsir.backends.kernel_cache import DEFAULT_DIR
@@ -36,10 +38,10 @@ from tsir.search.driver import SearchOptions, run_search
 from tsir.search.extract import Space, to_term
 from tsir.search.genetic import GeneticConfig
 from tsir.source import Model, Source, load
-from tsir.verify import DEFAULT_TOLERANCE, Verification, fresh_inputs, verify
+from tsir.verify import DEFAULT_TOLERANCE, Verification, compare, fresh_inputs, reference_outputs, verify
 
 REPORT_VERSION = report_files.SCHEMA_VERSION
-MODES = ("exact",)
+MODES = ("exact", "approx")
 
 
 @dataclass
@@ -113,6 +115,7 @@ def optimize(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = False,
     on_stage: Callable[[str, float | None], None] = lambda name, seconds: None,
+    accuracy: Budget | None = None,
 ) -> Result:
     """Optimize ``model`` for ``target``; returns a verified ``Result`` (see the module docstring).
 
@@ -126,9 +129,12 @@ def optimize(
     ``cache_dir`` holds the kernel cache and tuning database (default ``~/.cache/tsir``).
     ``rpc="host:port:key"`` times whole candidates on the devices with that key of a TVM RPC tracker
     (cost tier "rpc") instead.
+    ``mode="approx"`` also chooses low-rank / int8 approximations per layer within ``accuracy`` (a
+    ``tsir.Budget``): picked on its calibration data, checked on its held-out data (``report["approx"]``).
     """
-    if mode == "approx":
-        raise TsirError("approx mode is not available yet: this version only has exact rewrites; use mode='exact'")
+    if mode == "approx" and not isinstance(accuracy, Budget):
+        raise TsirError("mode='approx' needs accuracy=tsir.Budget(data=tsir.Data(calibration, heldout), "
+                        "metric=..., max_drop=...)")
     if mode not in MODES:
         raise TsirError(f"unknown mode {mode!r}; this version supports: {', '.join(MODES)}")
     if not isinstance(budget_s, (int, float)) or budget_s <= 0:
@@ -172,14 +178,26 @@ def optimize(
     arrays = [np.asarray(t) for t in example_inputs]
     search = stage("search", lambda: run_search(egraph, space, graph, original_mod, spec, config, options, arrays,
                                                 measurer))
-    chosen = to_term(space, search.genome)
-    optimized_mod = stage("lower", lambda: lower(graph, chosen, original_mod))
+    approx = None
+    if mode == "approx":
+        approx = stage("approx", lambda: approx_search(space, graph, original_mod, spec, config, accuracy,
+                                                       len(arrays[0]), search.genome))
+        chosen, optimized_mod, lowered_graph = approx.root, approx.module, approx.graph
+        search.report["pareto"] = approx.report["pareto"]  # the (latency, size, error) front of the approx search
+    else:
+        chosen, lowered_graph = to_term(space, search.genome), graph
+        optimized_mod = stage("lower", lambda: lower(graph, chosen, original_mod))
     build = TuningDatabase(spec.target, options.cache_dir).build if tuning_trials else partial(runtime.build, spec=spec)
     executable = stage("build", lambda: build(optimized_mod))
     if spec.kind == "cuda":
         stage("nvcc", lambda: runtime.nvcc_compile(executable, spec))
     run, verified_on = execute.on_device(optimized_mod, executable, spec, Path(workdir.name))
-    checked = stage("verify", lambda: verify(model, run, fresh_inputs(example_inputs, seed + 1)))
+    if approx is None:
+        checked = stage("verify", lambda: verify(model, run, fresh_inputs(example_inputs, seed + 1)))
+    else:  # approximate outputs differ by design: the budget on held-out data is the check
+        fresh = fresh_inputs(example_inputs, seed + 1)
+        checked = stage("verify", lambda: compare(reference_outputs(model, fresh), run([t.numpy() for t in fresh]),
+                                                  DEFAULT_TOLERANCE))
     report = {
         "version": REPORT_VERSION,
         "input": {"kind": source.kind, "name": model_name,
@@ -194,14 +212,17 @@ def optimize(
         "rules_fired": _fired_by_family(saturation.matches_per_rule, families),
         "search": search.report,
         "program": {"original": _op_counts(graph.root), "optimized": _op_counts(chosen)},
-        "layers": report_files.layers(graph, chosen),
+        "layers": report_files.layers(lowered_graph, chosen),
         "size_bytes": {"original": report_files.constant_bytes(original_mod),
                        "optimized": report_files.constant_bytes(optimized_mod)},
         "verification": {"max_abs_error": checked.max_abs_error, "relative_error": checked.relative_error,
-                         "tolerance": checked.tolerance, "passed": checked.passed,
+                         "tolerance": checked.tolerance,
+                         "passed": checked.passed if approx is None else approx.report["heldout"]["within_budget"],
                          "reference": source.reference_name},
         "stages_s": stages,
     }
+    if approx is not None:
+        report["approx"] = approx.report
     if measure and measurer is not None:
         report["latency_ms"] = stage("measure", lambda: _measure_rpc(measurer, original_mod, executable, spec,
                                                                      arrays, Path(workdir.name)))

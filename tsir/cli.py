@@ -121,8 +121,11 @@ def summary(report: dict) -> Table:
 @app.command()
 def optimize(
     model: Annotated[str, typer.Argument(help="zoo name, path/to/model.onnx, or path/to/file.py:factory")],
-    target: Annotated[str, typer.Option(help="what to compile for: x86 (this CPU)")] = "x86",
-    mode: Annotated[Mode, typer.Option(help="exact rewrites only; approx is not available yet")] = Mode.exact,
+    target: Annotated[str, typer.Option(help="x86 (this CPU), arm[:core], cuda[:sm_XX]; see docs/deploying.md")] = "x86",
+    mode: Annotated[Mode, typer.Option(help="exact rewrites only, or approx: low-rank/int8 layers within "
+                                       "--max-drop (MODEL digits or minilm, which bring their data)")] = Mode.exact,
+    max_drop: Annotated[float | None, typer.Option(help="approx: largest accepted held-out metric drop "
+                                                   "(default 0.005 top-1 for digits, 0.01 cosine for minilm)")] = None,
     budget: Annotated[str, typer.Option(help="time budget: 90s, 10m, 1h")] = "60s",
     out_dir: Annotated[Path, typer.Option("--out", help="directory for model.so, report.json, report.md")] = Path(
         "build"),
@@ -138,7 +141,16 @@ def optimize(
         options["rpc"] = parse_rpc(rpc)
         if "rpc" not in inspect.signature(tsir.optimize).parameters:
             raise TsirError("--rpc needs the RPC measurement backend, which this build does not have; drop --rpc")
-    loaded, inputs, name = load_model(model)
+    if mode == Mode.approx:
+        from tsir.approx.real import REAL
+
+        if model not in REAL:
+            raise TsirError(f"--mode approx needs calibration and held-out data: use MODEL {' or '.join(REAL)} "
+                            "(bundled data), or the Python API with accuracy=tsir.Budget(...)")
+        loaded, inputs, options["accuracy"] = REAL[model](*(() if max_drop is None else (max_drop,)))
+        name = model
+    else:
+        loaded, inputs, name = load_model(model)
     with Progress(SpinnerColumn(finished_text="[green]✓"), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=err, transient=False) as progress:
         tasks: dict[str, int] = {}

@@ -222,6 +222,26 @@ def markdown(report: dict) -> str:
     out += _table(["#", "op", "shape", "dtype", "kernel source"],
                   [[i, f"`{layer['op']}`", layer["shape"], layer["dtype"], layer["kernel_source"]]
                    for i, layer in enumerate(report["layers"])])
+    if "approx" in report:
+        out += approx_markdown(report["approx"])
     out += ["", "## Stages", ""]
     out += _table(["stage", "seconds"], [[k, f"{v:.2f}"] for k, v in report["stages_s"].items()])
     return "\n".join(out) + "\n"
+
+
+def approx_markdown(approx: dict) -> list[str]:
+    """Approximate mode: the per-layer approximation choices and the held-out check."""
+    held = approx["heldout"]
+    out = ["", "## Approximations (per layer)", "",
+           f"Metric `{approx['metric']}`, max drop {approx['max_drop']:g}. Held-out ({held['examples']} examples, "
+           f"never used to choose): original {held['original']:.4f}, optimized {held['optimized']:.4f}, drop "
+           f"{held['drop']:.4f} ({'within' if held['within_budget'] else 'OVER'} budget); top-1 agreement "
+           f"{held['top1_agreement']:.4f}, cosine {held['cosine']:.4f}, relative error {held['relative_error']:.3g}.",
+           ""]
+    if approx["fell_back_to_exact"]:
+        out += ["No approximate candidate met the budget: the exact program was kept.", ""]
+    out += _table(["layer", "e-class", "choice", "error estimate", "alternatives"],
+                  [[layer["layer"], layer["eclass"], layer["choice"], f"{layer['error_estimate']:.3g}",
+                    ", ".join(c["name"] for c in site["choices"])]
+                   for layer, site in zip(approx["layers"], approx["sites"], strict=True)])
+    return out

@@ -23,7 +23,7 @@ def egglog_extraction(egraph: TermEGraph, space: Space) -> Genome:
 
     def match(c: int, e) -> bool:
         alive.append(e)
-        key = (c, id(e))
+        key = (c, id(e.__egg_typed_expr__))  # shared sub-expressions share it: linear, not tree-sized
         if key in memo:
             return memo[key]
         memo[key] = False

@@ -8,6 +8,7 @@ e-node, whose children are strictly shallower, so repair always ends with an acy
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tsir.cost import Roofline, type_bytes
@@ -127,8 +128,11 @@ def _walk_once(space: Space, genome: Genome) -> tuple[list[int], list[int] | Non
     return order, None
 
 
-def to_term(space: Space, genome: Genome) -> Term:
-    """Decode a genome into the tsir program it chooses (repairing the genome first)."""
+def to_term(space: Space, genome: Genome, substitute: Callable[[int, Term], Term] | None = None) -> Term:
+    """Decode a genome into the tsir program it chooses (repairing the genome first).
+
+    ``substitute(eclass, term)``, when given, may replace each class's term (approximate mode does).
+    """
     values: dict[int, Term | list[Term]] = {}
     view = space.view
     for c in walk(space, genome):
@@ -142,4 +146,6 @@ def to_term(space: Space, genome: Genome) -> Term:
             args = values[node.children[0]] if OPS[node.op].arity is None else [values[k] for k in node.children]
             ty = None if OPS[node.op].infer is not None else view.types[c]
             values[c] = Term(node.op, tuple(args), node.attrs, ty)
+            if substitute is not None:
+                values[c] = substitute(c, values[c])
     return values[view.root]

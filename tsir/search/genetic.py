@@ -36,6 +36,7 @@ class GeneticConfig:
     seed: int = 0
     patience: int = 10  # generations without a faster winner before stopping early
     max_error: float = 0.0  # error budget: 0 is exact mode
+    knobs: tuple[int, ...] = ()  # approximate mode: choices per approximation knob, genes after the classes
 
 
 @dataclass
@@ -83,9 +84,12 @@ def genetic_search(
         return min(feasible, key=lambda p: (p[1][0], p[1][1], p[1][2]))
 
     seeds = {"original": space.original(), "greedy": greedy(space), **(seeds or {})}
+    width = len(space.view.classes) + len(config.knobs)  # seeds without knob genes keep every layer exact
+    seeds = {k: list(g) + [0] * (width - len(g)) for k, g in seeds.items()}
     genomes = [list(g) for g in seeds.values()]
     while len(genomes) < config.population:
-        genomes.append([rng.randrange(len(nodes)) for nodes in space.view.classes])
+        genomes.append([rng.randrange(len(nodes)) for nodes in space.view.classes]
+                       + [rng.randrange(k) for k in config.knobs])
     population = _select([(g, score(g)) for g in genomes], config.population)
     result = SearchResult(best(population)[0], best(population)[1][0], {k: score(list(g))[0] for k, g in seeds.items()})
     stale = 0
@@ -98,6 +102,7 @@ def genetic_search(
             a, b = (_tournament(population, order, rng, config.tournament) for _ in range(2))
             child = _uniform(a, b, space, rng) if rng.random() < 0.5 else _subtree(a, b, space, rng)
             _mutate(child, space, rng, config.mutation_rate)
+            _mix_knobs(child, b, config, rng)
             children.append(child)
         population = _select(_distinct(population + [(c, score(c)) for c in children]), config.population)
         winner = best(population)
@@ -160,6 +165,16 @@ def _subtree(a: Genome, b: Genome, space: Space, rng: random.Random) -> Genome:
         child[c] = b[c]
         stack.extend(space.node(b, c).children)
     return child
+
+
+def _mix_knobs(child: Genome, other: Genome, config: GeneticConfig, rng: random.Random) -> None:
+    """Approximate mode: knob genes cross over uniformly and mutate like class genes."""
+    n = len(child) - len(config.knobs)
+    for i, k in enumerate(config.knobs):
+        if rng.random() < 0.5:
+            child[n + i] = other[n + i]
+        if rng.random() < config.mutation_rate * 4:
+            child[n + i] = rng.randrange(k)
 
 
 def _mutate(genome: Genome, space: Space, rng: random.Random, rate: float) -> None:

@@ -1,0 +1,54 @@
+"""Approximate mode on the real models: ``python -m bench.approx [digits] [minilm]`` (``make bench-approx``).
+
+Writes ``bench/results/approx.json`` as ``{"results": [{"model", "speedup", "size_ratio", "metric",
+"original", "optimized", "heldout": true, ...}]}`` with the goals (>= 2.5x faster than the fp32 model
+built by TVM with the same kernels, >= 4x smaller, <= 0.5 points top-1 loss / >= 0.99 mean cosine) and
+whether each is met, plus ``bench/results/approx/MODEL/`` with report.json, report.md and the Pareto PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import tsir
+from bench.io import RESULTS_DIR, atomic_write
+from tsir.approx.real import REAL
+
+GOALS = {"speedup": 2.5, "size_ratio": 4.0}
+METRIC_GOAL = {"digits": ("max_drop", 0.005), "minilm": ("min_optimized", 0.99)}
+
+
+def run(name: str, budget_s: float) -> dict:
+    model, inputs, budget = REAL[name]()
+    result = tsir.optimize(model, inputs, mode="approx", accuracy=budget, budget_s=budget_s, model_name=name,
+                           out_dir=RESULTS_DIR / "approx" / name)
+    report = result.report
+    held, lat, size = report["approx"]["heldout"], report["latency_ms"], report["size_bytes"]
+    row = {"model": name, "speedup": lat["original"] / lat["optimized"],
+           "size_ratio": size["original"] / size["optimized"], "metric": budget.name,
+           "original": held["original"], "optimized": held["optimized"], "heldout": True,
+           "latency_ms": lat, "size_bytes": size, "layers": report["approx"]["layers"],
+           "pareto_png": str((RESULTS_DIR / "approx" / name / "pareto.png").relative_to(RESULTS_DIR))}
+    kind, bound = METRIC_GOAL[name]
+    metric_met = (held["original"] - held["optimized"] <= bound) if kind == "max_drop" else held["optimized"] >= bound
+    row["goals_met"] = {**{k: row[k] >= v for k, v in GOALS.items()}, "metric": metric_met}
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.approx", description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=list(REAL), choices=list(REAL))
+    parser.add_argument("--budget", type=float, default=30.0, help="tsir search budget per model, seconds")
+    args = parser.parse_args(argv)
+    rows = [run(name, args.budget) for name in args.models]
+    path = atomic_write(RESULTS_DIR / "approx.json", json.dumps({"results": rows}, indent=2))
+    for r in rows:
+        print(f"{r['model']}: {r['speedup']:.2f}x faster, {r['size_ratio']:.2f}x smaller, {r['metric']} "
+              f"{r['original']:.4f} -> {r['optimized']:.4f} (held-out); goals met: {r['goals_met']}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,165 @@
+"""The approximate search: exact e-graph choices plus one knob per approximation site, under a budget.
+
+1. calibrate: the input program's site activations on ``budget.data.calibration`` set int8 scales;
+2. NSGA-II over (class genes, knob genes) on (predicted latency, size, summed error estimate);
+3. a few candidates (int8 on all / the 75% / 50% least-error layers, then final-population programs
+   spread over the error range) are built and scored on the calibration data; the fastest predicted
+   within ``max_drop`` is picked;
+4. the pick is checked on the held-out data (never seen before); if it exceeds the budget there, the
+   next calibration-passing candidate is tried, and the exact program is the last resort.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import tvm
+
+from tsir.approx.budget import Budget, fidelity
+from tsir.backends import runtime
+from tsir.backends.targets import TargetSpec
+from tsir.errors import TsirError
+from tsir.ir.term import Graph, Term
+from tsir.lower import lower
+from tsir.rewrites.approx import Approximations
+from tsir.search.extract import Genome, Space
+from tsir.search.genetic import GeneticConfig, genetic_search
+
+MAX_CANDIDATES = 7  # candidates built and scored on the calibration data
+LADDER = (1.0, 0.75, 0.5)  # shares of the layers made int8 in the seeded mixed-precision candidates
+
+
+@dataclass
+class ApproxOutcome:
+    graph: Graph  # with the approximations' constants and kernels
+    root: Term
+    module: tvm.IRModule
+    report: dict
+
+
+def run_batched(runner: runtime.Runner, arrays: Sequence[np.ndarray], batch: int) -> np.ndarray:
+    """The first output over all examples, run ``batch`` at a time (the last chunk padded by repetition)."""
+    n, outs = len(arrays[0]), []
+    for i in range(0, n, batch):
+        chunk = [a[i:i + batch] for a in arrays]
+        pad = batch - len(chunk[0])
+        if pad:
+            chunk = [np.concatenate([c, np.repeat(c[-1:], pad, axis=0)]) for c in chunk]
+        outs.append(runner(chunk)[0][:batch - pad])
+    return np.concatenate(outs)
+
+
+def _run_all(module: tvm.IRModule, spec: TargetSpec, arrays: Sequence[np.ndarray], batch: int) -> list[np.ndarray]:
+    """Every output of ``module`` over all examples (for the calibration activations)."""
+    runner = runtime.Runner(runtime.build(module, spec))
+    per_output: list[list[np.ndarray]] = []
+    for i in range(0, len(arrays[0]), batch):
+        chunk = [a[i:i + batch] for a in arrays]
+        if len(chunk[0]) < batch:
+            break  # calibration statistics need no padding rows
+        for k, out in enumerate(runner(chunk)):
+            (per_output.append([]) if k == len(per_output) else None)
+            per_output[k].append(out)
+    if not per_output:
+        raise TsirError(f"the calibration data needs at least one full batch of {batch} examples")
+    return [np.concatenate(chunks) for chunks in per_output]
+
+
+def approx_search(
+    space: Space, graph: Graph, original_mod: tvm.IRModule, spec: TargetSpec, config: GeneticConfig,
+    budget: Budget, batch: int, seed_genome: Genome,
+) -> ApproxOutcome:
+    """Choose an approximate program from ``space`` within ``budget`` (see the module docstring)."""
+    approx = Approximations(space, graph, spec.roofline)
+    data = budget.data
+    if approx.sites:
+        acts = lower(graph, Term("tuple", tuple(approx.activation_terms())), original_mod)
+        approx.build_choices(_run_all(acts, spec, data.calibration, batch))
+    knobs = approx.knobs()
+    seeds = {"egglog": list(seed_genome)}
+    for level in range(1, max(knobs, default=1)):
+        seeds[f"knob{level}"] = list(seed_genome) + [min(level, k - 1) for k in knobs]
+    int8 = [next((i for i, c in enumerate(s.choices) if c.name == "int8"), 0) for s in approx.sites]
+    ladder = sorted(range(len(int8)), key=lambda k: approx.sites[k].choices[int8[k]].error)
+    for share in LADDER:  # int8 on the layers with the smallest estimates first (mixed precision)
+        keep = set(ladder[:math.ceil(share * len(ladder))])
+        seeds[f"int8_{share:g}"] = list(seed_genome) + [v if k in keep else 0 for k, v in enumerate(int8)]
+    result = genetic_search(space, replace(config, knobs=knobs, max_error=math.inf), approx.objectives, seeds)
+
+    reference = runtime.Runner(runtime.build(original_mod, spec))
+    ref_cal = run_batched(reference, data.calibration, batch)
+    score = budget.score
+    base_cal = score(ref_cal, ref_cal, data.calibration_labels)
+    exact = list(seed_genome) + [0] * len(knobs)
+    ladder_seeds = [seeds[f"int8_{share:g}"] for share in LADDER]
+    candidates = _spread(ladder_seeds, [g for g, _ in result.front + result.ranked], approx)
+    scored = []
+    for genome in candidates:
+        module = _lower(approx, genome, original_mod)
+        out = run_batched(runtime.Runner(runtime.build(module, spec)), data.calibration, batch)
+        drop = base_cal - score(out, ref_cal, data.calibration_labels)
+        scored.append({"genome": genome, "module": module, "calibration_drop": drop,
+                       "objectives": approx.objectives(genome)})
+    passing = sorted((c for c in scored if c["calibration_drop"] <= budget.max_drop), key=lambda c: c["objectives"])
+    passing.append({"genome": exact, "module": _lower(approx, exact, original_mod), "calibration_drop": 0.0,
+                    "objectives": approx.objectives(exact)})
+
+    ref_held = run_batched(reference, data.heldout, batch)
+    base_held = score(ref_held, ref_held, data.heldout_labels)
+    tried = []
+    for pick in passing:
+        out = run_batched(runtime.Runner(runtime.build(pick["module"], spec)), data.heldout, batch)
+        held = score(out, ref_held, data.heldout_labels)
+        tried.append(round(base_held - held, 6))
+        if base_held - held <= budget.max_drop or pick["genome"] is exact:
+            break
+    approx_graph, root = approx.decode(pick["genome"])
+    chosen = {s.eclass: c for _, s, c in approx.applied(pick["genome"])}
+    report = {
+        "metric": budget.name, "max_drop": budget.max_drop,
+        "sites": [{"layer": s.label, "eclass": s.eclass,
+                   "choices": [{"name": c.name, "error_estimate": round(c.error, 6), "size_bytes": c.size_bytes}
+                               for c in s.choices]} for s in approx.sites],
+        "layers": [{"layer": s.label, "eclass": s.eclass, "choice": chosen.get(s.eclass, s.choices[0]).name,
+                    "error_estimate": round(chosen.get(s.eclass, s.choices[0]).error, 6)} for s in approx.sites],
+        "candidates": [{"predicted_ms": c["objectives"][0] * 1e3, "size_bytes": int(c["objectives"][1]),
+                        "error_estimate": round(c["objectives"][2], 6),
+                        "calibration_drop": round(c["calibration_drop"], 6)} for c in scored],
+        "pareto": [{"latency_ms": o[0] * 1e3, "size_bytes": int(o[1]), "error": o[2]} for _, o in result.front],
+        "calibration": {"examples": len(data.calibration[0]), "original": base_cal,
+                        "optimized": base_cal - pick["calibration_drop"]},
+        "heldout": {"examples": len(data.heldout[0]), "original": base_held, "optimized": base_held - tried[-1],
+                    "drop": tried[-1], "within_budget": tried[-1] <= budget.max_drop, "tries": tried,
+                    **fidelity(out, ref_held)},
+        "fell_back_to_exact": pick["genome"] is exact,
+        "evaluations": result.evaluations,
+    }
+    return ApproxOutcome(approx_graph, root, pick["module"], report)
+
+
+def _spread(first: list[Genome], genomes: list[Genome], approx: Approximations) -> list[Genome]:
+    """The distinct approximate programs of ``first``, then of ``genomes`` spread over the error-estimate
+    range, ``MAX_CANDIDATES`` in all, so that a tight budget still finds a candidate that passes."""
+    def distinct(gs: list[Genome], taken: set) -> list[Genome]:
+        out = []
+        for g in gs:
+            key = tuple(sorted({(s.weight_class, c.name) for _, s, c in approx.applied(g)}))
+            if key and key not in taken:
+                taken.add(key)
+                out.append(g)
+        return out
+
+    taken: set = set()
+    head = distinct(first, taken)[:MAX_CANDIDATES]
+    rest = sorted(distinct(genomes, taken), key=lambda g: approx.objectives(g)[2])
+    room = min(MAX_CANDIDATES - len(head), len(rest))
+    step = len(rest) / room if room else 0.0
+    return head + [rest[int(i * step)] for i in range(room)]
+
+
+def _lower(approx: Approximations, genome: Genome, original_mod: tvm.IRModule) -> tvm.IRModule:
+    graph, root = approx.decode(list(genome))
+    return lower(graph, root, original_mod)
