@@ -121,7 +121,7 @@ def summary(report: dict) -> Table:
 @app.command()
 def optimize(
     model: Annotated[str, typer.Argument(help="zoo name, path/to/model.onnx, or path/to/file.py:factory")],
-    target: Annotated[str, typer.Option(help="x86 (this CPU), arm[:core], cuda[:sm_XX]; see docs/deploying.md")] = "x86",
+    target: Annotated[str, typer.Option(help="x86 (this CPU), arm[:core], cuda[:sm_XX]; docs/deploying.md")] = "x86",
     mode: Annotated[Mode, typer.Option(help="exact rewrites only, or approx: low-rank/int8 layers within "
                                        "--max-drop (MODEL digits or minilm, which bring their data)")] = Mode.exact,
     max_drop: Annotated[float | None, typer.Option(help="approx: largest accepted held-out metric drop "
