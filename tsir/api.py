@@ -212,7 +212,7 @@ def optimize(
         "rules_fired": _fired_by_family(saturation.matches_per_rule, families),
         "search": search.report,
         "program": {"original": _op_counts(graph.root), "optimized": _op_counts(chosen)},
-        "layers": report_files.layers(lowered_graph, chosen),
+        "layers": report_files.layers(lowered_graph, chosen, tuned=tuning_trials > 0),
         "size_bytes": {"original": report_files.constant_bytes(original_mod),
                        "optimized": report_files.constant_bytes(optimized_mod)},
         "verification": {"max_abs_error": checked.max_abs_error, "relative_error": checked.relative_error,

@@ -19,6 +19,7 @@ from tvm import relax
 
 from tsir.errors import TsirError
 from tsir.ir.term import Graph, Term, is_constant, postorder
+from tsir.lower import LIBRARY_EMITTERS
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
@@ -55,8 +56,10 @@ def load(directory: Path) -> dict:
     return report
 
 
-def layers(graph: Graph, root: Term) -> list[dict]:
-    """The chosen program's run-time operations in execution order, with where each kernel comes from."""
+def layers(graph: Graph, root: Term, tuned: bool = False) -> list[dict]:
+    """The chosen program's run-time operations in execution order, with where each kernel comes from:
+    a vendor library call, or TVM code (``tuned`` when built with a MetaSchedule database)."""
+    tvm_code = "tuned" if tuned else "tvm-default"
     constant: dict[int, bool] = {}
     out = []
     for term in postorder(root):
@@ -65,7 +68,7 @@ def layers(graph: Graph, root: Term) -> list[dict]:
         op = f"opaque:{graph.opaque_calls[term.attrs[0]].call.op.name}" if term.op == "opaque" else term.op
         typed = isinstance(term.ty, tuple) and len(term.ty) == 2 and isinstance(term.ty[1], str)
         out.append({"op": op, "shape": list(term.ty[0]) if typed else None, "dtype": term.ty[1] if typed else None,
-                    "kernel_source": "tvm-default"})
+                    "kernel_source": "library" if term.op in LIBRARY_EMITTERS else tvm_code})
     return out
 
 
