@@ -59,6 +59,14 @@ def conv(b, x, w, attrs):
     return T("conv2d", (x, w), attrs)
 
 
+def conv_per_channel(d, b, op: str):
+    """A random conv2d combined by ``op`` with a per-output-channel weight ((1, C, 1, 1) or (C, 1, 1))."""
+    x, w, attrs = conv_case(d, b)
+    y = conv(b, x, w, attrs)
+    c = y.ty[0][1]
+    return T(op, (y, b.weight((1, c, 1, 1) if d(st.booleans()) else (c, 1, 1))))
+
+
 def image(draw, b: GraphBuilder) -> Term:
     return b.input((draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(3, 6)), draw(st.integers(3, 6))))
 
@@ -199,10 +207,7 @@ def _folding() -> dict:
         return T("batch_norm", (y, *stats), (1, d(st.sampled_from([1e-5, 1e-3]))))
 
     def conv_scale(d, b):
-        x, w, attrs = conv_case(d, b)
-        y = conv(b, x, w, attrs)
-        c = y.ty[0][1]
-        return T("multiply", (y, b.weight((1, c, 1, 1) if d(st.booleans()) else (c, 1, 1))))
+        return conv_per_channel(d, b, "multiply")
 
     def matmul_scale(d, b):
         lead, m, k, n = mnk(d)
@@ -427,10 +432,7 @@ def _library() -> dict:
         return T("linear", (b.input((*lead, m, k)), b.weight((k, n)), b.weight((n,))))
 
     def conv_bias(d, b):
-        x, w, attrs = conv_case(d, b)
-        y = conv(b, x, w, attrs)
-        c = y.ty[0][1]
-        return T("add", (y, b.weight((1, c, 1, 1) if d(st.booleans()) else (c, 1, 1))))
+        return conv_per_channel(d, b, "add")
 
     def matmul(d, b):
         lead, m, k, n = mnk(d)
