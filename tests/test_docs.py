@@ -1,9 +1,9 @@
-"""Every code block in README.md and docs/*.md runs (the docs-test contract in HELPERS.md).
+"""Every code block in README.md and docs/*.md runs.
 
 A ```python block runs as a script in a fresh interpreter with a temporary working directory; a ```bash block runs
 with bash (``set -euo pipefail``) from the repository root with the venv's ``bin`` first on PATH. A block
-preceded by ``<!-- docs-test: skip REASON -->`` is reported as skipped with that reason. Blocks of one
-page run in page order on one worker (``make test`` passes ``--dist loadgroup``).
+preceded by ``<!-- docs-test: skip REASON -->`` is reported as skipped with that reason. A page's blocks
+run in page order in one test (later blocks may read what earlier ones wrote).
 """
 
 from __future__ import annotations
@@ -56,23 +56,34 @@ def blocks(page: Path) -> list[Block]:
 RUNNABLE = [b for page in PAGES for b in blocks(page) if b.lang in ("python", "bash")]
 
 
-# a page's blocks may build on each other (optimize, then report): one xdist worker runs them in order
-PARAMS = [pytest.param(b, id=b.id, marks=pytest.mark.xdist_group(b.page.name)) for b in RUNNABLE]
+# A page's blocks may build on each other (optimize, then read the report): they run in page order in
+# one test per page. Marked blocks are reported one by one as skipped, with their reasons.
+PAGES_TO_RUN = sorted({b.page for b in RUNNABLE if b.skip is None})
+SKIPPED = [b for b in RUNNABLE if b.skip is not None]
 
 
-@pytest.mark.parametrize("block", PARAMS)
-def test_doc_block_runs(block: Block, tmp_path):
-    if block.skip is not None:
-        pytest.skip(block.skip)
+def run_block(block: Block, tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     if block.lang == "python":  # from a file: TVMScript reads its source back
-        script = tmp_path / "block.py"
+        script = tmp_path / f"block_{block.line}.py"
         script.write_text(block.code)
         cmd, cwd = [sys.executable, str(script)], tmp_path
     else:
         cmd, cwd = ["bash", "-c", "set -euo pipefail\n" + block.code], ROOT
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{block.id} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("page", PAGES_TO_RUN, ids=lambda page: str(page.relative_to(ROOT)))
+def test_doc_page_blocks_run_in_order(page: Path, tmp_path):
+    for block in blocks(page):
+        if block.lang in ("python", "bash") and block.skip is None:
+            run_block(block, tmp_path)
+
+
+@pytest.mark.parametrize("block", SKIPPED, ids=lambda block: block.id)
+def test_doc_block_marked_skip(block: Block):
+    pytest.skip(block.skip)
 
 
 def test_every_skip_has_a_reason_and_code_is_tagged():
