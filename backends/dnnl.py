@@ -51,15 +51,6 @@ def load() -> Path:
     return path
 
 
-def available() -> bool:
-    """Whether the extension is built and loads (for choosing the library road; tests use ``load``)."""
-    try:
-        load()
-    except DnnlUnavailableError:
-        return False
-    return True
-
-
 def impl(kind: str) -> str:
     """oneDNN's implementation name for the last ``kind`` primitive created (``matmul``, ``linear``, ``conv2d``)."""
     load()

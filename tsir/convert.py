@@ -101,10 +101,6 @@ def _prim(expr) -> float | int | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _rank(call: relax.Call) -> int:
-    return len(call.ty.shape.values) if isinstance(call.ty, relax.TensorType) else -1
-
-
 @register_converter("relax.nn.max_pool2d")
 def _max_pool2d(call: relax.Call, args: list[Arg]) -> Term | None:
     at = call.attrs
