@@ -158,25 +158,42 @@ class RpcMeasurer:
 
 class RemoteCost:
     """Search fitness measured on the RPC devices: a candidate Relax module's median latency in
-    seconds (``inf`` when it fails to build or run), cached per structurally equal module."""
+    seconds (``inf`` when it fails to build or run), cached per structurally equal module.
+
+    ``prefetch(mods)`` builds the modules not timed yet and measures them in one ``measure`` call, so
+    a generation's candidates are spread over every device at once; ``cost(mod)`` then reads the cache.
+    """
 
     def __init__(self, measurer: RpcMeasurer, build, inputs: Sequence[np.ndarray], workdir: Path) -> None:
         self.measurer, self.build, self.inputs, self.workdir = measurer, build, list(inputs), Path(workdir)
         self.cache: dict[int, float] = {}
         self.errors: list[str] = []
+        self.batches: list[int] = []  # libraries per measure call, for the report
 
-    def __call__(self, mod: tvm.IRModule) -> float:
-        key = tvm_ffi.structural_hash(mod)
-        if key not in self.cache:
-            library = self.workdir / f"candidate_{len(self.cache)}.so"
+    def prefetch(self, mods: Sequence[tvm.IRModule]) -> None:
+        todo: dict[int, Path] = {}
+        for mod in mods:
+            key = tvm_ffi.structural_hash(mod)
+            if key in self.cache or key in todo:
+                continue
+            library = self.workdir / f"candidate_{len(self.cache) + len(todo)}.so"
             try:
                 self.build(mod, library)
             except Exception as err:  # noqa: BLE001 - a candidate that does not build is unfit, not fatal
                 self.errors.append(f"build: {err}")
                 self.cache[key] = float("inf")
-                return self.cache[key]
-            [result] = self.measurer.measure([library], self.inputs)
+                continue
+            todo[key] = library
+        if not todo:
+            return
+        self.batches.append(len(todo))
+        for key, result in zip(todo, self.measurer.measure(list(todo.values()), self.inputs), strict=True):
             if result.error:
                 self.errors.append(result.error)
             self.cache[key] = float("inf") if result.median_ms is None else result.median_ms / 1e3
+
+    def __call__(self, mod: tvm.IRModule) -> float:
+        key = tvm_ffi.structural_hash(mod)
+        if key not in self.cache:
+            self.prefetch([mod])
         return self.cache[key]

@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/fetch_aarch64_runtime.sh
-configure() {  # configure BUILD_DIR [CMAKE ARGS...], unless it already is
+configure() {  # configure BUILD_DIR [CMAKE ARGS...] (a no-op when its cache is current; retried after a failure)
   local dir=$1; shift
-  [ -f "$dir/CMakeCache.txt" ] || cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
 }
 configure build/native/host
 configure build/native/aarch64 -DCMAKE_TOOLCHAIN_FILE=backends/native/aarch64-toolchain.cmake \

@@ -119,3 +119,4 @@ def test_optimize_searches_with_rpc_cost(farm):
     assert 0 < report["search"]["predicted_s"] < 1
     assert report["verification"]["passed"] and report["search"]["rpc_failures"] == []
     assert report["search"]["rpc_measured"] >= 2  # the search timed several distinct candidates remotely
+    assert report["search"]["rpc_batch_max"] >= 2  # side by side: a generation is spread over the devices

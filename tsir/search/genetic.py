@@ -24,6 +24,9 @@ from tsir.search.nsga import Objectives, rank
 # called after each generation with (generation, best latency, population with objectives); returning
 # True says the objectives changed (new measurements), so cached values are recomputed
 Feedback = Callable[[int, float, list[tuple[Genome, Objectives]]], bool]
+# called with the repaired genomes of a population or a generation's children that have no objectives
+# yet, before any is scored, so that a costly objective can cost them together (e.g. on several devices)
+Batch = Callable[[list[Genome]], None]
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def analytic_objectives(space: Space) -> Callable[[Genome], Objectives]:
 def genetic_search(
     space: Space, config: GeneticConfig = GeneticConfig(), objectives: Callable[[Genome], Objectives] | None = None,
     seeds: dict[str, Genome] | None = None, feedback: Feedback | None = None,
-    clock: Callable[[], float] = time.perf_counter,
+    clock: Callable[[], float] = time.perf_counter, batch: Batch | None = None,
 ) -> SearchResult:
     """Search ``space`` for the Pareto front of ``objectives`` (default: the analytic model).
 
@@ -79,6 +82,15 @@ def genetic_search(
             evaluated.add(key)
         return cache[key]
 
+    def score_all(genomes: list[Genome]) -> list[tuple[Genome, Objectives]]:
+        if batch is not None:
+            for genome in genomes:
+                walk(space, genome)
+            fresh = {tuple(g): g for g in genomes if tuple(g) not in cache}
+            if fresh:
+                batch(list(fresh.values()))
+        return [(g, score(g)) for g in genomes]
+
     def best(pop: list[tuple[Genome, Objectives]]) -> tuple[Genome, Objectives]:
         feasible = [p for p in pop if p[1][2] <= config.max_error] or pop
         return min(feasible, key=lambda p: (p[1][0], p[1][1], p[1][2]))
@@ -90,7 +102,7 @@ def genetic_search(
     while len(genomes) < config.population:
         genomes.append([rng.randrange(len(nodes)) for nodes in space.view.classes]
                        + [rng.randrange(k) for k in config.knobs])
-    population = _select([(g, score(g)) for g in genomes], config.population)
+    population = _select(score_all(genomes), config.population)
     result = SearchResult(best(population)[0], best(population)[1][0], {k: score(list(g))[0] for k, g in seeds.items()})
     stale = 0
     for generation in range(config.generations):
@@ -104,7 +116,7 @@ def genetic_search(
             _mutate(child, space, rng, config.mutation_rate)
             _mix_knobs(child, b, config, rng)
             children.append(child)
-        population = _select(_distinct(population + [(c, score(c)) for c in children]), config.population)
+        population = _select(_distinct(population + score_all(children)), config.population)
         winner = best(population)
         stale = stale + 1 if result.history and winner[1][0] >= result.history[-1] else 0
         result.history.append(winner[1][0])
