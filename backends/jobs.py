@@ -10,14 +10,23 @@ import statistics
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.s_tir import dlight
 
 
 def time_kernel(item: dict, context: dict) -> dict:
-    """Child side: build one kernel module (``tvm.ir.save_json`` text) and time it on random inputs."""
+    """Child side: build one kernel module (``tvm.ir.save_json`` text) and time it on random inputs.
+
+    On a GPU target a kernel without a tuned schedule gets dlight's default GPU schedule, as in the
+    final build (``tvm.compile``'s CUDA pipeline).
+    """
     mod = tvm.ir.load_json(item["module"])
     target = tvm.target.Target(context["target"])
+    if "gpu" in target.keys:
+        with target:
+            mod = dlight.ApplyDefaultSchedule(dlight.gpu.Matmul(), dlight.gpu.GEMV(), dlight.gpu.Reduction(),
+                                              dlight.gpu.GeneralReduction(), dlight.gpu.Fallback())(mod)
     lib = tvm.compile(mod, target=target).jit()
-    device = tvm.cpu()
+    device = tvm.device(context.get("device", "cpu"), 0)
     rng = np.random.default_rng(0)
     args = []
     for param in mod["main"].params:
@@ -32,7 +41,7 @@ def time_kernel(item: dict, context: dict) -> dict:
 
 def time_library(path: str, context: dict) -> dict:
     """Child side: load ``path``, run ``main`` once, then time it (median of ``repeat`` batches)."""
-    device = tvm.cpu()
+    device = tvm.device(context.get("device", "cpu"), 0)
     vm = relax.VirtualMachine(tvm.runtime.load_module(path), device)
     with np.load(context["inputs"]) as data:
         args = [tvm.runtime.tensor(data[f"arr_{i}"], device) for i in range(len(data.files))]

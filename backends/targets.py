@@ -33,6 +33,11 @@ class TargetSpec:
             return True
         return self.kind == "cuda" and gpu_present()
 
+    @property
+    def device(self) -> str:
+        """The TVM device type its libraries run on ("cpu" or "cuda")."""
+        return "cuda" if self.kind == "cuda" else "cpu"
+
 
 def host_cpu() -> str:
     """LLVM's name for this machine's CPU (e.g. ``znver5``)."""
@@ -81,8 +86,19 @@ def _gpu_for(variant: str | None) -> Gpu:
 
 def _cuda(variant: str | None) -> TargetSpec:
     gpu = _gpu_for(variant)
-    target = tvm.target.Target({"kind": "cuda", "arch": gpu.arch}, host=_host_target())
+    target = tvm.target.Target({"kind": "cuda", "arch": gpu.arch, **_gpu_limits()}, host=_host_target())
     return TargetSpec(f"cuda:{gpu.arch}", "cuda", target, gpu.roofline)
+
+
+def _gpu_limits() -> dict:
+    """Thread and memory limits MetaSchedule's GPU rules read from the target: this machine's GPU, or the
+    limits every GPU from sm_50 on has (1024 threads and 48 KiB static shared memory per block)."""
+    if gpu_present():
+        dev = tvm.cuda(0)
+        return {"max_threads_per_block": dev.max_threads_per_block, "thread_warp_size": dev.warp_size,
+                "max_shared_memory_per_block": dev.max_shared_memory_per_block, "registers_per_block": 65536}
+    return {"max_threads_per_block": 1024, "thread_warp_size": 32, "max_shared_memory_per_block": 49152,
+            "registers_per_block": 65536}
 
 
 KINDS = {"x86": _x86, "arm": _arm, "cuda": _cuda}

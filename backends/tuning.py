@@ -58,7 +58,10 @@ class TuningDatabase:
     def scheduled(self, kernel: Kernel) -> tvm.IRModule:
         """``kernel``'s module with its best schedule applied, or unchanged when it has no record."""
         schedule = self.db.query_schedule(kernel.module(), self.target, "main")
-        return kernel.module() if schedule is None else schedule.mod
+        if schedule is None:
+            return kernel.module()
+        # marked, so that a GPU build's default schedules (dlight) leave the tuned kernel alone
+        return tvm.IRModule({"main": schedule.mod["main"].with_attr("tirx.is_scheduled", True)})
 
     def tune(self, kernels: Sequence[Kernel], trials_per_task: int, time_s: float, seed: int = 0) -> TuningReport:
         """Tune the kernels without a record, heaviest first, until trials or ``time_s`` run out."""

@@ -7,9 +7,12 @@ import shutil
 
 import pytest
 import tvm
+from tvm.s_tir import meta_schedule as ms
 
 from tsir import optimize, zoo
-from tsir.backends import runtime, targets
+from tsir.backends import kernels, runtime, targets
+from tsir.backends.tuning import TuningDatabase
+from tsir.errors import TsirError
 from tsir.frontend import export, to_relax
 from tsir.verify import DEFAULT_TOLERANCE, compare, fresh_inputs, reference_outputs
 
@@ -65,3 +68,51 @@ def test_optimize_for_cuda_without_gpu_says_where_it_verified():
     assert result.report["target"]["verified_on"].startswith("host cpu build")
     assert result.report["target"]["measured_on"].startswith("not measured")
     assert "nvcc" in result.report["stages_s"]
+
+
+@needs_nvcc
+def test_metaschedule_cuda_candidates_build_and_a_record_is_applied(tmp_path):
+    """The MetaSchedule path a GPU machine runs, as far as no GPU allows: the CUDA search space of a
+    zoo kernel yields candidates that MetaSchedule's builder compiles, and a database record for the
+    kernel replaces dlight's default schedule in the final build."""
+    spec = targets.resolve("cuda:sm_80")
+    entry = zoo.load("mlp")
+    mod = to_relax(export(entry.module, entry.example_inputs))
+    kernel = next(k for k in kernels.kernels(kernels.fuse(mod, spec.target)) if "matmul" in k.name)
+    context = ms.TuneContext(mod=kernel.module(), target=spec.target, space_generator="post-order-apply",
+                             search_strategy="replay-trace", num_threads=1, rand_state=0)
+    context.pre_tuning(max_trials=1, num_trials_per_iter=1)
+    candidates = context.generate_measure_candidates()
+    assert candidates
+    built = ms.builder.LocalBuilder(max_workers=1, timeout_sec=300).build(
+        [ms.builder.BuilderInput(c.sch.mod, spec.target) for c in candidates])
+    assert [b.error_msg for b in built] == [None] * len(candidates)
+
+    database = TuningDatabase(spec.target, tmp_path)
+    assert database.record_digest(kernel) is None
+    workload = database.db.commit_workload(kernel.module())
+    # a record as a GPU runner would leave it (the run time is a stand-in: nothing is timed here)
+    database.db.commit_tuning_record(ms.database.TuningRecord(candidates[0].sch.trace, workload, [1e-5],
+                                                              spec.target))
+    assert database.record_digest(kernel) is not None
+    tuned = database.build(mod)
+    assert runtime.cuda_source(tuned) != runtime.cuda_source(runtime.build(mod, spec))
+    assert len(runtime.nvcc_compile(tuned, spec)) > 1000
+
+
+def test_measured_cost_needs_the_device_here():
+    if targets.gpu_present():
+        pytest.skip("a GPU is present: measured cost runs on it")
+    entry = zoo.load("mlp")
+    with pytest.raises(TsirError, match="no cuda device is on this machine"):
+        optimize(entry.module, entry.example_inputs, target="cuda", cost="measured", budget_s=5)
+
+
+@needs_gpu
+def test_optimize_for_cuda_tunes_and_measures_on_the_gpu(tmp_path):
+    entry = zoo.load("lenet")
+    result = optimize(entry.module, entry.example_inputs, target="cuda", cost="measured", tuning_trials=8,
+                      budget_s=120, cache_dir=tmp_path)
+    search = result.report["search"]
+    assert search["cost_tier"] == "measured" and search["tuning"]["tasks_tuned"] > 0
+    assert search["programs_measured"] > 0 and result.report["verification"]["passed"]

@@ -149,6 +149,9 @@ def optimize(
         host, port, key = remote.parse_rpc(rpc)
         measurer = remote.RpcMeasurer(f"{host}:{port}", key)
         cost = "rpc"
+    if cost == "measured" and not spec.runs_here:
+        raise TsirError(f"cost='measured' times kernels on the target's device, and no {spec.kind} device is on this "
+                        "machine; use cost='analytic', or measure on a device with rpc='host:port:key'")
     options = SearchOptions(cost, tuning_trials, cache_dir=cache_dir or DEFAULT_DIR, progress=progress)
     if out_dir is not None:
         writable_dir(Path(out_dir))

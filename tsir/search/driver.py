@@ -80,7 +80,7 @@ def run_search(
             genome, report = _remote(space, graph, original_mod, spec, config, inputs, measurer, baselines, update)
         else:
             genome, report = _measured(space, graph, original_mod, spec, config, options, inputs,
-                                       measurer or LocalMeasurer(), baselines, update)
+                                       measurer or LocalMeasurer(device=spec.device), baselines, update)
     finally:
         close()
     report["search_s"] = report["time_s"] = round(time.perf_counter() - start, 4)

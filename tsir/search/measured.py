@@ -119,7 +119,7 @@ class Evaluator:
                     missing[key] = k
         if missing:
             items = [{"module": tvm.ir.save_json(self._scheduled(k))} for k in missing.values()]
-            context = {"target": self.spec.target.export(), **KERNEL_TIMING}
+            context = {"target": self.spec.target.export(), "device": self.spec.device, **KERNEL_TIMING}
             for (key, k), row in zip(missing.items(), run_isolated("kernel", items, context, self.kernel_timeout_s),
                                      strict=True):
                 self.cache.put(key, KernelTiming(row.get("median_ms"), row.get("error")))
