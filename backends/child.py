@@ -5,6 +5,8 @@ calls ``JOBS[job](item, context)`` for each and appends its result as one JSON l
 dies (segfault, abort) or an item runs past ``timeout_s``, the parent kills it, scores that item as
 failed with the reason, and starts a new child for the items left. Exceptions inside an item are
 caught in the child and scored as errors. Nothing the child does can take the parent down.
+With a ``deadline`` (a ``time.monotonic()`` value), the child is stopped when it passes and the items
+not done get ``{"skipped": "budget"}`` (not a failure: they were never run).
 """
 
 from __future__ import annotations
@@ -26,18 +28,22 @@ JOBS = {"kernel": "time_kernel", "library": "time_library"}
 STARTUP_TIMEOUT_S = 300.0  # importing TVM in the child, on a loaded machine
 
 
-def run_isolated(job: str, items: Sequence, context: object = None, timeout_s: float = 60.0) -> list[dict]:
+def run_isolated(job: str, items: Sequence, context: object = None, timeout_s: float = 60.0,
+                 deadline: float | None = None) -> list[dict]:
     """Results of ``job`` on each item, in order; a failed item gives ``{"error": reason}``."""
     if job not in JOBS:
         raise ValueError(f"unknown child job {job!r}; known: {sorted(JOBS)}")
     results: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="tsir-child-") as tmp:
         while len(results) < len(items):
-            results.extend(_one_child(job, list(items[len(results):]), context, timeout_s, Path(tmp)))
+            if deadline is not None and time.monotonic() >= deadline:
+                return results + [{"skipped": "budget"}] * (len(items) - len(results))
+            results.extend(_one_child(job, list(items[len(results):]), context, timeout_s, Path(tmp), deadline))
     return results
 
 
-def _one_child(job: str, items: list, context: object, timeout_s: float, tmp: Path) -> list[dict]:
+def _one_child(job: str, items: list, context: object, timeout_s: float, tmp: Path,
+               deadline: float | None = None) -> list[dict]:
     """Run a child on ``items`` until it finishes or fails; return the results it produced (+ the failure)."""
     job_file, out_file = tmp / "job.pkl", tmp / "out.jsonl"
     job_file.write_bytes(pickle.dumps((job, items, context)))
@@ -57,6 +63,10 @@ def _one_child(job: str, items: list, context: object, timeout_s: float, tmp: Pa
             started, last = True, time.monotonic()
         if status is not None or done == len(items):
             break
+        if deadline is not None and time.monotonic() >= deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return _complete_lines(out_file)  # the caller marks the rest skipped
         if time.monotonic() - last > (timeout_s if ready.exists() else max(timeout_s, STARTUP_TIMEOUT_S)):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -79,8 +89,21 @@ def _complete_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in text.split("\n")[:-1]] if text else []
 
 
+def _load_library_kernels() -> None:
+    """Load the oneDNN extension when it is built, so programs and kernels that call ``tsir.dnnl.*`` run here."""
+    path = Path(os.environ.get("TSIR_DNNL_LIB", Path(__file__).resolve().parent.parent / "build" / "native" / "host"
+                               / "lib" / "libtsir_dnnl.so"))
+    if path.is_file():
+        import ctypes
+
+        import tvm_ffi  # noqa: F401  (the extension links libtvm_ffi: load it first)
+
+        ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+
+
 def main(job_file: str, out_file: str) -> None:
     job, items, context = pickle.loads(Path(job_file).read_bytes())
+    _load_library_kernels()
     spec = importlib.util.spec_from_file_location("tsir_child_jobs", Path(__file__).with_name("jobs.py"))
     jobs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(jobs)

@@ -13,20 +13,27 @@ from tvm import relax
 
 
 def time_kernel(item: dict, context: dict) -> dict:
-    """Child side: build one kernel module (``tvm.ir.save_json`` text) and time it on random inputs."""
+    """Child side: build one kernel module (``tvm.ir.save_json`` text) and time it on random inputs.
+
+    The module's ``main`` is a PrimFunc (a TVM kernel) or a Relax function (one vendor-library call).
+    """
     mod = tvm.ir.load_json(item["module"])
     target = tvm.target.Target(context["target"])
-    lib = tvm.compile(mod, target=target).jit()
     device = tvm.cpu()
     rng = np.random.default_rng(0)
-    args = []
-    for param in mod["main"].params:
-        buf = param.ty
-        shape, dtype = [int(s) for s in buf.shape], str(buf.dtype)
-        data = rng.standard_normal(shape).astype(dtype) if "float" in dtype else np.zeros(shape, dtype)
-        args.append(tvm.runtime.tensor(data, device))
-    timer = lib.time_evaluator("main", device, number=context.get("number", 3), repeat=context.get("repeat", 5),
-                               min_repeat_ms=context.get("min_repeat_ms", 5))
+    if isinstance(mod["main"], relax.Function):
+        vm = relax.VirtualMachine(tvm.compile(mod, target=target), device)
+        shapes = [([int(s) for s in p.ty.shape], str(p.ty.dtype)) for p in mod["main"].params]
+        fn, timed = vm["main"], vm
+    else:
+        lib = tvm.compile(mod, target=target).jit()
+        shapes = [([int(s) for s in p.ty.shape], str(p.ty.dtype)) for p in mod["main"].params]
+        fn, timed = lib["main"], lib
+    args = [tvm.runtime.tensor(rng.standard_normal(shape).astype(dtype) if "float" in dtype
+                               else np.zeros(shape, dtype), device) for shape, dtype in shapes]
+    fn(*args)
+    timer = timed.time_evaluator("main", device, number=context.get("number", 3), repeat=context.get("repeat", 5),
+                                 min_repeat_ms=context.get("min_repeat_ms", 5))
     return {"median_ms": statistics.median(timer(*args).results) * 1e3}
 
 

@@ -103,7 +103,10 @@ def test_corrupt_cache_file_is_reported_removed_and_rebuilt(tmp_path):
 
 
 class ScriptedMeasurer:
-    """Times nothing: reports the k-th library as failed and gives the others decreasing latencies."""
+    """Times nothing: reports the k-th library built as failed and gives the others decreasing latencies.
+
+    The search times its finalists in two rounds (the second in reverse order): the k-th library is
+    recognized by its file name (``candidate<k>.so``), so both rounds agree."""
 
     def __init__(self, failing: int) -> None:
         self.failing = failing
@@ -112,8 +115,9 @@ class ScriptedMeasurer:
     def measure(self, libraries, inputs) -> list[Measurement]:
         assert all(p.stat().st_size > 0 for p in libraries)
         self.calls.append(len(libraries))
+        index = [int(p.stem.removeprefix("candidate")) for p in libraries]
         return [Measurement(None, "child process killed by signal 11") if i == self.failing
-                else Measurement(10.0 - i, None) for i in range(len(libraries))]
+                else Measurement(10.0 - i, None) for i in index]
 
 
 def _mlp_space():
@@ -155,3 +159,27 @@ def test_bad_search_options_are_rejected_before_any_work():
         optimize(entry.module, entry.example_inputs, cost="fast")
     with pytest.raises(TsirError, match="tuning_trials must be >= 0"):
         optimize(entry.module, entry.example_inputs, tuning_trials=-1)
+
+
+def test_measured_search_keeps_its_budget_on_a_cold_cache(tmp_path):
+    """Kernel timing, the genetic search and the end-to-end tier all stop by one clock: within 10 %."""
+    from tsir.search.genetic import GeneticConfig
+
+    egraph, space, graph, original, spec, inputs = _mlp_space()
+    budget = 12.0
+    config = GeneticConfig(generations=10**6, patience=10**6, time_s=budget)
+    options = SearchOptions(cost="measured", cache_dir=tmp_path, measure_per_generation=4)
+    report = run_search(egraph, space, graph, original, spec, config, options, inputs).report
+    assert report["kernel_cache"]["misses"] > 0, "the cache started cold"
+    assert report["search_s"] <= 1.1 * budget, report
+    assert report["winner_ms"] is not None and report["budget_s"] == budget
+
+
+def test_tuning_stops_at_its_deadline_and_skips_what_does_not_fit(tmp_path):
+    from tsir.backends.kernels import fuse, kernels
+    from tsir.backends.tuning import TuningDatabase
+
+    _, _, _, original, spec, _ = _mlp_space()
+    found = kernels(fuse(original, spec.target))
+    report = TuningDatabase(spec.target, tmp_path).tune(found, trials_per_task=4, time_s=0.0)
+    assert report.tasks_tuned == 0 and report.trials == 0 and report.skipped_for_budget == len({k.structural_hash for k in found})

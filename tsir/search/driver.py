@@ -27,6 +27,7 @@ from tsir.egraph import TermEGraph
 from tsir.errors import TsirError
 from tsir.ir.term import Graph
 from tsir.lower import lower
+from tsir.search import calibration
 from tsir.search.egglog_extract import egglog_extraction
 from tsir.search.extract import Genome, Space, to_term
 from tsir.search.genetic import GeneticConfig, SearchResult, analytic_objectives, genetic_search
@@ -42,7 +43,8 @@ class SearchOptions:
     tuning_trials: int = 0  # MetaSchedule trials per kernel; 0 tunes nothing
     tuning_share: float = 0.4  # at most this share of the search budget goes to tuning
     cache_dir: str | os.PathLike = DEFAULT_DIR
-    final_candidates: int = 3  # GA programs built whole and timed besides the baselines
+    final_candidates: int = 3  # GA programs built whole and timed besides the baselines (time permitting)
+    final_share: float = 0.25  # share of the search budget kept for building and timing the finalists whole
     measure_per_generation: int = 2  # programs newly timed per kernel after each generation
     progress: bool = False
 
@@ -65,6 +67,9 @@ def run_search(
 ) -> Outcome:
     """Choose a program from ``space`` within ``config.time_s`` (tier 3 builds come after)."""
     start = time.perf_counter()
+    cal = calibration.load(options.cache_dir, str(spec.target.export()))
+    if cal is not None:  # the analytic tier uses the target's calibration when one was fitted
+        space = Space.of(space.view, cal.roofline(spec.roofline, tuned=options.tuning_trials > 0))
     baselines = {"egglog": egglog_extraction(egraph, space), "greedy": greedy(space), "original": space.original()}
     update, close = progress_bar(options.progress, config.time_s)
     try:
@@ -84,6 +89,7 @@ def run_search(
     finally:
         close()
     report["search_s"] = report["time_s"] = round(time.perf_counter() - start, 4)
+    report["calibrated"] = cal is not None
     return Outcome(genome, report)
 
 
@@ -103,17 +109,26 @@ def _remote(space, graph, original_mod, spec, config, inputs, measurer, baseline
 
 
 def _measured(space, graph, original_mod, spec, config, options, inputs, measurer, baselines, update):
+    """Tune, time kernels, search and time the finalists whole, all within ``config.time_s``.
+
+    The budget is split by deadlines, all on one clock: tuning may use ``tuning_share`` of it, the
+    end-to-end tier keeps ``final_share`` for itself at the end, and the genetic search (with its kernel
+    timing) has what is left in between. A warm cache skips the tuning and timing already done, so the
+    search then stops on its generation and patience limits long before the budget.
+    """
+    budget = config.time_s
+    start = time.monotonic()
+    final_at = start + (1.0 - options.final_share) * budget  # the end-to-end tier starts by then
     cache_dir = Path(options.cache_dir)
     tuning = TuningDatabase(spec.target, cache_dir) if options.tuning_trials > 0 else None
-    ev = Evaluator(space, graph, original_mod, spec, KernelCache(cache_dir), tuning)
+    target = str(spec.target.export())
+    ev = Evaluator(space, graph, original_mod, spec, KernelCache(cache_dir), tuning, deadline=final_at)
     seeds = [ev.program(g) for g in baselines.values()]
-    ev.tune(seeds, options.tuning_trials, config.time_s * options.tuning_share)
+    ev.tune(seeds, options.tuning_trials, min(options.tuning_share * budget, final_at - time.monotonic()))
     ev.measure_kernels(seeds)
-    measuring = [0.0]  # seconds spent timing kernels during the genetic search
 
     def feedback(generation: int, best_ms: float, population: list) -> bool:
         update(best_ms)
-        began = time.perf_counter()
         fresh: list[Program] = []
         for genome, _ in population:
             p = ev.program(genome)
@@ -121,47 +136,87 @@ def _measured(space, graph, original_mod, spec, config, options, inputs, measure
                 fresh.append(p)
             if len(fresh) == options.measure_per_generation:
                 break
+        if not fresh or time.monotonic() >= final_at:
+            return False
         ev.measure_kernels(fresh)
-        measuring[0] += time.perf_counter() - began
-        return bool(fresh)
+        return any(p.kernel_ms is not None or p.error for p in fresh)
 
-    # the search's own compute gets 80 % of the budget; kernel timing is bounded by measure_per_generation
-    result = genetic_search(space, replace(config, time_s=0.8 * config.time_s),
+    result = genetic_search(space, replace(config, time_s=max(final_at - time.monotonic(), 0.0)),
                             lambda g: (ev.latency_ms(g), float(space.size_bytes(g)), 0.0),
-                            {"egglog": baselines["egglog"]}, feedback, lambda: time.perf_counter() - measuring[0])
+                            {"egglog": baselines["egglog"]}, feedback, time.monotonic)
     report = _report(result, 1.0, "measured")
     genomes = {id(ev.program(g)): g for g, _ in result.ranked}
     genomes.update({id(ev.program(g)): g for g in baselines.values()})
-    ranked = [ev.program(result.genome)]
-    for p in sorted((ev.program(g) for g, _ in result.ranked), key=lambda p: ev.latency_ms(genomes[id(p)])):
-        if p not in ranked and len(ranked) < options.final_candidates:
-            ranked.append(p)
-    finalists = list(ranked)
-    for p in (ev.program(baselines["egglog"]), ev.program(baselines["greedy"])):
-        if p not in finalists:
+    winner_p = ev.program(result.genome)
+    others = sorted((ev.program(g) for g, _ in result.ranked), key=lambda p: ev.latency_ms(genomes[id(p)]))
+    finalists: list[Program] = []
+    for p in [winner_p, ev.program(baselines["egglog"]), ev.program(baselines["greedy"]), *others]:
+        if p not in finalists and (len(finalists) < 3 or len(finalists) < options.final_candidates + 2):
             finalists.append(p)
-    ev.measure_end_to_end(finalists, measurer, inputs)
+    required = len({id(p) for p in finalists[:3]})
+    ev.measure_end_to_end(finalists, measurer, inputs, start + budget, required)
     timed = [p for p in finalists if p.e2e_ms is not None]
     if not timed:
         raise TsirError("every candidate failed end-to-end measurement: " +
                         "; ".join(p.error or "?" for p in finalists))
-    winner = min(timed, key=lambda p: (p.e2e_ms, finalists.index(p)))
+    winner = _pick(timed, [ev.program(baselines[k]) for k in ("egglog", "greedy")])
     measured = [p for p in ev.programs.values() if p.kernel_ms is not None]
+    held_out = _held_out_rank_corr(space, spec, cache_dir, target, options, ev, measured)
+    fitted = calibration.refit(cache_dir, spec.roofline, target)
     report.update({
         "baselines_ms": {k: ev.program(g).e2e_ms for k, g in baselines.items() if k != "original"},
         "winner_ms": winner.e2e_ms,
+        "winner_source": next((k for k in ("egglog", "greedy", "original") if ev.program(baselines[k]) is winner),
+                              "ga"),
         "end_to_end": [{"latency_ms": p.e2e_ms, "kernel_sum_ms": p.kernel_ms, "analytic_ms": p.analytic_ms,
                         "error": p.error} for p in finalists],
-        "rank_corr": spearman([(p.analytic_ms, p.kernel_ms) for p in measured]),
-        "calibration": round(ev.calibration(), 4),
+        "rank_corr": held_out["rank_corr"],
+        "rank_corr_uncalibrated": _rank_corr(space, spec.roofline, measured),
+        "rank_corr_in_search": spearman([(p.analytic_ms, p.kernel_ms) for p in measured]),
+        "calibration": {"held_out_kernels": held_out["kernels"], "refit_kernels": fitted.kernels if fitted else 0,
+                        "path": str(calibration.path(cache_dir, target)) if fitted else None,
+                        "measured_over_analytic": round(ev.calibration(), 4)},
         "programs_measured": len(measured),
-        "kernel_cache": {"hits": ev.cache.hits, "misses": ev.cache.misses, "dir": str(ev.cache.dir)},
+        "kernel_cache": {"hits": ev.cache.hits, "misses": ev.cache.misses, "dir": str(ev.cache.dir),
+                         "skipped_for_budget": ev.skipped_for_budget},
         "failures": ev.kernel_failures + [p.error for p in ev.programs.values() if p.error],
         "tuning": {"trials_per_task": options.tuning_trials, "tasks_tuned": ev.tuning_report.tasks_tuned,
+                   "trials": ev.tuning_report.trials, "skipped_for_budget": ev.tuning_report.skipped_for_budget,
                    "failures": ev.tuning_report.failures},
         "tuning_s": round(ev.tuning_report.time_s, 4),
+        "budget_s": round(budget, 4),
     })
     return genomes[id(winner)], report
+
+
+NOISE = 0.02  # a GA program must beat the best baseline by this fraction end to end to be picked over it
+
+
+def _pick(timed: list[Program], baselines: list[Program]) -> Program:
+    """The measured best; a baseline stays the pick unless another program beats it by more than ``NOISE``."""
+    best = min(timed, key=lambda p: p.e2e_ms)
+    base = [p for p in baselines if p in timed]
+    if best in base or not base:
+        return best
+    best_base = min(base, key=lambda p: p.e2e_ms)
+    return best if best.e2e_ms < (1 - NOISE) * best_base.e2e_ms else best_base
+
+
+def _rank_corr(space: Space, roofline, measured: list[Program]) -> float | None:
+    """Spearman of ``roofline``'s analytic cost vs the tier-2 latency of the ``measured`` programs."""
+    priced = Space.of(space.view, roofline)
+    return spearman([(priced.cost(list(p.genome)), p.kernel_ms) for p in measured])
+
+
+def _held_out_rank_corr(space, spec, cache_dir, target, options, ev: Evaluator, measured: list[Program]) -> dict:
+    """Spearman of the calibrated analytic cost vs tier 2 over this search's measured programs, where the
+    calibration is fitted only on cached kernels that none of these programs contains (other models, runs)."""
+    data = calibration.samples(ev.cache, target, exclude=ev.kernel_keys())
+    cal = calibration.fit(data, spec.roofline, target)
+    if cal is None:
+        return {"rank_corr": None, "kernels": 0}
+    roofline = cal.roofline(spec.roofline, tuned=options.tuning_trials > 0)
+    return {"rank_corr": _rank_corr(space, roofline, measured), "kernels": len(data)}
 
 
 def _report(result: SearchResult, to_ms: float, tier: str) -> dict:
