@@ -45,7 +45,11 @@ class Kernel:
             flops = float(estimate_tir_flops(self.module()))
         except Exception:  # an op the estimator does not know: its FLOPs stay unknown
             flops = 0.0
-        moved = sum(_numel(b.shape) * tvm.runtime.DataType(b.dtype).bits / 8 for b in self.func.buffer_map.values())
+        moved = 0.0
+        for param in self.func.params:
+            ty = param.ty
+            if hasattr(ty, "shape") and hasattr(ty, "dtype"):
+                moved += _numel(ty.shape) * tvm.runtime.DataType(str(ty.dtype)).bits / 8
         return {"op_class": self.op_class, "flops": flops, "bytes": float(moved)}
 
 

@@ -105,8 +105,8 @@ def test_corrupt_cache_file_is_reported_removed_and_rebuilt(tmp_path):
 class ScriptedMeasurer:
     """Times nothing: reports the k-th library built as failed and gives the others decreasing latencies.
 
-    The search times its finalists in two rounds (the second in reverse order): the k-th library is
-    recognized by its file name (``candidate<k>.so``), so both rounds agree."""
+    The search times its finalists in two rounds (the second in reverse order) in one call: the k-th
+    library is recognized by its file name (``candidate<k>.so``), so both rounds agree."""
 
     def __init__(self, failing: int) -> None:
         self.failing = failing

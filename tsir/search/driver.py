@@ -19,7 +19,7 @@ import tvm
 
 from tsir.backends import runtime
 from tsir.backends.kernel_cache import DEFAULT_DIR, KernelCache
-from tsir.backends.measure import LocalMeasurer, Measurer
+from tsir.backends.measure import Measurer
 from tsir.backends.rpc import RemoteCost
 from tsir.backends.targets import TargetSpec
 from tsir.backends.tuning import TuningDatabase
@@ -32,7 +32,7 @@ from tsir.search.egglog_extract import egglog_extraction
 from tsir.search.extract import Genome, Space, to_term
 from tsir.search.genetic import GeneticConfig, SearchResult, analytic_objectives, genetic_search
 from tsir.search.greedy import greedy
-from tsir.search.measured import Evaluator, Program, progress_bar, spearman
+from tsir.search.measured import Evaluator, Program, WorkerMeasurer, progress_bar, spearman
 
 COSTS = ("analytic", "measured", "rpc")  # rpc: whole programs timed on TVM RPC devices
 
@@ -44,7 +44,7 @@ class SearchOptions:
     tuning_share: float = 0.4  # at most this share of the search budget goes to tuning
     cache_dir: str | os.PathLike = DEFAULT_DIR
     final_candidates: int = 3  # GA programs built whole and timed besides the baselines (time permitting)
-    final_share: float = 0.25  # share of the search budget kept for building and timing the finalists whole
+    final_share: float = 0.35  # share of the search budget kept for building and timing the finalists whole
     measure_per_generation: int = 2  # programs newly timed per kernel after each generation
     progress: bool = False
 
@@ -66,9 +66,11 @@ def run_search(
     config: GeneticConfig, options: SearchOptions, inputs: list[np.ndarray], measurer: Measurer | None = None,
 ) -> Outcome:
     """Choose a program from ``space`` within ``config.time_s`` (tier 3 builds come after)."""
-    start = time.perf_counter()
-    cal = calibration.load(options.cache_dir, str(spec.target.export()))
-    if cal is not None:  # the analytic tier uses the target's calibration when one was fitted
+    start, clock_start = time.perf_counter(), time.monotonic()
+    # the analytic tier uses the target's calibration when one was fitted; the measured tier keeps the
+    # plain roofline (scaled by its own measurements), so its baselines and a warm rerun stay the same
+    cal = calibration.load(options.cache_dir, str(spec.target.export())) if options.cost == "analytic" else None
+    if cal is not None:
         space = Space.of(space.view, cal.roofline(spec.roofline, tuned=options.tuning_trials > 0))
     baselines = {"egglog": egglog_extraction(egraph, space), "greedy": greedy(space), "original": space.original()}
     update, close = progress_bar(options.progress, config.time_s)
@@ -85,7 +87,7 @@ def run_search(
             genome, report = _remote(space, graph, original_mod, spec, config, inputs, measurer, baselines, update)
         else:
             genome, report = _measured(space, graph, original_mod, spec, config, options, inputs,
-                                       measurer or LocalMeasurer(), baselines, update)
+                                       measurer, baselines, update, clock_start)
     finally:
         close()
     report["search_s"] = report["time_s"] = round(time.perf_counter() - start, 4)
@@ -108,7 +110,7 @@ def _remote(space, graph, original_mod, spec, config, inputs, measurer, baseline
     return result.genome, report
 
 
-def _measured(space, graph, original_mod, spec, config, options, inputs, measurer, baselines, update):
+def _measured(space, graph, original_mod, spec, config, options, inputs, measurer, baselines, update, start):
     """Tune, time kernels, search and time the finalists whole, all within ``config.time_s``.
 
     The budget is split by deadlines, all on one clock: tuning may use ``tuning_share`` of it, the
@@ -116,16 +118,29 @@ def _measured(space, graph, original_mod, spec, config, options, inputs, measure
     timing) has what is left in between. A warm cache skips the tuning and timing already done, so the
     search then stops on its generation and patience limits long before the budget.
     """
-    budget = config.time_s
-    start = time.monotonic()
+    budget = config.time_s  # counted from ``start``, when the search stage began (seeds included)
     final_at = start + (1.0 - options.final_share) * budget  # the end-to-end tier starts by then
     cache_dir = Path(options.cache_dir)
     tuning = TuningDatabase(spec.target, cache_dir) if options.tuning_trials > 0 else None
     target = str(spec.target.export())
     ev = Evaluator(space, graph, original_mod, spec, KernelCache(cache_dir), tuning, deadline=final_at)
+    try:
+        return _measured_with(ev, space, spec, config, options, inputs, measurer, baselines, update, start, final_at,
+                              cache_dir, target)
+    finally:
+        if ev.worker is not None:
+            ev.worker.close()
+
+
+def _measured_with(ev, space, spec, config, options, inputs, measurer, baselines, update, start, final_at,
+                   cache_dir, target):
+    budget = config.time_s
     seeds = [ev.program(g) for g in baselines.values()]
+    phases = {}
     ev.tune(seeds, options.tuning_trials, min(options.tuning_share * budget, final_at - time.monotonic()))
+    phases["tuning"] = time.monotonic() - start
     ev.measure_kernels(seeds)
+    phases["seed_kernels"] = time.monotonic() - start - sum(phases.values())
 
     def feedback(generation: int, best_ms: float, population: list) -> bool:
         update(best_ms)
@@ -144,6 +159,7 @@ def _measured(space, graph, original_mod, spec, config, options, inputs, measure
     result = genetic_search(space, replace(config, time_s=max(final_at - time.monotonic(), 0.0)),
                             lambda g: (ev.latency_ms(g), float(space.size_bytes(g)), 0.0),
                             {"egglog": baselines["egglog"]}, feedback, time.monotonic)
+    phases["genetic_search"] = time.monotonic() - start - sum(phases.values())
     report = _report(result, 1.0, "measured")
     genomes = {id(ev.program(g)): g for g, _ in result.ranked}
     genomes.update({id(ev.program(g)): g for g in baselines.values()})
@@ -154,7 +170,9 @@ def _measured(space, graph, original_mod, spec, config, options, inputs, measure
         if p not in finalists and (len(finalists) < 3 or len(finalists) < options.final_candidates + 2):
             finalists.append(p)
     required = len({id(p) for p in finalists[:3]})
+    measurer = measurer or WorkerMeasurer(ev, deadline=start + budget)
     ev.measure_end_to_end(finalists, measurer, inputs, start + budget, required)
+    phases["end_to_end"] = time.monotonic() - start - sum(phases.values())
     timed = [p for p in finalists if p.e2e_ms is not None]
     if not timed:
         raise TsirError("every candidate failed end-to-end measurement: " +
@@ -185,6 +203,7 @@ def _measured(space, graph, original_mod, spec, config, options, inputs, measure
                    "failures": ev.tuning_report.failures},
         "tuning_s": round(ev.tuning_report.time_s, 4),
         "budget_s": round(budget, 4),
+        "phases_s": {k: round(v, 3) for k, v in phases.items()},
     })
     return genomes[id(winner)], report
 

@@ -31,10 +31,10 @@ import tvm
 import tvm_ffi
 
 from tsir.backends import runtime
-from tsir.backends.child import run_isolated
+from tsir.backends.child import Worker
 from tsir.backends.kernel_cache import KernelCache, KernelKey, KernelTiming, ProgramCache
 from tsir.backends.kernels import Kernel, LibraryCall, all_kernels, fuse
-from tsir.backends.measure import Measurer
+from tsir.backends.measure import LocalMeasurer, Measurement, Measurer
 from tsir.backends.targets import TargetSpec
 from tsir.backends.tuning import TuningDatabase, TuningReport
 from tsir.ir.term import Graph, Term, postorder
@@ -92,6 +92,7 @@ class Evaluator:
     tuning_report: TuningReport = field(default_factory=TuningReport)
     skipped_for_budget: int = 0  # kernels left untimed at the deadline
     _digests: dict[int, str] = field(default_factory=dict)
+    worker: Worker | None = None  # the child process that times kernels, kept for the whole search
 
     def __post_init__(self) -> None:
         self.target = str(self.spec.target.export())
@@ -191,7 +192,9 @@ class Evaluator:
                 todo.append((key, c))
             items = [{"module": tvm.ir.save_json(self._scheduled(c.kernel))} for _, c in todo]
             context = {"target": self.spec.target.export(), **KERNEL_TIMING}
-            rows = run_isolated("kernel", items, context, self.kernel_timeout_s, self.deadline)
+            if self.worker is None:
+                self.worker = Worker(self.kernel_timeout_s)
+            rows = self.worker.run("kernel", items, context, self.deadline)
             for (key, c), row in zip(todo, rows, strict=True):
                 if row.get("skipped"):
                     self.skipped_for_budget += 1
@@ -227,7 +230,7 @@ class Evaluator:
         """Tier 3: build each program whole (cached by program + kernel sources) and time it.
 
         The first ``required`` programs are always built; the others only while the last build's
-        duration still fits before ``deadline``. All built programs are timed together in two rounds,
+        duration still fits before ``deadline``. All built programs are timed in one child in two rounds,
         the second in reverse order, and each gets the mean of its two medians.
         """
         e2e = KernelCache(self.cache.dir.parent, kind="e2e")
@@ -262,13 +265,41 @@ class Evaluator:
                 build_s = time.monotonic() - began
             if not built:
                 return
-            first = measurer.measure(libraries, inputs)
-            second = measurer.measure(libraries[::-1], inputs)[::-1]
-            for (p, key), a, b in zip(built, first, second, strict=True):
+            # two rounds, the second in reverse order; the required programs' first round ignores the deadline
+            n, k = len(libraries), min(required, len(libraries))
+            if isinstance(measurer, WorkerMeasurer):
+                rows = (measurer.measure(libraries[:k], inputs, deadline=False)
+                        + measurer.measure(libraries[k:] + libraries[::-1], inputs))
+            else:
+                rows = measurer.measure(libraries + libraries[::-1], inputs)
+            for (p, key), a, b in zip(built, rows[:n], rows[n:][::-1], strict=True):
                 times = [m.median_ms for m in (a, b) if m.median_ms is not None]
                 p.e2e_ms = statistics.mean(times) if times else None
                 p.error = None if times else (a.error or b.error)
-                e2e.put(key, KernelTiming(p.e2e_ms, p.error))
+                if times or p.error != "budget":  # a program the deadline left untimed is not cached
+                    e2e.put(key, KernelTiming(p.e2e_ms, p.error))
+
+
+@dataclass
+class WorkerMeasurer:
+    """``LocalMeasurer``'s measurement in the evaluator's long-lived child, stopping at a deadline."""
+
+    evaluator: Evaluator
+    deadline: float | None = None
+    settings: LocalMeasurer = field(default_factory=LocalMeasurer)
+
+    def measure(self, libraries, inputs, deadline: bool = True) -> list[Measurement]:
+        ev = self.evaluator
+        if ev.worker is None:
+            ev.worker = Worker(ev.kernel_timeout_s)
+        with tempfile.TemporaryDirectory(prefix="tsir-inputs-") as tmp:
+            arrays = Path(tmp) / "inputs.npz"
+            np.savez(arrays, *[np.ascontiguousarray(x) for x in inputs])
+            context = {"inputs": str(arrays), "repeat": self.settings.repeat,
+                       "min_repeat_ms": self.settings.min_repeat_ms}
+            rows = ev.worker.run("library", [str(p) for p in libraries], context,
+                                 self.deadline if deadline else None)
+        return [Measurement(r.get("median_ms"), r.get("error") or r.get("skipped")) for r in rows]
 
 
 def spearman(pairs: list[tuple[float, float]]) -> float | None:
