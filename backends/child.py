@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 # job name -> function of backends/jobs.py, called as fn(item, context) -> JSON-able dict
-JOBS = {"kernel": "time_kernel", "library": "time_library"}
+JOBS = {"kernel": "time_kernel", "library": "time_library", "tune": "tune_kernel"}
 STARTUP_TIMEOUT_S = 300.0  # importing TVM in the child, on a loaded machine
 
 
@@ -59,14 +59,23 @@ class Worker:
         self._kill()
         self._tmp.cleanup()
 
-    def run(self, job: str, items: Sequence, context: object = None, deadline: float | None = None) -> list[dict]:
+    def run(self, job: str, items: Sequence, context: object = None, deadline: float | None = None,
+            hard: bool = False, timeout_s: float | None = None) -> list[dict]:
+        """Results of ``job`` on ``items``; ``hard``: at the deadline the child is killed, not let finish its item;
+        ``timeout_s`` replaces the worker's per-item timeout for this call."""
         if job not in JOBS:
             raise ValueError(f"unknown child job {job!r}; known: {sorted(JOBS)}")
+        if timeout_s is not None:
+            saved, self.timeout_s = self.timeout_s, timeout_s
+            try:
+                return self.run(job, items, context, deadline, hard)
+            finally:
+                self.timeout_s = saved
         results: list[dict] = []
         while len(results) < len(items):
             if deadline is not None and time.monotonic() >= deadline:
                 return results + [{"skipped": "budget"}] * (len(items) - len(results))
-            results.extend(self._batch(job, list(items[len(results):]), context, deadline))
+            results.extend(self._batch(job, list(items[len(results):]), context, deadline, hard))
         return results
 
     def _start(self) -> None:
@@ -84,7 +93,7 @@ class Worker:
             self.proc.wait()
         self.proc = None
 
-    def _batch(self, job: str, items: list, context: object, deadline: float | None) -> list[dict]:
+    def _batch(self, job: str, items: list, context: object, deadline: float | None, hard: bool) -> list[dict]:
         """Run ``items`` until they are done or the child fails; the results produced (+ the failure)."""
         if self.proc is None or self.proc.poll() is not None:
             self._start()
@@ -110,6 +119,9 @@ class Worker:
             if status is not None:
                 break
             if deadline is not None and time.monotonic() >= deadline:
+                if hard:
+                    self._kill()
+                    return lines  # the caller marks the rest skipped
                 (self.dir / f"{name}.stop").touch()  # the child skips the items it has not begun
             now = time.monotonic()
             if not ready.exists():  # still importing: an item's clock starts when the child is ready

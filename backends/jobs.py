@@ -47,3 +47,38 @@ def time_library(path: str, context: dict) -> dict:
     timer = vm.time_evaluator("main", device, number=1, repeat=context["repeat"],
                               min_repeat_ms=context["min_repeat_ms"])
     return {"median_ms": statistics.median(timer(*args).results) * 1e3}
+
+
+_TUNING_POOLS: list = []  # MetaSchedule's builder and runner workers, started once per child
+
+
+def tune_kernel(item: dict, context: dict) -> dict:
+    """Child side: tune one kernel with MetaSchedule, ``chunk`` trials per call, records into the JSON database.
+
+    No xgboost here: the design space is sampled at random (``replay-trace``, ``random`` cost model).
+    Each chunk commits its records, so a child killed at the tuning deadline keeps what it measured.
+    """
+    import logging
+    import tempfile
+
+    from tvm.s_tir import meta_schedule as ms
+
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    if not _TUNING_POOLS:
+        timeout = context.get("timeout_s", 300)
+        _TUNING_POOLS.extend([ms.builder.LocalBuilder(max_workers=1, timeout_sec=timeout),
+                              ms.runner.LocalRunner(timeout_sec=timeout)])
+    builder, runner = _TUNING_POOLS
+    mod = tvm.ir.load_json(item["module"])
+    target = tvm.target.Target(context["target"])
+    db = ms.database.JSONDatabase(path_workload=context["workload"], path_tuning_record=context["records"],
+                                  module_equality="structural")
+    done = 0
+    while done < item["trials"]:
+        n = min(context.get("chunk", 4), item["trials"] - done)
+        with tempfile.TemporaryDirectory(prefix="tsir-tune-") as work_dir:
+            ms.tir_integration.tune_tir(mod, target, work_dir, max_trials_global=n, num_trials_per_iter=n,
+                                        database=db, seed=item.get("seed", 0) + done, num_tuning_cores=1,
+                                        strategy="replay-trace", cost_model="random", builder=builder, runner=runner)
+        done += n
+    return {"trials": done}

@@ -3,7 +3,7 @@
 ``TuningDatabase(target, root)`` keeps ``root/tuning/<target digest>/database_*.json`` and an index
 (structural hash of a kernel -> digest of its best record) used as the kernel's source in the kernel
 cache. ``tune`` tunes the kernels it is given that have no record yet, GEMM/conv-class kernels first and
-the heaviest first, in chunks of a few trials, and starts no chunk that would end after its deadline;
+the heaviest first, in a child process killed at its deadline (records committed by then are kept);
 ``build`` compiles a Relax program with the records applied (``MetaScheduleApplyDatabase`` after
 FuseOps/FuseTIR), untuned kernels keep TVM's default code. There is no xgboost here: the search samples
 the design space at random (``replay-trace`` with the ``random`` cost model), which needs no training.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import tempfile
 import time
@@ -25,13 +24,13 @@ import tvm
 from tvm import relax
 from tvm.s_tir import meta_schedule as ms
 
+from tsir.backends.child import Worker
 from tsir.backends.kernel_cache import DEFAULT_DIR, write_atomic
-from tsir.backends.kernels import Kernel
+from tsir.backends.kernels import Kernel, fuse
 
 BUILD_TIMEOUT_S = 300  # a MetaSchedule worker imports TVM first: slow on a loaded machine
 CHUNK_TRIALS = 4  # trials per MetaSchedule call; the deadline is checked between calls
 HEAVY_CLASSES = ("conv2d", "matmul")  # tuned first: where TVM's default code loses most
-_POOLS: dict[str, tuple[ms.builder.Builder, ms.runner.Runner]] = {}  # worker pools, started once per process
 
 
 @dataclass
@@ -77,69 +76,88 @@ class TuningDatabase:
         return kernel.module() if schedule is None else schedule.mod
 
     def tune(self, kernels: Sequence[Kernel], trials_per_task: int, time_s: float, seed: int = 0,
-             flops: dict[str, float] | None = None) -> TuningReport:
+             flops: dict[str, float] | None = None, worker: Worker | None = None) -> TuningReport:
         """Tune the kernels without a record, GEMM/conv first and heaviest first, within trials and ``time_s``.
 
-        ``flops`` (structural hash -> FLOPs) orders the kernels; trials run in chunks of ``CHUNK_TRIALS``
-        and a chunk starts only when the last one's duration still fits before the deadline.
+        Tuning runs in a child process (``worker``, or one of its own) that is killed when ``time_s`` has
+        passed; the records committed by then stay in the database (a torn last line is dropped). A kernel
+        cut off by the deadline counts as tuned with what it has, so a rerun does not tune it again.
         """
         report = TuningReport()
         start = time.perf_counter()
-        deadline = start + time_s
         todo: dict[str, Kernel] = {}
         for k in kernels:
             if k.structural_hash not in todo and k.structural_hash not in self.index:
                 todo[k.structural_hash] = k
         flops = flops or {}
         order = sorted(todo.values(), key=lambda k: (k.op_class not in HEAVY_CLASSES, -flops.get(k.structural_hash, 0)))
-        chunk_s = 0.0  # duration of the last chunk: the estimate for the next one
-        for kernel in order:
-            done = 0
-            while done < trials_per_task:
-                if time.perf_counter() + chunk_s > deadline:
-                    break
-                began = time.perf_counter()
-                n = min(CHUNK_TRIALS, trials_per_task - done)
-                try:
-                    self._tune_chunk(kernel, n, seed + done)
-                except Exception as err:  # a task MetaSchedule cannot tune keeps its default code; reported
-                    report.failures.append(f"{kernel.name}: {type(err).__name__}: {err}".splitlines()[0][:300])
-                    break
-                done += n
-                chunk_s = time.perf_counter() - began
-            if done:
-                report.tasks_tuned += 1
-                report.trials += done
-                # "" marks a kernel tuned without a valid record: built untuned, not tuned again
-                self.index[kernel.structural_hash] = self.record_digest(kernel) or ""
-            elif time.perf_counter() + chunk_s > deadline:
+        if not order or time_s <= 0 or trials_per_task <= 0:
+            report.skipped_for_budget = len(order)
+            return report
+        items = [{"module": tvm.ir.save_json(k.module()), "trials": trials_per_task, "seed": seed} for k in order]
+        context = {"target": self.target.export(), "workload": str(self.dir / "database_workload.json"),
+                   "records": str(self.dir / "database_tuning_record.json"), "chunk": CHUNK_TRIALS,
+                   "timeout_s": BUILD_TIMEOUT_S}
+        own = worker is None
+        worker = worker or Worker()
+        try:
+            rows = worker.run("tune", items, context, time.monotonic() + time_s, hard=True, timeout_s=time_s + 60)
+        finally:
+            if own:
+                worker.close()
+        self._reload()
+        for kernel, row in zip(order, rows, strict=True):
+            digest = self.record_digest(kernel)
+            if row.get("error"):
+                report.failures.append(f"{kernel.name}: {row['error']}"[:300])
+            elif row.get("skipped") and digest is None:
                 report.skipped_for_budget += 1
-        if report.tasks_tuned:
-            write_atomic(self.dir / "index.json", self.index)
+                continue
+            else:
+                report.tasks_tuned += 1
+                report.trials += row.get("trials", 0)
+            # "" marks a kernel tuned without a valid record: built untuned, not tuned again
+            self.index[kernel.structural_hash] = digest or ""
+        write_atomic(self.dir / "index.json", self.index)
         report.time_s = time.perf_counter() - start
         return report
 
-    def _tune_chunk(self, kernel: Kernel, trials: int, seed: int) -> None:
-        builder, runner = _pools()
-        with tempfile.TemporaryDirectory(prefix="tsir-tune-") as work_dir:
-            logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-            ms.tir_integration.tune_tir(
-                kernel.module(), self.target, work_dir, max_trials_global=trials, num_trials_per_iter=trials,
-                database=self.db, seed=seed, num_tuning_cores=1, strategy="replay-trace", cost_model="random",
-                builder=builder, runner=runner,
-            )
+    def _reload(self) -> None:
+        """Drop a torn last line (a child killed while writing), then reopen the database files."""
+        for name in ("database_workload.json", "database_tuning_record.json"):
+            path = self.dir / name
+            if path.exists():
+                lines = path.read_text().splitlines()
+                kept = [line for line in lines if _parses(line)]
+                if len(kept) != len(lines):
+                    write_lines_atomic(path, kept)
+        self.db = ms.database.JSONDatabase(
+            path_workload=str(self.dir / "database_workload.json"),
+            path_tuning_record=str(self.dir / "database_tuning_record.json"), module_equality="structural")
+
+    def apply(self, mod: tvm.IRModule) -> tvm.IRModule:
+        """``mod`` fused as the build fuses it, each kernel with a record replaced by its tuned schedule."""
+        fused = fuse(mod, self.target)
+        with self.target, self.db, tvm.transform.PassContext(opt_level=3):
+            return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
 
     def build(self, mod: tvm.IRModule) -> relax.VMExecutable:
-        """Compile ``mod`` with the records of this database applied."""
+        """Compile ``mod`` with the records of this database applied (MetaSchedule's ``compile_relax``)."""
         return ms.relax_integration.compile_relax(self.db, mod, self.target, None)
 
 
-def _pools() -> tuple[ms.builder.Builder, ms.runner.Runner]:
-    """One builder and one runner worker per process (starting them imports TVM in each: seconds)."""
-    if "local" not in _POOLS:
-        _POOLS["local"] = (ms.builder.LocalBuilder(max_workers=1, timeout_sec=BUILD_TIMEOUT_S),
-                           ms.runner.LocalRunner(timeout_sec=BUILD_TIMEOUT_S))
-    return _POOLS["local"]
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except ValueError:
+        return False
+
+
+def write_lines_atomic(path: Path, lines: list[str]) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+        f.write("".join(line + "\n" for line in lines))
+    os.replace(f.name, path)
 
 
 def _with_num_cores(target: tvm.target.Target) -> tvm.target.Target:

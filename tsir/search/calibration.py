@@ -2,9 +2,8 @@
 
 Every kernel the measured search times is cached with its features (op class, FLOPs, bytes moved,
 and how it was built: untuned TVM code, tuned TVM code or a library call). ``fit`` turns those into
-a per-kernel overhead (a low percentile of the measured times), a compute efficiency per op class and
-kernel source (median of FLOPs / (peak x time) over that class) and a bandwidth efficiency for the
-other kernels (median of bytes / (bandwidth x time)). The result is stored per target as
+a per-kernel overhead, a compute efficiency per op class and kernel source, and a bandwidth
+efficiency for the other kernels, by one least-squares fit (see ``fit``). The result is stored per target as
 ``<cache>/calibration/<target digest>.json`` (written atomically) and ``roofline`` applies it to the
 target's roofline, so the analytic tier (and its choice of library vs TVM kernels) follows what was
 measured.
@@ -15,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 from tsir.backends.kernel_cache import KernelCache, KernelKey, write_atomic
 from tsir.cost import Roofline
@@ -67,25 +67,39 @@ def samples(cache: KernelCache, target: str, exclude: set[KernelKey] = frozenset
 
 
 def fit(data: list[Sample], base: Roofline, target: str) -> Calibration | None:
-    """Fit overhead, efficiencies and bandwidth efficiency on ``data``; None with fewer than 3 kernels."""
+    """Fit overhead, efficiencies and bandwidth efficiency on ``data``; None with fewer than 3 kernels.
+
+    A non-negative least-squares fit of ``seconds = overhead + flops / rate[source, class]`` for the
+    GEMM-class kernels and ``+ bytes / bandwidth`` for the others, on errors relative to each time (so
+    small kernels count as much as large ones).
+    """
     if len(data) < 3:
         return None
-    times = sorted(s.seconds for s in data)
-    dispatch = times[len(times) // 10]  # a low percentile: what the smallest kernels cost
+    from scipy.optimize import nnls
 
-    def busy(s: Sample) -> float:  # the time beyond the overhead, never below a tenth of the measurement
-        return max(s.seconds - dispatch, 0.1 * s.seconds)
-
+    compute = sorted({(s.source, s.op_class) for s in data if s.op_class in OPS_OF_CLASS and s.flops > 0})
+    columns = {c: i + 1 for i, c in enumerate(compute)}
+    memory_column = len(columns) + 1
+    matrix = np.zeros((len(data), memory_column + 1))
+    for row, s in enumerate(data):
+        matrix[row, 0] = 1.0
+        if (s.source, s.op_class) in columns:
+            matrix[row, columns[(s.source, s.op_class)]] = s.flops
+        else:
+            matrix[row, memory_column] = s.bytes
+    seconds = np.array([s.seconds for s in data])
+    scale = np.abs(matrix).max(axis=0)
+    scale[scale == 0] = 1.0
+    solution, _ = nnls(matrix / scale / seconds[:, None], np.ones(len(data)))
+    solution = solution / scale
     efficiency: dict[str, dict[str, float]] = {}
-    for s in data:
-        if s.op_class in OPS_OF_CLASS and s.flops > 0:
-            efficiency.setdefault(s.source, {}).setdefault(s.op_class, []).append(  # type: ignore[arg-type]
-                s.flops / (base.peak_flops * busy(s)))
-    fitted = {src: {c: min(max(statistics.median(v), MIN_EFFICIENCY), MAX_EFFICIENCY) for c, v in classes.items()}
-              for src, classes in efficiency.items()}
-    memory = [s.bytes / (base.bandwidth * busy(s)) for s in data if s.op_class not in OPS_OF_CLASS and s.bytes > 0]
-    bandwidth = min(max(statistics.median(memory), 0.01), 4.0) if memory else 1.0
-    return Calibration(target, fitted, bandwidth, dispatch, len(data))
+    for (source, op_class), i in columns.items():
+        rate = 1.0 / solution[i] if solution[i] > 0 else base.peak_flops * MAX_EFFICIENCY
+        efficiency.setdefault(source, {})[op_class] = float(min(max(rate / base.peak_flops, MIN_EFFICIENCY),
+                                                                MAX_EFFICIENCY))
+    has_memory = matrix[:, memory_column].any()
+    bandwidth = 1.0 / solution[memory_column] / base.bandwidth if has_memory and solution[memory_column] > 0 else 1.0
+    return Calibration(target, efficiency, float(min(max(bandwidth, 0.01), 4.0)), float(solution[0]), len(data))
 
 
 def path(root: str | os.PathLike, target: str) -> Path:

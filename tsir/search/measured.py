@@ -162,7 +162,9 @@ class Evaluator:
                 self._prepare(p)
                 todo += [c.kernel for c in p.calls or [] if isinstance(c.kernel, Kernel)]
                 flops.update({c.structural_hash: c.features["flops"] for c in p.calls or []})
-        report = self.tuning.tune(todo, trials, time_s, flops=flops)
+        if self.worker is None:
+            self.worker = Worker(self.kernel_timeout_s)
+        report = self.tuning.tune(todo, trials, time_s, flops=flops, worker=self.worker)
         self.tuning_report.tasks_tuned += report.tasks_tuned
         self.tuning_report.trials += report.trials
         self.tuning_report.time_s += report.time_s
