@@ -2,8 +2,8 @@
 
 ``TuningDatabase(target, root)`` keeps ``root/tuning/<target digest>/database_*.json`` and an index
 (structural hash of a kernel -> digest of its best record) used as the kernel's source in the kernel
-cache. ``tune`` tunes the kernels it is given that have no record yet, GEMM/conv-class kernels first and
-the heaviest first, in a child process killed at its deadline (records committed by then are kept);
+cache. ``tune`` tunes the first few kernels it is given (GEMM/conv-class first, the heaviest first) that have
+not been tuned yet, in a child process killed at its deadline (records committed by then are kept);
 ``build`` compiles a Relax program with the records applied (``MetaScheduleApplyDatabase`` after
 FuseOps/FuseTIR), untuned kernels keep TVM's default code. There is no xgboost here: the search samples
 the design space at random (``replay-trace`` with the ``random`` cost model), which needs no training.
@@ -76,21 +76,22 @@ class TuningDatabase:
         return kernel.module() if schedule is None else schedule.mod
 
     def tune(self, kernels: Sequence[Kernel], trials_per_task: int, time_s: float, seed: int = 0,
-             flops: dict[str, float] | None = None, worker: Worker | None = None) -> TuningReport:
+             flops: dict[str, float] | None = None, worker: Worker | None = None,
+             max_tasks: int | None = None) -> TuningReport:
         """Tune the kernels without a record, GEMM/conv first and heaviest first, within trials and ``time_s``.
 
         Tuning runs in a child process (``worker``, or one of its own) that is killed when ``time_s`` has
-        passed; the records committed by then stay in the database (a torn last line is dropped). A kernel
-        cut off by the deadline counts as tuned with what it has, so a rerun does not tune it again.
+        passed; the records committed by then stay in the database (a torn last line is dropped). Only the
+        first ``max_tasks`` kernels in that order are tuned. Each of them counts as tuned afterwards, with
+        whatever record it got before the deadline (or none), so a rerun on the same cache tunes nothing.
         """
         report = TuningReport()
         start = time.perf_counter()
-        todo: dict[str, Kernel] = {}
-        for k in kernels:
-            if k.structural_hash not in todo and k.structural_hash not in self.index:
-                todo[k.structural_hash] = k
+        distinct = {k.structural_hash: k for k in kernels}
         flops = flops or {}
-        order = sorted(todo.values(), key=lambda k: (k.op_class not in HEAVY_CLASSES, -flops.get(k.structural_hash, 0)))
+        ranked = sorted(distinct.values(),
+                        key=lambda k: (k.op_class not in HEAVY_CLASSES, -flops.get(k.structural_hash, 0), k.name))
+        order = [k for k in ranked[:max_tasks] if k.structural_hash not in self.index]
         if not order or time_s <= 0 or trials_per_task <= 0:
             report.skipped_for_budget = len(order)
             return report
@@ -112,7 +113,6 @@ class TuningDatabase:
                 report.failures.append(f"{kernel.name}: {row['error']}"[:300])
             elif row.get("skipped") and digest is None:
                 report.skipped_for_budget += 1
-                continue
             else:
                 report.tasks_tuned += 1
                 report.trials += row.get("trials", 0)

@@ -32,7 +32,7 @@ from tsir.search.egglog_extract import egglog_extraction
 from tsir.search.extract import Genome, Space, to_term
 from tsir.search.genetic import GeneticConfig, SearchResult, analytic_objectives, genetic_search
 from tsir.search.greedy import greedy
-from tsir.search.measured import Evaluator, Program, WorkerMeasurer, progress_bar, spearman
+from tsir.search.measured import CachedExecutable, Evaluator, Program, WorkerMeasurer, progress_bar, spearman
 
 COSTS = ("analytic", "measured", "rpc")  # rpc: whole programs timed on TVM RPC devices
 
@@ -42,6 +42,7 @@ class SearchOptions:
     cost: str = "analytic"
     tuning_trials: int = 0  # MetaSchedule trials per kernel; 0 tunes nothing
     tuning_share: float = 0.4  # at most this share of the search budget goes to tuning
+    tuning_tasks: int = 3  # kernels of the baselines tuned per search (GEMM/conv first, heaviest first)
     cache_dir: str | os.PathLike = DEFAULT_DIR
     final_candidates: int = 3  # GA programs built whole and timed besides the baselines (time permitting)
     final_share: float = 0.35  # share of the search budget kept for building and timing the finalists whole
@@ -59,6 +60,11 @@ class SearchOptions:
 class Outcome:
     genome: Genome
     report: dict
+    library: Path | None = None  # the measured tier's build of the winner, when it kept one
+
+    def executable(self) -> CachedExecutable | None:
+        """The winner as built by the end-to-end tier (None when it was not built there)."""
+        return CachedExecutable(self.library) if self.library is not None and self.library.exists() else None
 
 
 def run_search(
@@ -67,6 +73,7 @@ def run_search(
 ) -> Outcome:
     """Choose a program from ``space`` within ``config.time_s`` (tier 3 builds come after)."""
     start, clock_start = time.perf_counter(), time.monotonic()
+    library = None
     # the analytic tier uses the target's calibration when one was fitted; the measured tier keeps the
     # plain roofline (scaled by its own measurements), so its baselines and a warm rerun stay the same
     cal = calibration.load(options.cache_dir, str(spec.target.export())) if options.cost == "analytic" else None
@@ -86,13 +93,13 @@ def run_search(
                 raise TsirError("cost='rpc' needs a measurer for the RPC devices (optimize(..., rpc='host:port:key'))")
             genome, report = _remote(space, graph, original_mod, spec, config, inputs, measurer, baselines, update)
         else:
-            genome, report = _measured(space, graph, original_mod, spec, config, options, inputs,
+            genome, report, library = _measured(space, graph, original_mod, spec, config, options, inputs,
                                        measurer, baselines, update, clock_start)
     finally:
         close()
     report["search_s"] = report["time_s"] = round(time.perf_counter() - start, 4)
     report["calibrated"] = cal is not None
-    return Outcome(genome, report)
+    return Outcome(genome, report, library)
 
 
 def _remote(space, graph, original_mod, spec, config, inputs, measurer, baselines, update):
@@ -137,7 +144,8 @@ def _measured_with(ev, space, spec, config, options, inputs, measurer, baselines
     budget = config.time_s
     seeds = [ev.program(g) for g in baselines.values()]
     phases = {}
-    ev.tune(seeds, options.tuning_trials, min(options.tuning_share * budget, final_at - time.monotonic()))
+    ev.tune(seeds, options.tuning_trials, min(options.tuning_share * budget, final_at - time.monotonic()),
+            options.tuning_tasks)
     phases["tuning"] = time.monotonic() - start
     ev.measure_kernels(seeds)
     phases["seed_kernels"] = time.monotonic() - start - sum(phases.values())
@@ -205,7 +213,7 @@ def _measured_with(ev, space, spec, config, options, inputs, measurer, baselines
         "budget_s": round(budget, 4),
         "phases_s": {k: round(v, 3) for k, v in phases.items()},
     })
-    return genomes[id(winner)], report
+    return genomes[id(winner)], report, winner.library
 
 
 NOISE = 0.02  # a GA program must beat the best baseline by this fraction end to end to be picked over it

@@ -18,6 +18,8 @@ unmeasured (and uncached), so the search keeps to its wall-clock budget on a col
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import tvm
 import tvm_ffi
+from tvm import relax
 
 from tsir.backends import runtime
 from tsir.backends.child import Worker
@@ -36,7 +39,7 @@ from tsir.backends.kernel_cache import KernelCache, KernelKey, KernelTiming, Pro
 from tsir.backends.kernels import Kernel, LibraryCall, all_kernels, fuse
 from tsir.backends.measure import LocalMeasurer, Measurement, Measurer
 from tsir.backends.targets import TargetSpec
-from tsir.backends.tuning import TuningDatabase, TuningReport
+from tsir.backends.tuning import HEAVY_CLASSES, TuningDatabase, TuningReport
 from tsir.ir.term import Graph, Term, postorder
 from tsir.lower import lower
 from tsir.search.extract import Genome, Space, to_term
@@ -73,6 +76,7 @@ class Program:
     kernel_ms: float | None = None  # tier 2: sum of measured kernel calls (None: not measured or failed)
     e2e_ms: float | None = None  # tier 3
     error: str | None = None
+    library: Path | None = None  # tier 3's build of the program, kept in the cache (reused by the final build)
 
 
 @dataclass
@@ -151,20 +155,24 @@ class Evaluator:
             source = self.tuning.source(call.structural_hash) if self.tuning is not None else "untuned"
         return KernelKey(call.structural_hash, self.target, source)
 
-    def tune(self, programs: list[Program], trials: int, time_s: float) -> None:
+    def tune(self, programs: list[Program], trials: int, time_s: float, max_tasks: int | None = None) -> None:
         """Tune the TVM kernels of ``programs`` (GEMM/conv first, heaviest first) within ``time_s``."""
         if self.tuning is None or trials <= 0 or time_s <= 0:
             return
         todo: list[Kernel] = []
         flops: dict[str, float] = {}
+        calls = {c.structural_hash: c for p in programs for c in self._calls(p) if not c.library}
+        ranked = sorted(calls.values(), key=lambda c: (c.features["op_class"] not in HEAVY_CLASSES,
+                                                       -c.features["flops"], c.name))
+        if all(c.structural_hash in self.tuning.index for c in ranked[:max_tasks]):
+            return  # everything this search would tune was tuned before (a warm cache)
         for p in programs:
-            if any(not c.library and c.structural_hash not in self.tuning.index for c in self._calls(p)):
-                self._prepare(p)
-                todo += [c.kernel for c in p.calls or [] if isinstance(c.kernel, Kernel)]
-                flops.update({c.structural_hash: c.features["flops"] for c in p.calls or []})
+            self._prepare(p)
+            todo += [c.kernel for c in p.calls or [] if isinstance(c.kernel, Kernel)]
+            flops.update({c.structural_hash: c.features["flops"] for c in p.calls or []})
         if self.worker is None:
             self.worker = Worker(self.kernel_timeout_s)
-        report = self.tuning.tune(todo, trials, time_s, flops=flops, worker=self.worker)
+        report = self.tuning.tune(todo, trials, time_s, flops=flops, worker=self.worker, max_tasks=max_tasks)
         self.tuning_report.tasks_tuned += report.tasks_tuned
         self.tuning_report.trials += report.trials
         self.tuning_report.time_s += report.time_s
@@ -247,6 +255,8 @@ class Evaluator:
             cached = e2e.get(key)
             if cached is not None:
                 p.e2e_ms, p.error = cached.median_ms, cached.error
+                library = e2e.path(key).with_suffix(".so")
+                p.library = library if library.exists() else None
             else:
                 todo.append((p, key))
         if not todo:
@@ -262,6 +272,7 @@ class Evaluator:
                     self.build(p).export_library(str(path))
                     libraries.append(path)
                     built.append((p, key))
+                    p.library = _keep(path, e2e.path(key).with_suffix(".so"))
                 except Exception as err:  # a build error scores the program failed
                     p.error = f"build failed: {type(err).__name__}: {err}".splitlines()[0]
                 build_s = time.monotonic() - began
@@ -280,6 +291,26 @@ class Evaluator:
                 p.error = None if times else (a.error or b.error)
                 if times or p.error != "budget":  # a program the deadline left untimed is not cached
                     e2e.put(key, KernelTiming(p.e2e_ms, p.error))
+
+
+def _keep(path: Path, kept: Path) -> Path:
+    """Copy a built library into the cache atomically; its path there."""
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=kept.parent, suffix=".tmp", delete=False) as f:
+        f.write(path.read_bytes())
+    os.replace(f.name, kept)
+    return kept
+
+
+class CachedExecutable(relax.VMExecutable):
+    """A Relax executable loaded from a library built earlier; exporting it copies that library."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(tvm.runtime.load_module(str(path)))
+        self.library = Path(path)
+
+    def export_library(self, file_name, *args, **kwargs) -> None:
+        shutil.copyfile(self.library, file_name)
 
 
 @dataclass
