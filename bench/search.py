@@ -24,13 +24,16 @@ from tsir import optimize, zoo
 
 RESULTS = Path(__file__).parent / "results" / "search.json"
 COLUMNS = ["model", "ga_ms", "egglog_ms", "greedy_ms", "search_s", "tuning_s", "rank_corr", "verified"]
-# optimize budget per model (s): the cold run of the whole zoo stays within about 12 minutes on 2 cores
-BUDGETS = {"mlp": 30.0, "lenet": 40.0, "nasrnn": 40.0, "bert_layer": 50.0, "hf_bert": 50.0, "inception_block": 50.0,
-           "resnext_block": 50.0, "squeezenet": 60.0, "mobilenet_v2": 70.0, "resnet18": 70.0}
-DEFAULT_BUDGET = 50.0
+# optimize budget per model (s); about half of it goes to the search (tuning, kernel timing, GA, finalists):
+# the cold run of the whole zoo takes about 10 minutes on 2 cores, the warm run replays it from the caches
+BUDGETS = {"mlp": 60.0, "lenet": 60.0, "nasrnn": 80.0, "bert_layer": 100.0, "hf_bert": 100.0,
+           "inception_block": 100.0, "resnext_block": 100.0, "squeezenet": 120.0, "mobilenet_v2": 120.0,
+           "resnet18": 120.0}
+DEFAULT_BUDGET = 100.0
 
 
-def run(models: list[str], cache_dir: Path, budget_s: float | None, tuning_trials: int) -> tuple[list[dict], dict]:
+def run(models: list[str], cache_dir: Path, budget_s: float | None, tuning_trials: int,
+        label: str) -> tuple[list[dict], dict]:
     rows, details, start = [], {}, time.perf_counter()
     for name in models:
         entry = zoo.load(name)
@@ -44,7 +47,11 @@ def run(models: list[str], cache_dir: Path, budget_s: float | None, tuning_trial
         details[name] = {"optimize_s": round(time.perf_counter() - began, 2), "budget_s": report["search"]["budget_s"],
                          "winner_source": s["winner_source"], "rank_corr_uncalibrated": s["rank_corr_uncalibrated"],
                          "tuning": s["tuning"], "kernel_cache": s["kernel_cache"], "generations": s["generations"],
+                         "phases_s": s["phases_s"],
                          "stages_s": report["stages_s"]}
+        print(f"[{label}] {name}: {details[name]['optimize_s']:.1f} s (search {s['search_s']:.1f} s of "
+              f"{s['budget_s']:.1f}, tuning {s['tuning_s']:.1f} s), GA {_fmt(s['winner_ms'])} ms vs egglog "
+              f"{_fmt(s['baselines_ms']['egglog'])} / greedy {_fmt(s['baselines_ms']['greedy'])}", flush=True)
     return rows, {"total_s": round(time.perf_counter() - start, 2), "models": details}
 
 
@@ -61,8 +68,8 @@ def main() -> int:
     args = parser.parse_args()
     cache_dir = args.cache_dir or Path(tempfile.mkdtemp(prefix="tsir-bench-cache-"))
     try:
-        cold, cold_run = run(args.models, cache_dir, args.budget, args.tuning_trials)
-        warm, warm_run = run(args.models, cache_dir, args.budget, args.tuning_trials)
+        cold, cold_run = run(args.models, cache_dir, args.budget, args.tuning_trials, "cold")
+        warm, warm_run = run(args.models, cache_dir, args.budget, args.tuning_trials, "warm")
     finally:
         if args.cache_dir is None:
             shutil.rmtree(cache_dir, ignore_errors=True)

@@ -1,9 +1,13 @@
 """The search stage: seeds, genetic search with cost feedback, end-to-end choice, and its report.
 
-``cost="analytic"`` runs the genetic search on the roofline model alone. ``cost="measured"`` first
-tunes (``tuning_trials`` > 0) and times the kernels of the baselines (egglog's extraction, greedy, the
-input program), runs the genetic search with per-kernel measured feedback each generation, then builds
-the best few programs and the baselines whole, times them, and picks the measured best.
+``cost="analytic"`` runs the genetic search on the roofline model alone (calibrated on measured kernels
+when the cache holds a calibration of the target). ``cost="measured"`` keeps to ``config.time_s`` on
+one clock, cold cache or warm: it tunes a few kernels of the baselines (``tuning_trials`` > 0; egglog's
+extraction, greedy, the input program), times their kernels, runs the genetic search with per-kernel
+measured feedback each generation, then builds the best few programs and the baselines whole, times
+them in interleaved rounds and picks the measured best (a baseline unless beaten by more than
+``NOISE``). Afterwards it reports the held-out rank correlation of the calibrated analytic model and
+refits the target's calibration on every kernel measured so far.
 """
 
 from __future__ import annotations
