@@ -162,16 +162,18 @@ def test_bad_search_options_are_rejected_before_any_work():
 
 
 def test_measured_search_keeps_its_budget_on_a_cold_cache(tmp_path):
-    """Kernel timing, the genetic search and the end-to-end tier all stop by one clock: within 10 %."""
+    """Tuning, kernel timing, the genetic search and the end-to-end tier all stop by one clock: within 10 %."""
     from tsir.search.genetic import GeneticConfig
 
     egraph, space, graph, original, spec, inputs = _mlp_space()
-    budget = 12.0
+    budget = 15.0
     config = GeneticConfig(generations=10**6, patience=10**6, time_s=budget)
-    options = SearchOptions(cost="measured", cache_dir=tmp_path, measure_per_generation=4)
+    options = SearchOptions(cost="measured", cache_dir=tmp_path, measure_per_generation=4, tuning_trials=8,
+                            tuning_share=0.2)
     report = run_search(egraph, space, graph, original, spec, config, options, inputs).report
     assert report["kernel_cache"]["misses"] > 0, "the cache started cold"
     assert report["search_s"] <= 1.1 * budget, report
+    assert 0 < report["tuning_s"] <= 0.2 * budget + 1.0, "tuning time is counted and bounded by its share"
     assert report["winner_ms"] is not None and report["budget_s"] == budget
 
 

@@ -45,7 +45,7 @@ COSTS = ("analytic", "measured", "rpc")  # rpc: whole programs timed on TVM RPC 
 class SearchOptions:
     cost: str = "analytic"
     tuning_trials: int = 0  # MetaSchedule trials per kernel; 0 tunes nothing
-    tuning_share: float = 0.4  # at most this share of the search budget goes to tuning
+    tuning_share: float = 0.3  # at most this share of the search budget goes to tuning
     tuning_tasks: int = 3  # kernels of the baselines tuned per search (GEMM/conv first, heaviest first)
     cache_dir: str | os.PathLike = DEFAULT_DIR
     final_candidates: int = 3  # GA programs built whole and timed besides the baselines (time permitting)
@@ -190,6 +190,9 @@ def _measured_with(ev, space, spec, config, options, inputs, measurer, baselines
         raise TsirError("every candidate failed end-to-end measurement: " +
                         "; ".join(p.error or "?" for p in finalists))
     winner = _pick(timed, [ev.program(baselines[k]) for k in ("egglog", "greedy")])
+    for p in finalists:  # only the winner's library is kept in the cache (the final build reuses it)
+        if p is not winner and p.library is not None:
+            p.library.unlink(missing_ok=True)
     measured = [p for p in ev.programs.values() if p.kernel_ms is not None]
     held_out = _held_out_rank_corr(space, spec, cache_dir, target, options, ev, measured)
     fitted = calibration.refit(cache_dir, spec.roofline, target)
