@@ -38,14 +38,24 @@ def time_kernel(item: dict, context: dict) -> dict:
 
 
 def time_library(path: str, context: dict) -> dict:
-    """Child side: load ``path``, run ``main`` once, then time it (median of ``repeat`` batches)."""
+    """Child side: load ``path``, run ``main`` once, then time it (median of ``repeat`` batches).
+
+    With ``max_ms`` in the context, a slow program gets fewer batches (at least 3), so that timing it
+    takes about ``max_ms``.
+    """
+    import time
+
     device = tvm.cpu()
     vm = relax.VirtualMachine(tvm.runtime.load_module(path), device)
     with np.load(context["inputs"]) as data:
         args = [tvm.runtime.tensor(data[f"arr_{i}"], device) for i in range(len(data.files))]
+    began = time.perf_counter()
     vm["main"](*args)
-    timer = vm.time_evaluator("main", device, number=1, repeat=context["repeat"],
-                              min_repeat_ms=context["min_repeat_ms"])
+    once_ms = (time.perf_counter() - began) * 1e3
+    repeat = context["repeat"]
+    if context.get("max_ms"):
+        repeat = max(3, min(repeat, int(context["max_ms"] / max(once_ms, context["min_repeat_ms"]))))
+    timer = vm.time_evaluator("main", device, number=1, repeat=repeat, min_repeat_ms=context["min_repeat_ms"])
     return {"median_ms": statistics.median(timer(*args).results) * 1e3}
 
 

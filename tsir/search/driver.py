@@ -12,6 +12,8 @@ refits the target's calibration on every kernel measured so far.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 import time
@@ -22,7 +24,7 @@ import numpy as np
 import tvm
 
 from tsir.backends import runtime
-from tsir.backends.kernel_cache import DEFAULT_DIR, KernelCache
+from tsir.backends.kernel_cache import DEFAULT_DIR, KernelCache, write_atomic
 from tsir.backends.measure import Measurer
 from tsir.backends.rpc import RemoteCost
 from tsir.backends.targets import TargetSpec
@@ -168,9 +170,17 @@ def _measured_with(ev, space, spec, config, options, inputs, measurer, baselines
         ev.measure_kernels(fresh)
         return any(p.kernel_ms is not None or p.error for p in fresh)
 
-    result = genetic_search(space, replace(config, time_s=max(final_at - time.monotonic(), 0.0)),
-                            lambda g: (ev.latency_ms(g), float(space.size_bytes(g)), 0.0),
+    # a rerun on the same cache runs as many generations as the first run completed within its budget, so
+    # it replays that run from the caches (same programs, same result) instead of measuring new ones
+    log = _generations_log(cache_dir, ev, target, config, options)
+    replayed = _read_json(log)
+    ga_config = replace(config, time_s=max(final_at - time.monotonic(), 0.0))
+    if replayed is not None:
+        ga_config = replace(ga_config, generations=min(config.generations, int(replayed["generations"])))
+    result = genetic_search(space, ga_config, lambda g: (ev.latency_ms(g), float(space.size_bytes(g)), 0.0),
                             {"egglog": baselines["egglog"]}, feedback, time.monotonic)
+    if replayed is None:
+        write_atomic(log, {"generations": len(result.history)})
     phases["genetic_search"] = time.monotonic() - start - sum(phases.values())
     report = _report(result, 1.0, "measured")
     genomes = {id(ev.program(g)): g for g, _ in result.ranked}
@@ -218,9 +228,25 @@ def _measured_with(ev, space, spec, config, options, inputs, measurer, baselines
                    "failures": ev.tuning_report.failures},
         "tuning_s": round(ev.tuning_report.time_s, 4),
         "budget_s": round(budget, 4),
+        "replayed": replayed is not None,
         "phases_s": {k: round(v, 3) for k, v in phases.items()},
     })
     return genomes[id(winner)], report, winner.library
+
+
+def _generations_log(cache_dir: Path, ev: Evaluator, target: str, config, options) -> Path:
+    """Where the generation count of a search of this model, target, seed and settings is kept."""
+    text = repr((ev.model_digest, target, config.seed, config.population, config.generations, config.patience,
+                 config.mutation_rate, config.tournament, options.tuning_trials, options.tuning_tasks,
+                 options.measure_per_generation))
+    return cache_dir / "searches" / f"{hashlib.sha256(text.encode()).hexdigest()[:32]}.json"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 NOISE = 0.02  # a GA program must beat the best baseline by this fraction end to end to be picked over it

@@ -320,6 +320,7 @@ class WorkerMeasurer:
     evaluator: Evaluator
     deadline: float | None = None
     settings: LocalMeasurer = field(default_factory=LocalMeasurer)
+    max_ms: float = 1000.0  # a slow program gets fewer batches (at least 3) so that one timing takes about this
 
     def measure(self, libraries, inputs, deadline: bool = True) -> list[Measurement]:
         ev = self.evaluator
@@ -329,7 +330,7 @@ class WorkerMeasurer:
             arrays = Path(tmp) / "inputs.npz"
             np.savez(arrays, *[np.ascontiguousarray(x) for x in inputs])
             context = {"inputs": str(arrays), "repeat": self.settings.repeat,
-                       "min_repeat_ms": self.settings.min_repeat_ms}
+                       "min_repeat_ms": self.settings.min_repeat_ms, "max_ms": self.max_ms}
             rows = ev.worker.run("library", [str(p) for p in libraries], context,
                                  self.deadline if deadline else None)
         return [Measurement(r.get("median_ms"), r.get("error") or r.get("skipped")) for r in rows]
