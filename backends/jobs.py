@@ -16,36 +16,86 @@ from tvm.s_tir import dlight
 def time_kernel(item: dict, context: dict) -> dict:
     """Child side: build one kernel module (``tvm.ir.save_json`` text) and time it on random inputs.
 
+    The module's ``main`` is a PrimFunc (a TVM kernel) or a Relax function (one vendor-library call).
     On a GPU target a kernel without a tuned schedule gets dlight's default GPU schedule, as in the
     final build (``tvm.compile``'s CUDA pipeline).
     """
     mod = tvm.ir.load_json(item["module"])
     target = tvm.target.Target(context["target"])
-    if "gpu" in target.keys:
+    device = tvm.device(context.get("device", "cpu"), 0)
+    if "gpu" in target.keys and not isinstance(mod["main"], relax.Function):
         with target:
             mod = dlight.ApplyDefaultSchedule(dlight.gpu.Matmul(), dlight.gpu.GEMV(), dlight.gpu.Reduction(),
                                               dlight.gpu.GeneralReduction(), dlight.gpu.Fallback())(mod)
-    lib = tvm.compile(mod, target=target).jit()
-    device = tvm.device(context.get("device", "cpu"), 0)
     rng = np.random.default_rng(0)
-    args = []
-    for param in mod["main"].params:
-        buf = param.ty
-        shape, dtype = [int(s) for s in buf.shape], str(buf.dtype)
-        data = rng.standard_normal(shape).astype(dtype) if "float" in dtype else np.zeros(shape, dtype)
-        args.append(tvm.runtime.tensor(data, device))
-    timer = lib.time_evaluator("main", device, number=context.get("number", 3), repeat=context.get("repeat", 5),
-                               min_repeat_ms=context.get("min_repeat_ms", 5))
+    if isinstance(mod["main"], relax.Function):
+        vm = relax.VirtualMachine(tvm.compile(mod, target=target), device)
+        shapes = [([int(s) for s in p.ty.shape], str(p.ty.dtype)) for p in mod["main"].params]
+        fn, timed = vm["main"], vm
+    else:
+        lib = tvm.compile(mod, target=target).jit()
+        shapes = [([int(s) for s in p.ty.shape], str(p.ty.dtype)) for p in mod["main"].params]
+        fn, timed = lib["main"], lib
+    args = [tvm.runtime.tensor(rng.standard_normal(shape).astype(dtype) if "float" in dtype
+                               else np.zeros(shape, dtype), device) for shape, dtype in shapes]
+    fn(*args)
+    timer = timed.time_evaluator("main", device, number=context.get("number", 3), repeat=context.get("repeat", 5),
+                                 min_repeat_ms=context.get("min_repeat_ms", 5))
     return {"median_ms": statistics.median(timer(*args).results) * 1e3}
 
 
 def time_library(path: str, context: dict) -> dict:
-    """Child side: load ``path``, run ``main`` once, then time it (median of ``repeat`` batches)."""
+    """Child side: load ``path``, run ``main`` once, then time it (median of ``repeat`` batches).
+
+    With ``max_ms`` in the context, a slow program gets fewer batches (at least 3), so that timing it
+    takes about ``max_ms``.
+    """
+    import time
+
     device = tvm.device(context.get("device", "cpu"), 0)
     vm = relax.VirtualMachine(tvm.runtime.load_module(path), device)
     with np.load(context["inputs"]) as data:
         args = [tvm.runtime.tensor(data[f"arr_{i}"], device) for i in range(len(data.files))]
+    began = time.perf_counter()
     vm["main"](*args)
-    timer = vm.time_evaluator("main", device, number=1, repeat=context["repeat"],
-                              min_repeat_ms=context["min_repeat_ms"])
+    once_ms = (time.perf_counter() - began) * 1e3
+    repeat = context["repeat"]
+    if context.get("max_ms"):
+        repeat = max(3, min(repeat, int(context["max_ms"] / max(once_ms, context["min_repeat_ms"]))))
+    timer = vm.time_evaluator("main", device, number=1, repeat=repeat, min_repeat_ms=context["min_repeat_ms"])
     return {"median_ms": statistics.median(timer(*args).results) * 1e3}
+
+
+_TUNING_POOLS: list = []  # MetaSchedule's builder and runner workers, started once per child
+
+
+def tune_kernel(item: dict, context: dict) -> dict:
+    """Child side: tune one kernel with MetaSchedule, ``chunk`` trials per call, records into the JSON database.
+
+    No xgboost here: the design space is sampled at random (``replay-trace``, ``random`` cost model).
+    Each chunk commits its records, so a child killed at the tuning deadline keeps what it measured.
+    """
+    import logging
+    import tempfile
+
+    from tvm.s_tir import meta_schedule as ms
+
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    if not _TUNING_POOLS:
+        timeout = context.get("timeout_s", 300)
+        _TUNING_POOLS.extend([ms.builder.LocalBuilder(max_workers=1, timeout_sec=timeout),
+                              ms.runner.LocalRunner(timeout_sec=timeout)])
+    builder, runner = _TUNING_POOLS
+    mod = tvm.ir.load_json(item["module"])
+    target = tvm.target.Target(context["target"])
+    db = ms.database.JSONDatabase(path_workload=context["workload"], path_tuning_record=context["records"],
+                                  module_equality="structural")
+    done = 0
+    while done < item["trials"]:
+        n = min(context.get("chunk", 4), item["trials"] - done)
+        with tempfile.TemporaryDirectory(prefix="tsir-tune-") as work_dir:
+            ms.tir_integration.tune_tir(mod, target, work_dir, max_trials_global=n, num_trials_per_iter=n,
+                                        database=db, seed=item.get("seed", 0) + done, num_tuning_cores=1,
+                                        strategy="replay-trace", cost_model="random", builder=builder, runner=runner)
+        done += n
+    return {"trials": done}

@@ -4,7 +4,11 @@ One small JSON file per kernel, named by a digest of (structural hash, target, k
 the source says how the kernel is built: ``untuned``, ``tuned:<record digest>`` or ``library:<name>``.
 Writes are atomic (temporary file + rename), so an interrupted run leaves either the old entry or
 the new one. A file that cannot be parsed or does not hold what its name promises is reported with a
-warning naming it, removed, and measured again.
+warning naming it, removed, and measured again. An entry may carry the kernel's features (op class,
+FLOPs, bytes) for the calibration of the analytic model (``entries`` lists them).
+
+``ProgramCache`` keeps, per candidate program, the list of its kernels (key, calls, features), so a
+warm run neither lowers nor fuses the programs it has seen before.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,11 +80,56 @@ class KernelCache:
         self.hits += 1
         return timing
 
-    def put(self, key: KernelKey, timing: KernelTiming) -> None:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def put(self, key: KernelKey, timing: KernelTiming, features: dict | None = None) -> None:
         data = {"key": [key.structural_hash, key.target, key.source], "median_ms": timing.median_ms,
                 "error": timing.error}
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-            json.dump(data, f)
-        os.replace(f.name, path)
+        if features is not None:
+            data["features"] = features
+        write_atomic(self.path(key), data)
+
+    def entries(self, target: str) -> Iterator[tuple[KernelKey, KernelTiming, dict]]:
+        """Every readable entry of ``target`` that carries features (unreadable files are skipped here)."""
+        for path in sorted(self.dir.glob("*/*.json")):
+            try:
+                data = json.loads(path.read_text())
+                key = KernelKey(*data["key"])
+                if key.target == target and "features" in data:
+                    yield key, KernelTiming(data["median_ms"], data.get("error")), data["features"]
+            except (ValueError, KeyError, TypeError, OSError):
+                continue
+
+
+class ProgramCache:
+    """The kernels of each candidate program: ``root/programs/<digest>.json`` holding a list of kernel records."""
+
+    def __init__(self, root: str | os.PathLike = DEFAULT_DIR) -> None:
+        self.dir = Path(root) / "programs"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        return self.dir / digest[:2] / f"{digest}.json"
+
+    def get(self, digest: str) -> list[dict] | None:
+        path = self.path(digest)
+        try:
+            data = json.loads(path.read_text())
+            if data["digest"] != digest or not isinstance(data["kernels"], list):
+                raise ValueError("key mismatch")
+            return data["kernels"]
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as err:
+            warnings.warn(f"corrupt program cache file {path} ({err}); removing it", CorruptCacheWarning, stacklevel=2)
+            path.unlink(missing_ok=True)
+            return None
+
+    def put(self, digest: str, kernels: list[dict]) -> None:
+        write_atomic(self.path(digest), {"digest": digest, "kernels": kernels})
+
+
+def write_atomic(path: Path, data: object) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+        json.dump(data, f)
+    os.replace(f.name, path)

@@ -1,15 +1,18 @@
 """MetaSchedule tuning with a reusable JSON database per target, applied when building.
 
-``TuningDatabase(target, root)`` keeps ``root/tuning/<target digest>/database_*.json``. ``tune``
-tunes the fused kernels it is given that have no record yet (largest first) within a trial and
-wall-clock budget; ``build`` compiles a Relax program with the records applied
-(``MetaScheduleApplyDatabase`` after FuseOps/FuseTIR), untuned kernels keep TVM's default code.
+``TuningDatabase(target, root)`` keeps ``root/tuning/<target digest>/database_*.json`` and an index
+(structural hash of a kernel -> digest of its best record) used as the kernel's source in the kernel
+cache. ``tune`` tunes the first few kernels it is given (GEMM/conv-class first, the heaviest first) that have
+not been tuned yet, in a child process killed at its deadline (records committed by then are kept);
+``build`` compiles a Relax program with the records applied (``MetaScheduleApplyDatabase`` after
+FuseOps/FuseTIR), untuned kernels keep TVM's default code. There is no xgboost here: the search samples
+the design space at random (``replay-trace`` with the ``random`` cost model), which needs no training.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
+import json
 import os
 import tempfile
 import time
@@ -21,10 +24,13 @@ import tvm
 from tvm import relax
 from tvm.s_tir import meta_schedule as ms
 
-from tsir.backends.kernel_cache import DEFAULT_DIR
-from tsir.backends.kernels import Kernel
+from tsir.backends.child import Worker
+from tsir.backends.kernel_cache import DEFAULT_DIR, write_atomic
+from tsir.backends.kernels import Kernel, fuse
 
 BUILD_TIMEOUT_S = 300  # a MetaSchedule worker imports TVM first: slow on a loaded machine
+CHUNK_TRIALS = 4  # trials per MetaSchedule call; the deadline is checked between calls
+HEAVY_CLASSES = ("conv2d", "matmul")  # tuned first: where TVM's default code loses most
 
 
 @dataclass
@@ -47,6 +53,10 @@ class TuningDatabase:
         self.db = ms.database.JSONDatabase(
             path_workload=str(self.dir / "database_workload.json"),
             path_tuning_record=str(self.dir / "database_tuning_record.json"), module_equality="structural")
+        try:
+            self.index: dict[str, str] = json.loads((self.dir / "index.json").read_text())
+        except (OSError, ValueError):
+            self.index = {}
 
     def record_digest(self, kernel: Kernel) -> str | None:
         """A digest of the best record for ``kernel`` (None when it was never tuned)."""
@@ -54,6 +64,11 @@ class TuningDatabase:
         if record is None:
             return None
         return hashlib.sha256(str(record.trace).encode()).hexdigest()[:16]
+
+    def source(self, structural_hash: str) -> str:
+        """How the kernel with this structural hash is built: ``tuned:<record digest>`` or ``untuned``."""
+        digest = self.index.get(structural_hash)
+        return f"tuned:{digest}" if digest else "untuned"
 
     def scheduled(self, kernel: Kernel) -> tvm.IRModule:
         """``kernel``'s module with its best schedule applied, or unchanged when it has no record."""
@@ -63,41 +78,89 @@ class TuningDatabase:
         # marked, so that a GPU build's default schedules (dlight) leave the tuned kernel alone
         return tvm.IRModule({"main": schedule.mod["main"].with_attr("tirx.is_scheduled", True)})
 
-    def tune(self, kernels: Sequence[Kernel], trials_per_task: int, time_s: float, seed: int = 0) -> TuningReport:
-        """Tune the kernels without a record, heaviest first, until trials or ``time_s`` run out."""
+    def tune(self, kernels: Sequence[Kernel], trials_per_task: int, time_s: float, seed: int = 0,
+             flops: dict[str, float] | None = None, worker: Worker | None = None,
+             max_tasks: int | None = None) -> TuningReport:
+        """Tune the kernels without a record, GEMM/conv first and heaviest first, within trials and ``time_s``.
+
+        Tuning runs in a child process (``worker``, or one of its own) that is killed when ``time_s`` has
+        passed; the records committed by then stay in the database (a torn last line is dropped). Only the
+        first ``max_tasks`` kernels in that order are tuned. Each of them counts as tuned afterwards, with
+        whatever record it got before the deadline (or none), so a rerun on the same cache tunes nothing.
+        """
         report = TuningReport()
         start = time.perf_counter()
-        todo = [k for k in kernels if self.record_digest(k) is None]
-        seen: set[str] = set()
-        for kernel in todo:
-            if kernel.structural_hash in seen:
-                continue
-            seen.add(kernel.structural_hash)
-            if time.perf_counter() - start >= time_s:
+        distinct = {k.structural_hash: k for k in kernels}
+        flops = flops or {}
+        ranked = sorted(distinct.values(),
+                        key=lambda k: (k.op_class not in HEAVY_CLASSES, -flops.get(k.structural_hash, 0), k.name))
+        order = [k for k in ranked[:max_tasks] if k.structural_hash not in self.index]
+        if not order or time_s <= 0 or trials_per_task <= 0:
+            report.skipped_for_budget = len(order)
+            return report
+        items = [{"module": tvm.ir.save_json(k.module()), "trials": trials_per_task, "seed": seed} for k in order]
+        context = {"target": self.target.export(), "workload": str(self.dir / "database_workload.json"),
+                   "records": str(self.dir / "database_tuning_record.json"), "chunk": CHUNK_TRIALS,
+                   "timeout_s": BUILD_TIMEOUT_S}
+        own = worker is None
+        worker = worker or Worker()
+        try:
+            rows = worker.run("tune", items, context, time.monotonic() + time_s, hard=True, timeout_s=time_s + 60)
+        finally:
+            if own:
+                worker.close()
+        self._reload()
+        for kernel, row in zip(order, rows, strict=True):
+            digest = self.record_digest(kernel)
+            if row.get("error"):
+                report.failures.append(f"{kernel.name}: {row['error']}"[:300])
+            elif row.get("skipped") and digest is None:
                 report.skipped_for_budget += 1
-                continue
-            try:
-                self._tune_one(kernel, trials_per_task, seed)
+            else:
                 report.tasks_tuned += 1
-                report.trials += trials_per_task
-            except Exception as err:  # a task MetaSchedule cannot tune keeps its default code; reported
-                report.failures.append(f"{kernel.name}: {type(err).__name__}: {err}".splitlines()[0][:300])
+                report.trials += row.get("trials", 0)
+            # "" marks a kernel tuned without a valid record: built untuned, not tuned again
+            self.index[kernel.structural_hash] = digest or ""
+        write_atomic(self.dir / "index.json", self.index)
         report.time_s = time.perf_counter() - start
         return report
 
-    def _tune_one(self, kernel: Kernel, trials: int, seed: int) -> None:
-        with tempfile.TemporaryDirectory(prefix="tsir-tune-") as work_dir:
-            logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-            ms.tir_integration.tune_tir(
-                kernel.module(), self.target, work_dir, max_trials_global=trials, num_trials_per_iter=min(trials, 16),
-                database=self.db, seed=seed, num_tuning_cores=1, strategy="replay-trace", cost_model="random",
-                builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=BUILD_TIMEOUT_S),
-                runner=ms.runner.LocalRunner(timeout_sec=BUILD_TIMEOUT_S),
-            )
+    def _reload(self) -> None:
+        """Drop a torn last line (a child killed while writing), then reopen the database files."""
+        for name in ("database_workload.json", "database_tuning_record.json"):
+            path = self.dir / name
+            if path.exists():
+                lines = path.read_text().splitlines()
+                kept = [line for line in lines if _parses(line)]
+                if len(kept) != len(lines):
+                    write_lines_atomic(path, kept)
+        self.db = ms.database.JSONDatabase(
+            path_workload=str(self.dir / "database_workload.json"),
+            path_tuning_record=str(self.dir / "database_tuning_record.json"), module_equality="structural")
+
+    def apply(self, mod: tvm.IRModule) -> tvm.IRModule:
+        """``mod`` fused as the build fuses it, each kernel with a record replaced by its tuned schedule."""
+        fused = fuse(mod, self.target)
+        with self.target, self.db, tvm.transform.PassContext(opt_level=3):
+            return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
 
     def build(self, mod: tvm.IRModule) -> relax.VMExecutable:
-        """Compile ``mod`` with the records of this database applied."""
+        """Compile ``mod`` with the records of this database applied (MetaSchedule's ``compile_relax``)."""
         return ms.relax_integration.compile_relax(self.db, mod, self.target, None)
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except ValueError:
+        return False
+
+
+def write_lines_atomic(path: Path, lines: list[str]) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+        f.write("".join(line + "\n" for line in lines))
+    os.replace(f.name, path)
 
 
 def _with_num_cores(target: tvm.target.Target) -> tvm.target.Target:

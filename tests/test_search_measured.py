@@ -103,7 +103,10 @@ def test_corrupt_cache_file_is_reported_removed_and_rebuilt(tmp_path):
 
 
 class ScriptedMeasurer:
-    """Times nothing: reports the k-th library as failed and gives the others decreasing latencies."""
+    """Times nothing: reports the k-th library built as failed and gives the others decreasing latencies.
+
+    The search times its finalists in two rounds (the second in reverse order) in one call: the k-th
+    library is recognized by its file name (``candidate<k>.so``), so both rounds agree."""
 
     def __init__(self, failing: int) -> None:
         self.failing = failing
@@ -112,8 +115,9 @@ class ScriptedMeasurer:
     def measure(self, libraries, inputs) -> list[Measurement]:
         assert all(p.stat().st_size > 0 for p in libraries)
         self.calls.append(len(libraries))
+        index = [int(p.stem.removeprefix("candidate")) for p in libraries]
         return [Measurement(None, "child process killed by signal 11") if i == self.failing
-                else Measurement(10.0 - i, None) for i in range(len(libraries))]
+                else Measurement(10.0 - i, None) for i in index]
 
 
 def _mlp_space():
@@ -155,3 +159,110 @@ def test_bad_search_options_are_rejected_before_any_work():
         optimize(entry.module, entry.example_inputs, cost="fast")
     with pytest.raises(TsirError, match="tuning_trials must be >= 0"):
         optimize(entry.module, entry.example_inputs, tuning_trials=-1)
+
+
+def test_measured_search_keeps_its_budget_on_a_cold_cache(tmp_path):
+    """Tuning, kernel timing, the genetic search and the end-to-end tier all stop by one clock: within 10 %."""
+    from tsir.search.genetic import GeneticConfig
+
+    egraph, space, graph, original, spec, inputs = _mlp_space()
+    budget = 15.0
+    config = GeneticConfig(generations=10**6, patience=10**6, time_s=budget)
+    options = SearchOptions(cost="measured", cache_dir=tmp_path, measure_per_generation=4, tuning_trials=8,
+                            tuning_share=0.2)
+    report = run_search(egraph, space, graph, original, spec, config, options, inputs).report
+    assert report["kernel_cache"]["misses"] > 0, "the cache started cold"
+    assert report["search_s"] <= 1.1 * budget, report
+    assert 0 < report["tuning_s"] <= 0.2 * budget + 1.0, "tuning time is counted and bounded by its share"
+    assert report["winner_ms"] is not None and report["budget_s"] == budget
+
+
+def test_tuning_stops_at_its_deadline_and_skips_what_does_not_fit(tmp_path):
+    from tsir.backends.kernels import fuse, kernels
+    from tsir.backends.tuning import TuningDatabase
+
+    _, _, _, original, spec, _ = _mlp_space()
+    found = kernels(fuse(original, spec.target))
+    report = TuningDatabase(spec.target, tmp_path).tune(found, trials_per_task=4, time_s=0.0)
+    distinct = {k.structural_hash for k in found}
+    assert report.tasks_tuned == 0 and report.trials == 0 and report.skipped_for_budget == len(distinct)
+
+
+def test_tuning_records_a_schedule_that_the_build_applies(tmp_path):
+    """A handful of MetaSchedule trials on one small matmul: the record lands in the per-target JSON
+    database, a new ``TuningDatabase`` on the same folder finds it, and the build uses the tuned schedule
+    (not TVM's default loop nest) and still computes the matmul."""
+    import tvm_ffi
+
+    from tsir.backends.kernels import fuse, kernels
+    from tsir.backends.runtime import Runner
+    from tsir.backends.tuning import TuningDatabase
+
+    spec = targets.resolve("x86")
+    bb = relax.BlockBuilder()
+    x, w = relax.Var("x", relax.TensorType((16, 64), "float32")), relax.Var("w", relax.TensorType((64, 64), "float32"))
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(relax.op.matmul(x, w)))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    [kernel] = kernels(fuse(mod, spec.target))
+    report = TuningDatabase(spec.target, tmp_path).tune([kernel], trials_per_task=2, time_s=300)
+    assert report.tasks_tuned == 1 and report.trials == 2 and not report.failures, report
+    database = TuningDatabase(spec.target, tmp_path)  # reopened from disk
+    assert database.source(kernel.structural_hash).startswith("tuned:")
+    assert database.record_digest(kernel) is not None
+    assert (database.dir / "database_tuning_record.json").read_text().strip()
+    tuned = database.scheduled(kernel)["main"]
+    assert not tvm_ffi.structural_equal(tuned, kernel.module()["main"]), "the tuned schedule is not the default one"
+    applied = [f for f in database.apply(mod).functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert any(tvm_ffi.structural_equal(f.body, tuned.body, map_free_vars=True) for f in applied)
+    a, b = np.random.default_rng(0).standard_normal((2, 16, 64)).astype("float32")[0], np.eye(64, dtype="float32")
+    np.testing.assert_allclose(Runner(database.build(mod))([a, b])[0], a, rtol=1e-5)
+    assert tvm_ffi.structural_hash(tuned) != tvm_ffi.structural_hash(kernel.module()["main"])
+
+
+def test_calibration_fits_efficiencies_and_overhead_and_round_trips(tmp_path):
+    from tsir.cost import X86_HOST
+    from tsir.search import calibration
+    from tsir.search.calibration import Sample
+
+    overhead = 5e-6
+    data = [Sample("matmul", "untuned", 2e6 * i, 1e4, overhead + 2e6 * i / 1e9) for i in range(1, 6)]  # 1 GFLOP/s
+    data += [Sample("dnnl_linear", "library", 2e6 * i, 1e4, overhead + 2e6 * i / 4e11) for i in range(1, 6)]
+    data += [Sample("other", "untuned", 0.0, 4e5 * i, overhead + 4e5 * i / 2e10) for i in range(1, 6)]  # 20 GB/s
+    cal = calibration.fit(data, X86_HOST, "llvm-test")
+    assert cal.dispatch_s == pytest.approx(overhead, rel=0.5)
+    assert cal.efficiency["untuned"]["matmul"] == pytest.approx(1e9 / X86_HOST.peak_flops, rel=0.3)
+    assert cal.efficiency["library"]["dnnl_linear"] == pytest.approx(4e11 / X86_HOST.peak_flops, rel=0.3)
+    assert cal.bandwidth_efficiency == pytest.approx(2e10 / X86_HOST.bandwidth, rel=0.3)
+    calibration.save(tmp_path, cal)
+    assert calibration.load(tmp_path, "llvm-test") == cal and calibration.load(tmp_path, "other-target") is None
+    roofline = cal.roofline(X86_HOST, tuned=True)  # no tuned kernels measured: the untuned efficiency stands
+    assert roofline.compute_efficiency("linear") == cal.efficiency["untuned"]["matmul"]
+    assert roofline.compute_efficiency("dnnl_linear") == cal.efficiency["library"]["dnnl_linear"]
+    assert calibration.fit(data[:2], X86_HOST, "llvm-test") is None, "too few kernels to fit"
+
+
+@pytest.mark.parametrize("library_fast", [True, False])
+def test_calibration_decides_library_or_tvm_kernels_in_analytic_mode(tmp_path, library_fast):
+    from tsir.cost import X86_HOST
+    from tsir.ir.ops import LIBRARY_OPS
+    from tsir.ir.term import postorder
+    from tsir.search import calibration
+    from tsir.search.extract import to_term
+    from tsir.search.genetic import GeneticConfig
+
+    egraph, space, graph, original, spec, inputs = _mlp_space()
+    fast, slow = 0.8, 1e-4
+    cal = calibration.Calibration(str(spec.target.export()),
+                                  {"untuned": {"matmul": slow if library_fast else fast},
+                                   "library": {"dnnl_linear": fast if library_fast else slow,
+                                               "dnnl_matmul": fast if library_fast else slow}},
+                                  1.0, X86_HOST.dispatch_s, 10)
+    calibration.save(tmp_path, cal)
+    options = SearchOptions(cost="analytic", cache_dir=tmp_path)
+    outcome = run_search(egraph, space, graph, original, spec, GeneticConfig(generations=5), options, inputs)
+    ops = {t.op for t in postorder(to_term(space, outcome.genome))}
+    assert outcome.report["calibrated"]
+    assert bool(ops & LIBRARY_OPS) == library_fast, ops

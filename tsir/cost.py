@@ -1,13 +1,18 @@
 """Analytic cost: a roofline model per target, for instant ranking of candidate programs.
 
-A kernel's time is ``max(flops / peak, bytes / bandwidth) + dispatch``. Ops that are views (reshape),
-leaves and tuples cost nothing; a node whose inputs are all constant costs nothing at run time, since
-it is folded when the program is lowered.
+A kernel's time is ``max(flops / (peak * efficiency[op]), bytes / (bandwidth * bandwidth_efficiency))
++ dispatch``. Ops that are views (reshape), leaves and tuples cost nothing; a node whose inputs are all
+constant costs nothing at run time, since it is folded when the program is lowered.
+
+The efficiencies start from the fixed table ``COMPUTE_EFFICIENCY``; ``Roofline.calibrated`` replaces
+them (and the bandwidth efficiency and dispatch overhead) with values fitted on kernels measured on the
+target (``tsir.search.calibration``), so the choice between a library kernel and TVM's own code follows
+measurements when there are any.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tsir.ir.ops import OPS, numel
 
@@ -22,6 +27,8 @@ class Roofline:
     peak_flops: float  # FLOP/s
     bandwidth: float  # bytes/s
     dispatch_s: float  # seconds per kernel launch
+    efficiency: tuple[tuple[str, float], ...] = ()  # (op, fraction of peak) replacing COMPUTE_EFFICIENCY's
+    bandwidth_efficiency: float = 1.0  # fraction of ``bandwidth`` memory-bound kernels reach
 
     def kernel_s(self, op: str, in_types: list, out_type) -> float:
         spec = OPS.get(op)
@@ -29,14 +36,22 @@ class Roofline:
             return 0.0
         flops = spec.flops(tuple(in_types), out_type, ())
         moved = sum(type_bytes(t) for t in (*in_types, out_type))
-        rate = self.peak_flops * COMPUTE_EFFICIENCY.get(op, 1.0)
-        return max(flops / rate, moved / self.bandwidth) + self.dispatch_s
+        rate = self.peak_flops * self.compute_efficiency(op)
+        return max(flops / rate, moved / (self.bandwidth * self.bandwidth_efficiency)) + self.dispatch_s
+
+    def compute_efficiency(self, op: str) -> float:
+        return dict(self.efficiency).get(op, COMPUTE_EFFICIENCY.get(op, 1.0))
+
+    def calibrated(self, efficiency: dict[str, float], bandwidth_efficiency: float, dispatch_s: float) -> Roofline:
+        """This roofline with fitted efficiencies per op (others keep the table) and a fitted overhead."""
+        return replace(self, efficiency=tuple(sorted(efficiency.items())), bandwidth_efficiency=bandwidth_efficiency,
+                       dispatch_s=dispatch_s)
 
 
 # Fraction of the GEMM peak a kernel of each GEMM-class op reaches on x86 (`python -m bench.ops` measures
 # them per op): TVM's code when tuned by MetaSchedule (~177 of ~500 GFLOP/s on 64x512x2048; untuned it is
 # ~1 GFLOP/s) versus oneDNN (~430-480 for brgemm matmul, less for small shapes and NCHW conv).
-# Ops not listed are assumed to run at the roofline.
+# Ops not listed are assumed to run at the roofline. A calibration fitted on measured kernels overrides these.
 COMPUTE_EFFICIENCY = {"matmul": 0.35, "linear": 0.35, "conv2d": 0.35,
                       "dnnl_matmul": 0.85, "dnnl_linear": 0.85, "dnnl_conv2d": 0.8}
 

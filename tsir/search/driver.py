@@ -1,13 +1,19 @@
 """The search stage: seeds, genetic search with cost feedback, end-to-end choice, and its report.
 
-``cost="analytic"`` runs the genetic search on the roofline model alone. ``cost="measured"`` first
-tunes (``tuning_trials`` > 0) and times the kernels of the baselines (egglog's extraction, greedy, the
-input program), runs the genetic search with per-kernel measured feedback each generation, then builds
-the best few programs and the baselines whole, times them, and picks the measured best.
+``cost="analytic"`` runs the genetic search on the roofline model alone (calibrated on measured kernels
+when the cache holds a calibration of the target). ``cost="measured"`` keeps to ``config.time_s`` on
+one clock, cold cache or warm: it tunes a few kernels of the baselines (``tuning_trials`` > 0; egglog's
+extraction, greedy, the input program), times their kernels, runs the genetic search with per-kernel
+measured feedback each generation, then builds the best few programs and the baselines whole, times
+them in interleaved rounds and picks the measured best (a baseline unless beaten by more than
+``NOISE``). Afterwards it reports the held-out rank correlation of the calibrated analytic model and
+refits the target's calibration on every kernel measured so far.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 import time
@@ -18,8 +24,8 @@ import numpy as np
 import tvm
 
 from tsir.backends import runtime
-from tsir.backends.kernel_cache import DEFAULT_DIR, KernelCache
-from tsir.backends.measure import LocalMeasurer, Measurer
+from tsir.backends.kernel_cache import DEFAULT_DIR, KernelCache, write_atomic
+from tsir.backends.measure import Measurer
 from tsir.backends.rpc import RemoteCost
 from tsir.backends.targets import TargetSpec
 from tsir.backends.tuning import TuningDatabase
@@ -27,11 +33,12 @@ from tsir.egraph import TermEGraph
 from tsir.errors import TsirError
 from tsir.ir.term import Graph
 from tsir.lower import lower
+from tsir.search import calibration
 from tsir.search.egglog_extract import egglog_extraction
 from tsir.search.extract import Genome, Space, to_term
 from tsir.search.genetic import GeneticConfig, SearchResult, analytic_objectives, genetic_search
 from tsir.search.greedy import greedy
-from tsir.search.measured import Evaluator, Program, progress_bar, spearman
+from tsir.search.measured import CachedExecutable, Evaluator, Program, WorkerMeasurer, progress_bar, spearman
 
 COSTS = ("analytic", "measured", "rpc")  # rpc: whole programs timed on TVM RPC devices
 
@@ -40,9 +47,11 @@ COSTS = ("analytic", "measured", "rpc")  # rpc: whole programs timed on TVM RPC 
 class SearchOptions:
     cost: str = "analytic"
     tuning_trials: int = 0  # MetaSchedule trials per kernel; 0 tunes nothing
-    tuning_share: float = 0.4  # at most this share of the search budget goes to tuning
+    tuning_share: float = 0.3  # at most this share of the search budget goes to tuning
+    tuning_tasks: int = 3  # kernels of the baselines tuned per search (GEMM/conv first, heaviest first)
     cache_dir: str | os.PathLike = DEFAULT_DIR
-    final_candidates: int = 3  # GA programs built whole and timed besides the baselines
+    final_candidates: int = 3  # GA programs built whole and timed besides the baselines (time permitting)
+    final_share: float = 0.35  # share of the search budget kept for building and timing the finalists whole
     measure_per_generation: int = 2  # programs newly timed per kernel after each generation
     progress: bool = False
 
@@ -57,6 +66,11 @@ class SearchOptions:
 class Outcome:
     genome: Genome
     report: dict
+    library: Path | None = None  # the measured tier's build of the winner, when it kept one
+
+    def executable(self) -> CachedExecutable | None:
+        """The winner as built by the end-to-end tier (None when it was not built there)."""
+        return CachedExecutable(self.library) if self.library is not None and self.library.exists() else None
 
 
 def run_search(
@@ -64,7 +78,13 @@ def run_search(
     config: GeneticConfig, options: SearchOptions, inputs: list[np.ndarray], measurer: Measurer | None = None,
 ) -> Outcome:
     """Choose a program from ``space`` within ``config.time_s`` (tier 3 builds come after)."""
-    start = time.perf_counter()
+    start, clock_start = time.perf_counter(), time.monotonic()
+    library = None
+    # the analytic tier uses the target's calibration when one was fitted; the measured tier keeps the
+    # plain roofline (scaled by its own measurements), so its baselines and a warm rerun stay the same
+    cal = calibration.load(options.cache_dir, str(spec.target.export())) if options.cost == "analytic" else None
+    if cal is not None:
+        space = Space.of(space.view, cal.roofline(spec.roofline, tuned=options.tuning_trials > 0))
     baselines = {"egglog": egglog_extraction(egraph, space), "greedy": greedy(space), "original": space.original()}
     update, close = progress_bar(options.progress, config.time_s)
     try:
@@ -79,51 +99,65 @@ def run_search(
                 raise TsirError("cost='rpc' needs a measurer for the RPC devices (optimize(..., rpc='host:port:key'))")
             genome, report = _remote(space, graph, original_mod, spec, config, inputs, measurer, baselines, update)
         else:
-            genome, report = _measured(space, graph, original_mod, spec, config, options, inputs,
-                                       measurer or LocalMeasurer(device=spec.device), baselines, update)
+            genome, report, library = _measured(space, graph, original_mod, spec, config, options, inputs,
+                                       measurer, baselines, update, clock_start)
     finally:
         close()
     report["search_s"] = report["time_s"] = round(time.perf_counter() - start, 4)
-    return Outcome(genome, report)
+    report["calibrated"] = cal is not None
+    return Outcome(genome, report, library)
 
 
 def _remote(space, graph, original_mod, spec, config, inputs, measurer, baselines, update):
-    """Tier 3 only: candidates are built whole and timed on the RPC devices, a generation at a time so
-    that every device is busy (cached per program)."""
-    modules: dict[tuple[int, ...], tvm.IRModule] = {}
-
-    def module(genome: Genome) -> tvm.IRModule:
-        key = tuple(genome)
-        if key not in modules:
-            modules[key] = lower(graph, to_term(space, genome), original_mod)
-        return modules[key]
-
+    """Tier 3 only: each candidate is built whole and timed on the RPC devices (cached per program)."""
     with tempfile.TemporaryDirectory(prefix="tsir-rpc-") as tmp:
         timed = RemoteCost(measurer, lambda mod, path: runtime.export(runtime.build(mod, spec), path, spec),
                            inputs, Path(tmp))
         result = genetic_search(
-            space, config, lambda g: (timed(module(g)), float(space.size_bytes(g)), 0.0),
-            {"egglog": baselines["egglog"]}, lambda gen, best, pop: update(best * 1e3) or False,
-            batch=lambda genomes: timed.prefetch([module(g) for g in genomes]))
+            space, config,
+            lambda g: (timed(lower(graph, to_term(space, g), original_mod)), float(space.size_bytes(g)), 0.0),
+            {"egglog": baselines["egglog"]}, lambda gen, best, pop: update(best * 1e3) or False)
     report = _report(result, 1e3, "rpc")
     report["rpc_measured"] = len(timed.cache)  # distinct candidate programs timed on devices
-    report["rpc_batch_max"] = max(timed.batches, default=0)  # most candidates timed side by side
     report["rpc_failures"] = timed.errors[:20]  # candidates that failed to build or run
     return result.genome, report
 
 
-def _measured(space, graph, original_mod, spec, config, options, inputs, measurer, baselines, update):
+def _measured(space, graph, original_mod, spec, config, options, inputs, measurer, baselines, update, start):
+    """Tune, time kernels, search and time the finalists whole, all within ``config.time_s``.
+
+    The budget is split by deadlines, all on one clock: tuning may use ``tuning_share`` of it, the
+    end-to-end tier keeps ``final_share`` for itself at the end, and the genetic search (with its kernel
+    timing) has what is left in between. A warm cache skips the tuning and timing already done, so the
+    search then stops on its generation and patience limits long before the budget.
+    """
+    budget = config.time_s  # counted from ``start``, when the search stage began (seeds included)
+    final_at = start + (1.0 - options.final_share) * budget  # the end-to-end tier starts by then
     cache_dir = Path(options.cache_dir)
     tuning = TuningDatabase(spec.target, cache_dir) if options.tuning_trials > 0 else None
-    ev = Evaluator(space, graph, original_mod, spec, KernelCache(cache_dir), tuning)
+    target = str(spec.target.export())
+    ev = Evaluator(space, graph, original_mod, spec, KernelCache(cache_dir), tuning, deadline=final_at)
+    try:
+        return _measured_with(ev, space, spec, config, options, inputs, measurer, baselines, update, start, final_at,
+                              cache_dir, target)
+    finally:
+        if ev.worker is not None:
+            ev.worker.close()
+
+
+def _measured_with(ev, space, spec, config, options, inputs, measurer, baselines, update, start, final_at,
+                   cache_dir, target):
+    budget = config.time_s
     seeds = [ev.program(g) for g in baselines.values()]
-    ev.tune(seeds, options.tuning_trials, config.time_s * options.tuning_share)
+    phases = {}
+    ev.tune(seeds, options.tuning_trials, min(options.tuning_share * budget, final_at - time.monotonic()),
+            options.tuning_tasks)
+    phases["tuning"] = time.monotonic() - start
     ev.measure_kernels(seeds)
-    measuring = [0.0]  # seconds spent timing kernels during the genetic search
+    phases["seed_kernels"] = time.monotonic() - start - sum(phases.values())
 
     def feedback(generation: int, best_ms: float, population: list) -> bool:
         update(best_ms)
-        began = time.perf_counter()
         fresh: list[Program] = []
         for genome, _ in population:
             p = ev.program(genome)
@@ -131,47 +165,118 @@ def _measured(space, graph, original_mod, spec, config, options, inputs, measure
                 fresh.append(p)
             if len(fresh) == options.measure_per_generation:
                 break
+        if not fresh or time.monotonic() >= final_at:
+            return False
         ev.measure_kernels(fresh)
-        measuring[0] += time.perf_counter() - began
-        return bool(fresh)
+        return any(p.kernel_ms is not None or p.error for p in fresh)
 
-    # the search's own compute gets 80 % of the budget; kernel timing is bounded by measure_per_generation
-    result = genetic_search(space, replace(config, time_s=0.8 * config.time_s),
-                            lambda g: (ev.latency_ms(g), float(space.size_bytes(g)), 0.0),
-                            {"egglog": baselines["egglog"]}, feedback, lambda: time.perf_counter() - measuring[0])
+    # a rerun on the same cache runs as many generations as the first run completed within its budget, so
+    # it replays that run from the caches (same programs, same result) instead of measuring new ones
+    log = _generations_log(cache_dir, ev, target, config, options)
+    replayed = _read_json(log)
+    ga_config = replace(config, time_s=max(final_at - time.monotonic(), 0.0))
+    if replayed is not None:
+        ga_config = replace(ga_config, generations=min(config.generations, int(replayed["generations"])))
+    result = genetic_search(space, ga_config, lambda g: (ev.latency_ms(g), float(space.size_bytes(g)), 0.0),
+                            {"egglog": baselines["egglog"]}, feedback, time.monotonic)
+    if replayed is None:
+        write_atomic(log, {"generations": len(result.history)})
+    phases["genetic_search"] = time.monotonic() - start - sum(phases.values())
     report = _report(result, 1.0, "measured")
     genomes = {id(ev.program(g)): g for g, _ in result.ranked}
     genomes.update({id(ev.program(g)): g for g in baselines.values()})
-    ranked = [ev.program(result.genome)]
-    for p in sorted((ev.program(g) for g, _ in result.ranked), key=lambda p: ev.latency_ms(genomes[id(p)])):
-        if p not in ranked and len(ranked) < options.final_candidates:
-            ranked.append(p)
-    finalists = list(ranked)
-    for p in (ev.program(baselines["egglog"]), ev.program(baselines["greedy"])):
-        if p not in finalists:
+    winner_p = ev.program(result.genome)
+    others = sorted((ev.program(g) for g, _ in result.ranked), key=lambda p: ev.latency_ms(genomes[id(p)]))
+    finalists: list[Program] = []
+    for p in [winner_p, ev.program(baselines["egglog"]), ev.program(baselines["greedy"]), *others]:
+        if p not in finalists and (len(finalists) < 3 or len(finalists) < options.final_candidates + 2):
             finalists.append(p)
-    ev.measure_end_to_end(finalists, measurer, inputs)
+    required = len({id(p) for p in finalists[:3]})
+    measurer = measurer or WorkerMeasurer(ev, deadline=start + budget)
+    ev.measure_end_to_end(finalists, measurer, inputs, start + budget, required)
+    phases["end_to_end"] = time.monotonic() - start - sum(phases.values())
     timed = [p for p in finalists if p.e2e_ms is not None]
     if not timed:
         raise TsirError("every candidate failed end-to-end measurement: " +
                         "; ".join(p.error or "?" for p in finalists))
-    winner = min(timed, key=lambda p: (p.e2e_ms, finalists.index(p)))
+    winner = _pick(timed, [ev.program(baselines[k]) for k in ("egglog", "greedy")])
+    for p in finalists:  # only the winner's library is kept in the cache (the final build reuses it)
+        if p is not winner and p.library is not None:
+            p.library.unlink(missing_ok=True)
     measured = [p for p in ev.programs.values() if p.kernel_ms is not None]
+    held_out = _held_out_rank_corr(space, spec, cache_dir, target, options, ev, measured)
+    fitted = calibration.refit(cache_dir, spec.roofline, target)
     report.update({
         "baselines_ms": {k: ev.program(g).e2e_ms for k, g in baselines.items() if k != "original"},
         "winner_ms": winner.e2e_ms,
+        "winner_source": next((k for k in ("egglog", "greedy", "original") if ev.program(baselines[k]) is winner),
+                              "ga"),
         "end_to_end": [{"latency_ms": p.e2e_ms, "kernel_sum_ms": p.kernel_ms, "analytic_ms": p.analytic_ms,
                         "error": p.error} for p in finalists],
-        "rank_corr": spearman([(p.analytic_ms, p.kernel_ms) for p in measured]),
-        "calibration": round(ev.calibration(), 4),
+        "rank_corr": held_out["rank_corr"],
+        "rank_corr_uncalibrated": _rank_corr(space, spec.roofline, measured),
+        "rank_corr_in_search": spearman([(p.analytic_ms, p.kernel_ms) for p in measured]),
+        "calibration": {"held_out_kernels": held_out["kernels"], "refit_kernels": fitted.kernels if fitted else 0,
+                        "path": str(calibration.path(cache_dir, target)) if fitted else None,
+                        "measured_over_analytic": round(ev.calibration(), 4)},
         "programs_measured": len(measured),
-        "kernel_cache": {"hits": ev.cache.hits, "misses": ev.cache.misses, "dir": str(ev.cache.dir)},
+        "kernel_cache": {"hits": ev.cache.hits, "misses": ev.cache.misses, "dir": str(ev.cache.dir),
+                         "skipped_for_budget": ev.skipped_for_budget},
         "failures": ev.kernel_failures + [p.error for p in ev.programs.values() if p.error],
         "tuning": {"trials_per_task": options.tuning_trials, "tasks_tuned": ev.tuning_report.tasks_tuned,
+                   "trials": ev.tuning_report.trials, "skipped_for_budget": ev.tuning_report.skipped_for_budget,
                    "failures": ev.tuning_report.failures},
         "tuning_s": round(ev.tuning_report.time_s, 4),
+        "budget_s": round(budget, 4),
+        "replayed": replayed is not None,
+        "phases_s": {k: round(v, 3) for k, v in phases.items()},
     })
-    return genomes[id(winner)], report
+    return genomes[id(winner)], report, winner.library
+
+
+def _generations_log(cache_dir: Path, ev: Evaluator, target: str, config, options) -> Path:
+    """Where the generation count of a search of this model, target, seed and settings is kept."""
+    text = repr((ev.model_digest, target, config.seed, config.population, config.generations, config.patience,
+                 config.mutation_rate, config.tournament, options.tuning_trials, options.tuning_tasks,
+                 options.measure_per_generation))
+    return cache_dir / "searches" / f"{hashlib.sha256(text.encode()).hexdigest()[:32]}.json"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+NOISE = 0.02  # a GA program must beat the best baseline by this fraction end to end to be picked over it
+
+
+def _pick(timed: list[Program], baselines: list[Program]) -> Program:
+    """The measured best; a baseline stays the pick unless another program beats it by more than ``NOISE``."""
+    best = min(timed, key=lambda p: p.e2e_ms)
+    base = [p for p in baselines if p in timed]
+    if best in base or not base:
+        return best
+    best_base = min(base, key=lambda p: p.e2e_ms)
+    return best if best.e2e_ms < (1 - NOISE) * best_base.e2e_ms else best_base
+
+
+def _rank_corr(space: Space, roofline, measured: list[Program]) -> float | None:
+    """Spearman of ``roofline``'s analytic cost vs the tier-2 latency of the ``measured`` programs."""
+    priced = Space.of(space.view, roofline)
+    return spearman([(priced.cost(list(p.genome)), p.kernel_ms) for p in measured])
+
+
+def _held_out_rank_corr(space, spec, cache_dir, target, options, ev: Evaluator, measured: list[Program]) -> dict:
+    """Spearman of the calibrated analytic cost vs tier 2 over this search's measured programs, where the
+    calibration is fitted only on cached kernels that none of these programs contains (other models, runs)."""
+    data = calibration.samples(ev.cache, target, exclude=ev.kernel_keys())
+    cal = calibration.fit(data, spec.roofline, target)
+    if cal is None:
+        return {"rank_corr": None, "kernels": 0}
+    roofline = cal.roofline(spec.roofline, tuned=options.tuning_trials > 0)
+    return {"rank_corr": _rank_corr(space, roofline, measured), "kernels": len(data)}
 
 
 def _report(result: SearchResult, to_ms: float, tier: str) -> dict:

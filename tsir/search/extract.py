@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tsir.cost import Roofline, type_bytes
 from tsir.egraph import EGraphView, ENode
@@ -27,6 +27,9 @@ class Space:
     min_depth_node: list[int]
     node_cost: list[list[float]]  # seconds at run time; 0 for views, leaves and constant-foldable nodes
     constant: list[bool]  # the class has a constant-only program (folded before run time)
+    # the last repaired genome and its walk: scoring a genome repairs it, then costs, sizes and decodes it,
+    # and each of those walks the same genome again
+    recent_walk: tuple[tuple[int, ...], list[int]] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, view: EGraphView, roofline: Roofline) -> Space:
@@ -95,10 +98,13 @@ def _node_is_constant(node: ENode, const: list[bool]) -> bool:
 
 def walk(space: Space, genome: Genome) -> list[int]:
     """Repair ``genome`` in place and return the classes it reaches from the root, children first."""
+    if space.recent_walk is not None and space.recent_walk[0] == tuple(genome):
+        return list(space.recent_walk[1])
     while True:
         order, cycle = _walk_once(space, genome)
         if cycle is None:
-            return order
+            space.recent_walk = (tuple(genome), order)
+            return list(order)
         fallback = next(c for c in cycle if genome[c] != space.min_depth_node[c])
         genome[fallback] = space.min_depth_node[fallback]
 

@@ -1,16 +1,25 @@
 """Tiered cost feedback for the genetic search.
 
-1. analytic: the roofline model of ``tsir.cost`` ranks every genome instantly;
-2. per-kernel measured: a program is lowered, fused like the final build, and each distinct kernel is
-   timed in a child process and cached on disk (``KernelCache``); the program's latency is the sum
-   over its kernel calls. Unmeasured genomes are scored by the analytic model scaled by the median
-   measured/analytic ratio seen so far (the calibration), so measured and predicted values compare;
-3. end-to-end: the best few programs and the baselines are built whole and timed by a ``Measurer``;
-   the winner is the measured best.
+1. analytic: the roofline model of ``tsir.cost`` (calibrated on measured kernels when a calibration of
+   the target exists, see ``calibration.py``) ranks every genome instantly;
+2. per-kernel measured: a program is lowered, fused like the final build, and each distinct kernel
+   (TVM PrimFunc or vendor-library call) is timed in a child process and cached on disk
+   (``KernelCache``, with the kernel's features); the program's latency is the sum over its kernel
+   calls. The kernels of each program are cached too (``ProgramCache``), so a warm run does not lower
+   programs again. Unmeasured genomes are scored by the analytic model scaled by the median
+   measured/analytic ratio seen so far, so measured and predicted values compare;
+3. end-to-end: the best few programs and the baselines are built whole and timed by a ``Measurer``
+   in two interleaved rounds (the second in reverse order); the winner is the measured best.
+
+Every step that takes time stops at the evaluator's deadline: kernels not timed by then stay
+unmeasured (and uncached), so the search keeps to its wall-clock budget on a cold cache too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -22,19 +31,36 @@ from pathlib import Path
 import numpy as np
 import tvm
 import tvm_ffi
+from tvm import relax
 
 from tsir.backends import runtime
-from tsir.backends.child import run_isolated
-from tsir.backends.kernel_cache import KernelCache, KernelKey, KernelTiming
-from tsir.backends.kernels import Kernel, fuse, kernels
-from tsir.backends.measure import Measurer
+from tsir.backends.child import Worker
+from tsir.backends.kernel_cache import KernelCache, KernelKey, KernelTiming, ProgramCache
+from tsir.backends.kernels import Kernel, LibraryCall, all_kernels, fuse
+from tsir.backends.measure import LocalMeasurer, Measurement, Measurer
 from tsir.backends.targets import TargetSpec
-from tsir.backends.tuning import TuningDatabase, TuningReport
-from tsir.ir.term import Graph, Term
+from tsir.backends.tuning import HEAVY_CLASSES, TuningDatabase, TuningReport
+from tsir.ir.term import Graph, Term, postorder
 from tsir.lower import lower
 from tsir.search.extract import Genome, Space, to_term
 
 KERNEL_TIMING = {"number": 1, "repeat": 3, "min_repeat_ms": 2}
+
+
+@dataclass
+class Call:
+    """One distinct kernel of a program: how often the program calls it and what it computes."""
+
+    name: str
+    structural_hash: str
+    calls: int
+    features: dict
+    library: bool
+    kernel: Kernel | LibraryCall | None = None  # None when it came from the program cache
+
+    def record(self) -> dict:
+        return {"name": self.name, "hash": self.structural_hash, "calls": self.calls, "features": self.features,
+                "library": self.library}
 
 
 @dataclass(eq=False)
@@ -44,11 +70,13 @@ class Program:
     term: Term
     analytic_ms: float
     size_bytes: int
+    genome: Genome
     module: tvm.IRModule | None = None
-    kernels: list[Kernel] | None = None
+    calls: list[Call] | None = None
     kernel_ms: float | None = None  # tier 2: sum of measured kernel calls (None: not measured or failed)
     e2e_ms: float | None = None  # tier 3
     error: str | None = None
+    library: Path | None = None  # tier 3's build of the program, kept in the cache (reused by the final build)
 
 
 @dataclass
@@ -62,14 +90,25 @@ class Evaluator:
     cache: KernelCache
     tuning: TuningDatabase | None
     kernel_timeout_s: float = 60.0
+    deadline: float | None = None  # time.monotonic() after which no more kernels are timed
     programs: dict[Term, Program] = field(default_factory=dict)
     kernel_failures: list[str] = field(default_factory=list)
     tuning_report: TuningReport = field(default_factory=TuningReport)
+    skipped_for_budget: int = 0  # kernels left untimed at the deadline
+    _digests: dict[int, str] = field(default_factory=dict)
+    worker: Worker | None = None  # the child process that times kernels, kept for the whole search
+
+    def __post_init__(self) -> None:
+        self.target = str(self.spec.target.export())
+        self.program_cache = ProgramCache(self.cache.dir.parent)
+        # programs of different models with equal terms differ in their opaque calls: key by the model too
+        self.model_digest = f"{tvm_ffi.structural_hash(self.original_mod['main']):x}"
 
     def program(self, genome: Genome) -> Program:
         term = to_term(self.space, genome)
         if term not in self.programs:
-            self.programs[term] = Program(term, self.space.cost(genome) * 1e3, self.space.size_bytes(genome))
+            self.programs[term] = Program(term, self.space.cost(genome) * 1e3, self.space.size_bytes(genome),
+                                          list(genome))
         return self.programs[term]
 
     def calibration(self) -> float:
@@ -83,100 +122,218 @@ class Evaluator:
             return p.kernel_ms
         return float("inf") if p.error else p.analytic_ms * self.calibration()
 
-    def _prepare(self, p: Program) -> None:
-        if p.kernels is None:
-            p.module = lower(self.graph, p.term, self.original_mod)
-            p.kernels = kernels(fuse(p.module, self.spec.target))
+    def digest(self, p: Program) -> str:
+        """A digest of the program (stable across processes): its terms, the model and the target."""
+        for t in postorder(p.term):
+            if id(t) not in self._digests:
+                text = repr((t.op, t.attrs, t.ty, [self._digests[id(a)] for a in t.args]))
+                self._digests[id(t)] = hashlib.sha256(text.encode()).hexdigest()[:24]
+        return hashlib.sha256(f"{self._digests[id(p.term)]}|{self.model_digest}|{self.target}".encode()).hexdigest()
 
-    def tune(self, programs: list[Program], trials: int, time_s: float) -> None:
-        """Tune the kernels of ``programs`` (heaviest analytic programs first) within ``time_s``."""
-        if self.tuning is None or trials <= 0:
+    def _prepare(self, p: Program) -> None:
+        """Lower and fuse ``p`` (once) and list its kernels with their features; cached per program on disk."""
+        if p.module is not None:
             return
+        p.module = lower(self.graph, p.term, self.original_mod)
+        found = all_kernels(fuse(p.module, self.spec.target))
+        p.calls = [Call(k.name, k.structural_hash, k.calls, k.features(), isinstance(k, LibraryCall), k) for k in found]
+        self.program_cache.put(self.digest(p), [c.record() for c in p.calls])
+
+    def _calls(self, p: Program) -> list[Call]:
+        if p.calls is None:
+            cached = self.program_cache.get(self.digest(p))
+            if cached is not None:
+                p.calls = [Call(c["name"], c["hash"], c["calls"], c["features"], c["library"]) for c in cached]
+            else:
+                self._prepare(p)
+        return p.calls or []
+
+    def key(self, call: Call) -> KernelKey:
+        if call.library:
+            source = f"library:{call.name}"
+        else:
+            source = self.tuning.source(call.structural_hash) if self.tuning is not None else "untuned"
+        return KernelKey(call.structural_hash, self.target, source)
+
+    def tune(self, programs: list[Program], trials: int, time_s: float, max_tasks: int | None = None) -> None:
+        """Tune the TVM kernels of ``programs`` (GEMM/conv first, heaviest first) within ``time_s``."""
+        if self.tuning is None or trials <= 0 or time_s <= 0:
+            return
+        todo: list[Kernel] = []
+        flops: dict[str, float] = {}
+        calls = {c.structural_hash: c for p in programs for c in self._calls(p) if not c.library}
+        ranked = sorted(calls.values(), key=lambda c: (c.features["op_class"] not in HEAVY_CLASSES,
+                                                       -c.features["flops"], c.name))
+        if all(c.structural_hash in self.tuning.index for c in ranked[:max_tasks]):
+            return  # everything this search would tune was tuned before (a warm cache)
         for p in programs:
             self._prepare(p)
-        todo = [k for p in programs for k in p.kernels or []]
-        report = self.tuning.tune(todo, trials, time_s)
+            todo += [c.kernel for c in p.calls or [] if isinstance(c.kernel, Kernel)]
+            flops.update({c.structural_hash: c.features["flops"] for c in p.calls or []})
+        if self.worker is None:
+            self.worker = Worker(self.kernel_timeout_s)
+        report = self.tuning.tune(todo, trials, time_s, flops=flops, worker=self.worker, max_tasks=max_tasks)
         self.tuning_report.tasks_tuned += report.tasks_tuned
         self.tuning_report.trials += report.trials
         self.tuning_report.time_s += report.time_s
+        self.tuning_report.skipped_for_budget += report.skipped_for_budget
         self.tuning_report.failures += report.failures
 
     def measure_kernels(self, programs: list[Program]) -> None:
-        """Tier 2 for ``programs``: time every kernel not in the cache, then sum each program's calls."""
-        target = str(self.spec.target.export())
-        keyed: list[tuple[Program, list[tuple[Kernel, KernelKey]]]] = []
-        missing: dict[KernelKey, Kernel] = {}
+        """Tier 2 for ``programs``: time every kernel not in the cache (until the deadline), then sum calls."""
+        keyed: list[tuple[Program, list[tuple[Call, KernelKey]]]] = []
+        missing: dict[KernelKey, tuple[Program, Call]] = {}
         for p in programs:
             try:
-                self._prepare(p)
+                pairs = [(c, self.key(c)) for c in self._calls(p)]
             except Exception as err:  # a program TVM cannot lower or fuse is scored failed
                 p.error = f"lowering failed: {type(err).__name__}: {err}".splitlines()[0]
                 continue
-            pairs = [(k, KernelKey(k.structural_hash, target, self._source(k))) for k in p.kernels or []]
             keyed.append((p, pairs))
-            for k, key in pairs:
+            for c, key in pairs:
                 if key not in missing and self.cache.get(key) is None:
-                    missing[key] = k
+                    missing[key] = (p, c)
         if missing:
-            items = [{"module": tvm.ir.save_json(self._scheduled(k))} for k in missing.values()]
+            todo = []
+            for key, (p, c) in missing.items():
+                if c.kernel is None:  # from the program cache: lower the program to get the kernel itself
+                    self._prepare(p)
+                    c = next(k for k in p.calls or [] if k.structural_hash == c.structural_hash)
+                todo.append((key, c))
+            items = [{"module": tvm.ir.save_json(self._scheduled(c.kernel))} for _, c in todo]
             context = {"target": self.spec.target.export(), "device": self.spec.device, **KERNEL_TIMING}
-            for (key, k), row in zip(missing.items(), run_isolated("kernel", items, context, self.kernel_timeout_s),
-                                     strict=True):
-                self.cache.put(key, KernelTiming(row.get("median_ms"), row.get("error")))
+            if self.worker is None:
+                self.worker = Worker(self.kernel_timeout_s)
+            rows = self.worker.run("kernel", items, context, self.deadline)
+            for (key, c), row in zip(todo, rows, strict=True):
+                if row.get("skipped"):
+                    self.skipped_for_budget += 1
+                    continue
+                self.cache.put(key, KernelTiming(row.get("median_ms"), row.get("error")), c.features)
                 if row.get("error"):
-                    self.kernel_failures.append(f"{k.name}: {row['error']}")
+                    self.kernel_failures.append(f"{c.name}: {row['error']}")
         for p, pairs in keyed:
-            timings = [(k, self.cache.get(key)) for k, key in pairs]
-            failed = [k.name for k, t in timings if t is None or t.median_ms is None]
+            timings = [(c, self.cache.get(key)) for c, key in pairs]
+            if any(t is None for _, t in timings):
+                continue  # not all kernels timed before the deadline: the program stays unmeasured
+            failed = [c.name for c, t in timings if t.median_ms is None]
             if failed:
                 p.error = f"kernel(s) failed: {', '.join(failed)}"
             else:
-                p.kernel_ms = sum(k.calls * t.median_ms for k, t in timings)
+                p.kernel_ms = sum(c.calls * t.median_ms for c, t in timings)
 
-    def _source(self, kernel: Kernel) -> str:
-        digest = self.tuning.record_digest(kernel) if self.tuning is not None else None
-        return f"tuned:{digest}" if digest else "untuned"
+    def kernel_keys(self) -> set[KernelKey]:
+        """Keys of every kernel of the programs measured by this evaluator."""
+        return {self.key(c) for p in self.programs.values() if p.calls for c in p.calls}
 
-    def _scheduled(self, kernel: Kernel) -> tvm.IRModule:
-        return self.tuning.scheduled(kernel) if self.tuning is not None else kernel.module()
+    def _scheduled(self, kernel: Kernel | LibraryCall) -> tvm.IRModule:
+        if isinstance(kernel, Kernel) and self.tuning is not None:
+            return self.tuning.scheduled(kernel)
+        return kernel.module()
 
     def build(self, p: Program) -> runtime.relax.VMExecutable:
         self._prepare(p)
         return self.tuning.build(p.module) if self.tuning is not None else runtime.build(p.module, self.spec)
 
-    def measure_end_to_end(self, programs: list[Program], measurer: Measurer, inputs: list[np.ndarray]) -> None:
-        """Tier 3: build each program whole (cached by program + kernel sources) and time it."""
+    def measure_end_to_end(self, programs: list[Program], measurer: Measurer, inputs: list[np.ndarray],
+                           deadline: float | None = None, required: int = 0) -> None:
+        """Tier 3: build each program whole (cached by program + kernel sources) and time it.
+
+        The first ``required`` programs are always built; the others only while the last build's
+        duration still fits before ``deadline``. All built programs are timed in one child in two rounds,
+        the second in reverse order, and each gets the mean of its two medians.
+        """
         e2e = KernelCache(self.cache.dir.parent, kind="e2e")
-        target = str(self.spec.target.export())
         todo: list[tuple[Program, KernelKey]] = []
         for p in programs:
             try:
-                self._prepare(p)
+                sources = ",".join(sorted(f"{c.structural_hash}={self.key(c).source}" for c in self._calls(p)))
             except Exception as err:
                 p.error = f"lowering failed: {type(err).__name__}: {err}".splitlines()[0]
                 continue
-            sources = ",".join(sorted(f"{k.structural_hash}={self._source(k)}" for k in p.kernels or []))
-            key = KernelKey(f"{tvm_ffi.structural_hash(p.module):x}", target, sources)
+            key = KernelKey(self.digest(p), self.target, sources)
             cached = e2e.get(key)
             if cached is not None:
                 p.e2e_ms, p.error = cached.median_ms, cached.error
+                library = e2e.path(key).with_suffix(".so")
+                p.library = library if library.exists() else None
             else:
                 todo.append((p, key))
         if not todo:
             return
         with tempfile.TemporaryDirectory(prefix="tsir-e2e-") as tmp:
-            libraries, built = [], []
+            libraries, built, build_s = [], [], 0.0
             for i, (p, key) in enumerate(todo):
+                if (i >= required and deadline is not None and time.monotonic() + 2 * build_s > deadline):
+                    break
+                began = time.monotonic()
                 try:
                     path = Path(tmp) / f"candidate{i}.so"
                     self.build(p).export_library(str(path))
                     libraries.append(path)
                     built.append((p, key))
+                    p.library = _keep(path, e2e.path(key).with_suffix(".so"))
                 except Exception as err:  # a build error scores the program failed
                     p.error = f"build failed: {type(err).__name__}: {err}".splitlines()[0]
-            for (p, key), m in zip(built, measurer.measure(libraries, inputs), strict=True):
-                p.e2e_ms, p.error = m.median_ms, m.error
-                e2e.put(key, KernelTiming(m.median_ms, m.error))
+                build_s = time.monotonic() - began
+            if not built:
+                return
+            # two rounds, the second in reverse order; the required programs' first round ignores the deadline
+            n, k = len(libraries), min(required, len(libraries))
+            if isinstance(measurer, WorkerMeasurer):
+                rows = (measurer.measure(libraries[:k], inputs, deadline=False)
+                        + measurer.measure(libraries[k:] + libraries[::-1], inputs))
+            else:
+                rows = measurer.measure(libraries + libraries[::-1], inputs)
+            for (p, key), a, b in zip(built, rows[:n], rows[n:][::-1], strict=True):
+                times = [m.median_ms for m in (a, b) if m.median_ms is not None]
+                p.e2e_ms = statistics.mean(times) if times else None
+                p.error = None if times else (a.error or b.error)
+                if times or p.error != "budget":  # a program the deadline left untimed is not cached
+                    e2e.put(key, KernelTiming(p.e2e_ms, p.error))
+
+
+def _keep(path: Path, kept: Path) -> Path:
+    """Copy a built library into the cache atomically; its path there."""
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=kept.parent, suffix=".tmp", delete=False) as f:
+        f.write(path.read_bytes())
+    os.replace(f.name, kept)
+    return kept
+
+
+class CachedExecutable(relax.VMExecutable):
+    """A Relax executable loaded from a library built earlier; exporting it copies that library."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(tvm.runtime.load_module(str(path)))
+        self.library = Path(path)
+
+    def export_library(self, file_name, *args, **kwargs) -> None:
+        shutil.copyfile(self.library, file_name)
+
+
+@dataclass
+class WorkerMeasurer:
+    """``LocalMeasurer``'s measurement in the evaluator's long-lived child, stopping at a deadline."""
+
+    evaluator: Evaluator
+    deadline: float | None = None
+    settings: LocalMeasurer = field(default_factory=LocalMeasurer)
+    max_ms: float = 1000.0  # a slow program gets fewer batches (at least 3) so that one timing takes about this
+
+    def measure(self, libraries, inputs, deadline: bool = True) -> list[Measurement]:
+        ev = self.evaluator
+        if ev.worker is None:
+            ev.worker = Worker(ev.kernel_timeout_s)
+        with tempfile.TemporaryDirectory(prefix="tsir-inputs-") as tmp:
+            arrays = Path(tmp) / "inputs.npz"
+            np.savez(arrays, *[np.ascontiguousarray(x) for x in inputs])
+            context = {"inputs": str(arrays), "repeat": self.settings.repeat,
+                       "min_repeat_ms": self.settings.min_repeat_ms, "max_ms": self.max_ms, "device": ev.spec.device}
+            rows = ev.worker.run("library", [str(p) for p in libraries], context,
+                                 self.deadline if deadline else None)
+        return [Measurement(r.get("median_ms"), r.get("error") or r.get("skipped")) for r in rows]
 
 
 def spearman(pairs: list[tuple[float, float]]) -> float | None:
