@@ -75,9 +75,11 @@ def approx_search(
     """Choose an approximate program from ``space`` within ``budget`` (see the module docstring)."""
     approx = Approximations(space, graph, spec.roofline)
     data = budget.data
-    if approx.sites:
-        acts = lower(graph, Term("tuple", tuple(approx.activation_terms())), original_mod)
-        approx.build_choices(_run_all(acts, spec, data.calibration, batch))
+    terms = approx.activation_terms()
+    activations = None
+    if terms:
+        activations = _run_all(lower(graph, Term("tuple", tuple(terms)), original_mod), spec, data.calibration, batch)
+    approx.build_choices(activations)
     knobs = approx.knobs()
     seeds = {"egglog": list(seed_genome)}
     for level in range(1, max(knobs, default=1)):
