@@ -40,6 +40,7 @@ import tvm
 from tvm import relax
 
 from tsir.cost import Roofline, type_bytes
+from tsir.egraph import list_items
 from tsir.ir.term import Graph, Term, fold
 from tsir.search.extract import Genome, Space, to_term, walk
 
@@ -202,13 +203,15 @@ class Approximations:
             kind = self._kind(node)
             if kind is None:
                 continue
-            w = node.children[0] if kind == "embedding" else node.children[1]
+            args = self._list(node.children[0]) if kind == "embedding" \
+                else node.children
+            w = args[0] if kind == "embedding" else args[1]
             wty = space.view.types[w]
             if w in self._by_weight or not space.constant[w] or wty[1] != "float32" or math.prod(wty[0]) < MIN_WEIGHT:
                 continue
             if kind == "conv" and node.attrs[3] != 1:
                 continue  # grouped/depthwise convs have no cheaper factorization here
-            x = node.children[1] if kind == "embedding" else node.children[0]
+            x = args[1] if kind == "embedding" else args[0]
             self._by_weight[w] = len(self.sites)
             self._weight_terms[c] = terms[w]
             self._inputs[c] = terms[x]
@@ -219,14 +222,22 @@ class Approximations:
                                    space.view.types[x], space.view.types[c], kind))
 
     def _kind(self, node) -> str | None:
-        if node.op in ("matmul", "linear") and len(self.space.view.types[node.children[1]][0]) == 2:
+        def ndim(c: int) -> int:
+            ty = self.space.view.types[c]
+            return len(ty[0]) if isinstance(ty, tuple) and len(ty) == 2 and isinstance(ty[1], str) else -1
+
+        if node.op in ("matmul", "linear") and ndim(node.children[1]) == 2:
             return "matmul"
-        if node.op == "conv2d" and len(self.space.view.types[node.children[1]][0]) == 4:
+        if node.op == "conv2d" and ndim(node.children[1]) == 4:
             return "conv"
-        if node.op == "opaque" and node.children and _is_take(self.graph, node.attrs[0]):
-            if len(self.space.view.types[node.children[0]][0]) == 2:
-                return "embedding"
+        if node.op == "opaque" and _is_take(self.graph, node.attrs[0]):
+            args = self._list(node.children[0])
+            return "embedding" if len(args) == 2 and ndim(args[0]) == 2 else None
         return None
+
+    def _list(self, c: int) -> list[int]:
+        """The tensor classes of an opaque node's argument list."""
+        return list_items(self.space.view.classes, c)
 
     def activation_terms(self) -> list[Term]:
         """Each matmul site's input activation in the input program (to calibrate int8/bf16)."""
@@ -308,12 +319,13 @@ class Approximations:
         self.opaque[key] = kernel
         return key
 
-    def _site_of(self, node) -> int | None:
+    def _site_of(self, genome: Genome, node) -> int | None:
         if node.op in MATMULS or node.op in CONVS:
             k = self._by_weight.get(node.children[1])
             return k if k is not None and self.sites[k].kind == ("matmul" if node.op in MATMULS else "conv") else None
-        if node.op == "opaque" and node.children:
-            k = self._by_weight.get(node.children[0])
+        if node.op == "opaque" and node.children and _is_take(self.graph, node.attrs[0]):
+            args = self._list(node.children[0])
+            k = self._by_weight.get(args[0]) if len(args) == 2 else None
             return k if k is not None and self.sites[k].kind == "embedding" else None
         return None
 
@@ -322,7 +334,7 @@ class Approximations:
         n = len(self.space.view.classes)
         out = []
         for c in walk(self.space, genome):
-            k = self._site_of(self.space.node(genome, c))
+            k = self._site_of(genome, self.space.node(genome, c))
             if k is not None and genome[n + k] != 0:
                 out.append((c, self.sites[k], self.sites[k].choices[genome[n + k]]))
         return out

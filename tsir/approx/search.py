@@ -3,8 +3,9 @@
 1. calibrate: the input program's site activations on ``budget.data.calibration`` set int8 scales;
 2. NSGA-II over (class genes, knob genes) on (predicted latency, size, summed error estimate);
 3. a few candidates (int8 on all / the 75% / 50% least-error layers, then final-population programs
-   spread over the error range) are built and scored on the calibration data; the fastest predicted
-   within ``max_drop`` is picked;
+   spread over the error range) and the exact program are built, scored on the calibration data and,
+   with ``measure``, timed on this machine; the fastest (measured, else predicted) within ``max_drop``
+   is picked;
 4. the pick is checked on the held-out data (never seen before); if it exceeds the budget there, the
    next calibration-passing candidate is tried, and the exact program is the last resort.
 """
@@ -30,6 +31,7 @@ from tsir.search.genetic import GeneticConfig, genetic_search
 
 MAX_CANDIDATES = 7  # candidates built and scored on the calibration data
 LADDER = (1.0, 0.75, 0.5)  # shares of the layers made int8 in the seeded mixed-precision candidates
+MEASURE = (5, 10)  # repeat, min_repeat_ms when candidates are timed
 
 
 @dataclass
@@ -70,9 +72,10 @@ def _run_all(module: tvm.IRModule, spec: TargetSpec, arrays: Sequence[np.ndarray
 
 def approx_search(
     space: Space, graph: Graph, original_mod: tvm.IRModule, spec: TargetSpec, config: GeneticConfig,
-    budget: Budget, batch: int, seed_genome: Genome,
+    budget: Budget, batch: int, seed_genome: Genome, measure: bool = False,
 ) -> ApproxOutcome:
-    """Choose an approximate program from ``space`` within ``budget`` (see the module docstring)."""
+    """Choose an approximate program from ``space`` within ``budget`` (see the module docstring);
+    ``measure``: time every built candidate on this machine and rank them by measured latency."""
     approx = Approximations(space, graph, spec.roofline)
     data = budget.data
     terms = approx.activation_terms()
@@ -98,16 +101,23 @@ def approx_search(
     exact = list(seed_genome) + [0] * len(knobs)
     ladder_seeds = [seeds[f"int8_{share:g}"] for share in LADDER]
     candidates = _spread(ladder_seeds, [g for g, _ in result.front + result.ranked], approx)
+    example = [a[:batch] for a in data.calibration]
     scored = []
-    for genome in candidates:
+    for genome in candidates + [exact]:
         module = _lower(approx, genome, original_mod)
-        out = run_batched(runtime.Runner(runtime.build(module, spec)), data.calibration, batch)
-        drop = base_cal - score(out, ref_cal, data.calibration_labels)
+        runner = runtime.Runner(runtime.build(module, spec))
+        out = run_batched(runner, data.calibration, batch)
+        drop = 0.0 if genome is exact else base_cal - score(out, ref_cal, data.calibration_labels)
         scored.append({"genome": genome, "module": module, "calibration_drop": drop,
-                       "objectives": approx.objectives(genome)})
-    passing = sorted((c for c in scored if c["calibration_drop"] <= budget.max_drop), key=lambda c: c["objectives"])
-    passing.append({"genome": exact, "module": _lower(approx, exact, original_mod), "calibration_drop": 0.0,
-                    "objectives": approx.objectives(exact)})
+                       "objectives": approx.objectives(genome),
+                       "measured_ms": runner.median_ms(example, *MEASURE) if measure else None})
+    exact_row = scored.pop()
+
+    def rank(c: dict) -> tuple:
+        return (c["measured_ms"], c["objectives"]) if measure else c["objectives"]
+
+    passing = sorted((c for c in scored if c["calibration_drop"] <= budget.max_drop), key=rank)
+    passing.append(exact_row)
 
     ref_held = run_batched(reference, data.heldout, batch)
     base_held = score(ref_held, ref_held, data.heldout_labels)
@@ -129,7 +139,10 @@ def approx_search(
                     "error_estimate": round(chosen.get(s.eclass, s.choices[0]).error, 6)} for s in approx.sites],
         "candidates": [{"predicted_ms": c["objectives"][0] * 1e3, "size_bytes": int(c["objectives"][1]),
                         "error_estimate": round(c["objectives"][2], 6),
-                        "calibration_drop": round(c["calibration_drop"], 6)} for c in scored],
+                        "calibration_drop": round(c["calibration_drop"], 6), "measured_ms": c["measured_ms"]}
+                       for c in scored],
+        "exact_measured_ms": exact_row["measured_ms"],
+        "ranked_by": "measured" if measure else "analytic",
         "pareto": [{"latency_ms": o[0] * 1e3, "size_bytes": int(o[1]), "error": o[2]} for _, o in result.front],
         "calibration": {"examples": len(data.calibration[0]), "original": base_cal,
                         "optimized": base_cal - pick["calibration_drop"]},
