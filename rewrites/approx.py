@@ -16,8 +16,9 @@ from the weight (and calibration activations for int8/bf16):
   ``kh x kw`` conv to ``r`` channels and a ``1 x 1`` conv to ``O``; same estimate (over im2col patches).
 - ``int8`` (matmul): per-output-channel symmetric int8 weights and a static per-tensor symmetric int8
   activation scale calibrated on the calibration set (clipping chosen by ``activation_scale``); lowered to
-  an ``int8 x int8 -> int32`` Relax matmul. The estimate combines the relative weight and activation
-  rounding errors.
+  an ``int8 x int8 -> int32`` Relax matmul, or with ``library`` to oneDNN's VNNI int8 matmul
+  (``tsir.dnnl.int8_matmul``, backends/native/dnnl/dnnl_int8.cc). The estimate combines the relative
+  weight and activation rounding errors.
 - ``bf16`` (matmul): weights stored as bfloat16, activations cast to bfloat16, accumulated in float32;
   estimated like int8 from the two relative rounding errors.
 - ``int8`` (embedding): per-row symmetric int8 table and a per-row float32 scale; gather, then
@@ -85,16 +86,22 @@ class Int8Matmul:
 
     x_scale: float  # activation step: x ~= x_scale * q(x)
     w_scale: np.ndarray  # (N,) per-output-channel weight step
+    library: bool = False  # call oneDNN's s8 x s8 -> s32 matmul (tsir.dnnl.int8_matmul) instead of TVM code
     call = _op("tsir.int8_matmul")
 
     def rebuild(self, args: list[relax.Expr]) -> relax.Expr:
         x, wq = args
+        scale = relax.const((self.x_scale * self.w_scale).astype(np.float32))
+        if self.library:
+            shape = [*list(x.ty.shape)[:-1], len(self.w_scale)]
+            inv = relax.prim_value(tvm.tirx.FloatImm("float64", 1.0 / self.x_scale))
+            return relax.call_dps_packed("tsir.dnnl.int8_matmul", relax.Tuple([x, wq, scale, inv]),
+                                         relax.TensorType(shape, "float32"))
         scaled = relax.op.multiply(x, relax.const(np.float32(1.0 / self.x_scale)))
         clipped = relax.op.clip(relax.op.round(scaled), tvm.tirx.FloatImm("float32", -127.0),
                                 tvm.tirx.FloatImm("float32", 127.0))
         acc = relax.op.matmul(relax.op.astype(clipped, "int8"), wq, out_dtype="int32")
-        return relax.op.multiply(relax.op.astype(acc, "float32"),
-                                 relax.const((self.x_scale * self.w_scale).astype(np.float32)))
+        return relax.op.multiply(relax.op.astype(acc, "float32"), scale)
 
 
 @dataclass(frozen=True)
@@ -186,8 +193,9 @@ def _is_take(graph: Graph, key: int) -> bool:
 class Approximations:
     """The sites of a search space, their choices, and the extended constant/opaque tables they use."""
 
-    def __init__(self, space: Space, graph: Graph, roofline: Roofline) -> None:
-        self.space, self.graph = space, graph
+    def __init__(self, space: Space, graph: Graph, roofline: Roofline, library: bool = False) -> None:
+        """``library``: int8 matmuls call oneDNN (``tsir.dnnl.int8_matmul``, loaded in this process)."""
+        self.space, self.graph, self.library = space, graph, library
         self.constants = list(graph.constants)
         self.opaque = dict(graph.opaque_calls)
         self.sites: list[Site] = []
@@ -276,7 +284,7 @@ class Approximations:
         cost = max(exact / INT8_SPEEDUP, (type_bytes(xty) / 4 + q.nbytes + type_bytes(out_ty))
                    / self.roofline.bandwidth)
         site.choices.append(Choice("int8", error, q.nbytes + scale.nbytes, cost, self._add(q),
-                                   self._kernel(Int8Matmul(x_scale, scale))))
+                                   self._kernel(Int8Matmul(x_scale, scale, self.library))))
         bits = to_bf16(w).view(np.uint16)
         error = math.hypot(bf16_error(w), bf16_error(x))
         cost = max(exact / BF16_SPEEDUP, (type_bytes(xty) / 2 + bits.nbytes + type_bytes(out_ty))

@@ -17,7 +17,17 @@ from tsir.backends import runtime, targets
 from tsir.convert import relax_to_tsir
 from tsir.egraph import Limits, TermEGraph
 from tsir.lower import lower
-from tsir.rewrites.approx import Approximations, Bf16Matmul, Int8Take, bf16_error, lowrank_conv, quantize_rows, to_bf16
+from tsir.rewrites.approx import (
+    Approximations,
+    Bf16Matmul,
+    Int8Matmul,
+    Int8Take,
+    bf16_error,
+    lowrank_conv,
+    quantize_rows,
+    quantize_weight,
+    to_bf16,
+)
 from tsir.search.extract import Space
 from tsir.source import load
 
@@ -141,3 +151,33 @@ def test_every_kind_decodes_to_a_valid_program(families: tuple[str, ...]) -> Non
         _, size, estimate = approx.objectives(genome)
         assert error <= 3 * estimate + 1e-3, (applied, error, estimate)
         assert size < space.size_bytes(genome)
+
+
+def test_int8_library_kernel_is_integer_onednn_and_matches_tvm_int8() -> None:
+    from tsir.backends import dnnl
+
+    try:
+        dnnl.load()
+    except Exception as err:  # the oneDNN extension is not built here
+        pytest.skip(f"oneDNN extension unavailable: {err}")
+    import tvm_ffi
+
+    if tvm_ffi.get_global_func("tsir.dnnl.int8_matmul", allow_missing=True) is None:
+        pytest.skip("this libtsir_dnnl.so predates dnnl_int8.cc")
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((192, 96)).astype(np.float32)
+    x = rng.standard_normal((2, 24, 192)).astype(np.float32)
+    q, w_scale = quantize_weight(w)
+    x_scale = float(np.abs(x).max()) / 127
+    outs = []
+    for library in (False, True):
+        mod = _module([relax.Var("x", relax.TensorType([2, 24, 192], "float32"))],
+                      lambda v, lib=library: Int8Matmul(x_scale, w_scale, lib).rebuild([v, relax.const(q)]))
+        script = mod.script()
+        assert ('"tsir.dnnl.int8_matmul"' in script) == library  # oneDNN's s8 x s8 -> s32 matmul
+        assert library or ('"int8"' in script and 'out_dtype="int32"' in script)
+        outs.append(runtime.Runner(runtime.build(mod, X86))([x])[0])
+    qx = np.clip(np.round(x / x_scale), -127, 127).astype(np.int32)
+    np.testing.assert_allclose(outs[1], (qx @ q.astype(np.int32)) * (x_scale * w_scale), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-4)
+    assert tvm_ffi.get_global_func("tsir.dnnl.int8_impl")()  # oneDNN named the int8 implementation it chose

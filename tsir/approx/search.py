@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import tvm
+import tvm_ffi
 
 from tsir.approx.budget import Budget, fidelity
 from tsir.backends import runtime
@@ -76,7 +77,8 @@ def approx_search(
 ) -> ApproxOutcome:
     """Choose an approximate program from ``space`` within ``budget`` (see the module docstring);
     ``measure``: time every built candidate on this machine and rank them by measured latency."""
-    approx = Approximations(space, graph, spec.roofline)
+    library = spec.kind == "x86" and tvm_ffi.get_global_func("tsir.dnnl.int8_matmul", allow_missing=True) is not None
+    approx = Approximations(space, graph, spec.roofline, library)
     data = budget.data
     terms = approx.activation_terms()
     activations = None
