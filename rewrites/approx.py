@@ -19,6 +19,8 @@ from the weight (and calibration activations for int8/bf16):
   an ``int8 x int8 -> int32`` Relax matmul, or with ``library`` to oneDNN's VNNI int8 matmul
   (``tsir.dnnl.int8_matmul``, backends/native/dnnl/dnnl_int8.cc). The estimate combines the relative
   weight and activation rounding errors.
+- ``rank{r}+int8`` (matmul, the two largest ranks): both low-rank factors as int8 matmuls, the middle
+  activation calibrated too; the estimate adds the truncation and rounding errors in quadrature.
 - ``bf16`` (matmul): weights stored as bfloat16, activations cast to bfloat16, accumulated in float32;
   estimated like int8 from the two relative rounding errors.
 - ``int8`` (embedding): per-row symmetric int8 table and a per-row float32 scale; gather, then
@@ -48,6 +50,7 @@ from tsir.search.extract import Genome, Space, to_term, walk
 RANK_FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2)  # ranks tried per layer, as fractions of min(K, N)
 INT8_SPEEDUP = 4.0  # analytic model: int8 GEMMs at 4x the fp32 rate (VNNI); measured tiers time them
 BF16_SPEEDUP = 2.0  # analytic model: bf16 GEMMs at 2x the fp32 rate (AVX512-BF16)
+COMBINED = 2  # the largest ranks also offered as rank+int8
 MIN_WEIGHT = 4096  # smaller weights are not worth approximating
 MATMULS = ("matmul", "linear", "dnnl_matmul", "dnnl_linear")  # (x, W[, bias]) nodes a site replaces
 CONVS = ("conv2d", "dnnl_conv2d")  # (x, W[, bias]) conv nodes a site replaces
@@ -60,7 +63,7 @@ class Choice:
     size_bytes: int  # bytes of weights the choice keeps
     cost_s: float  # analytic run time of the replacement kernels
     weights: tuple[int, ...] = ()  # indices of its weights in the extended constant table
-    opaque: int | None = None  # key of its kernel in the extended opaque table
+    opaque: tuple[int, ...] = ()  # keys of its kernels in the extended opaque table (two for rank+int8)
 
 
 @dataclass
@@ -284,12 +287,33 @@ class Approximations:
         cost = max(exact / INT8_SPEEDUP, (type_bytes(xty) / 4 + q.nbytes + type_bytes(out_ty))
                    / self.roofline.bandwidth)
         site.choices.append(Choice("int8", error, q.nbytes + scale.nbytes, cost, self._add(q),
-                                   self._kernel(Int8Matmul(x_scale, scale, self.library))))
+                                   (self._kernel(Int8Matmul(x_scale, scale, self.library)),)))
+        for choice in [c for c in site.choices if c.name.startswith("rank")][-COMBINED:]:
+            site.choices.append(self._rank_int8(choice, x, xty, out_ty))
         bits = to_bf16(w).view(np.uint16)
         error = math.hypot(bf16_error(w), bf16_error(x))
         cost = max(exact / BF16_SPEEDUP, (type_bytes(xty) / 2 + bits.nbytes + type_bytes(out_ty))
                    / self.roofline.bandwidth)
-        site.choices.append(Choice("bf16", error, bits.nbytes, cost, self._add(bits), self._kernel(Bf16Matmul())))
+        site.choices.append(Choice("bf16", error, bits.nbytes, cost, self._add(bits), (self._kernel(Bf16Matmul()),)))
+
+    def _rank_int8(self, lowrank_choice: Choice, x: np.ndarray, xty: tuple, out_ty: tuple) -> Choice:
+        """Low rank, then int8: both factors of ``lowrank_choice`` as int8 matmuls (prune-then-quantize
+        order); the middle activation ``x @ A`` is calibrated on the same data. The estimate adds the
+        rank truncation and the four rounding errors in quadrature."""
+        a, b = (self.constants[i] for i in lowrank_choice.weights)
+        errors = [lowrank_choice.error]
+        kernels, weights, size = [], [], 0
+        for act, w in ((x, a), (x.reshape(-1, x.shape[-1]) @ a, b)):
+            q, scale = quantize_weight(w)
+            x_scale = activation_scale(act)
+            errors += [float(np.linalg.norm(w - q * scale) / max(np.linalg.norm(w), 1e-30)),
+                       activation_error(act, x_scale)]
+            kernels.append(self._kernel(Int8Matmul(x_scale, scale, self.library)))
+            weights.append(q)
+            size += q.nbytes + scale.nbytes
+        cost = lowrank_choice.cost_s / INT8_SPEEDUP
+        return Choice(f"{lowrank_choice.name}+int8", math.sqrt(sum(e * e for e in errors)), size, cost,
+                      self._add(*weights), tuple(kernels))
 
     def _conv_choices(self, site: Site, w: np.ndarray) -> None:
         exact = self.space.node_cost[site.eclass][self.space.view.original[site.eclass]]
@@ -305,7 +329,7 @@ class Approximations:
         site.choices = [Choice("exact", 0.0, table.nbytes, exact)]
         q, scale, error = quantize_rows(table)
         site.choices.append(Choice("int8", error, q.nbytes + scale.nbytes, exact, self._add(q, scale),
-                                   self._kernel(Int8Take(self._take_axis[site.eclass]))))
+                                   (self._kernel(Int8Take(self._take_axis[site.eclass])),)))
 
     @staticmethod
     def _ranks(shape: tuple[int, int]) -> list[int]:
@@ -376,7 +400,7 @@ class Approximations:
     def _replace(self, term: Term, choice: Choice) -> Term:
         leaves = [self._leaf(i) for i in choice.weights]
         if term.op == "opaque":  # an embedding gather
-            return Term("opaque", (*leaves, term.args[1]), (choice.opaque,), term.ty)
+            return Term("opaque", (*leaves, term.args[1]), choice.opaque, term.ty)
         x = term.args[0]
         if term.op in CONVS:
             strides, padding, dilation = term.attrs[:3]
@@ -387,10 +411,15 @@ class Approximations:
                 out = Term("add", (out, Term("reshape", (bias,), ((1, out.ty[0][1], 1, 1),))))
                 return Term("relu", (out,)) if term.attrs[4] else out
             return out
-        if choice.opaque is not None:
-            out = Term("opaque", (x, leaves[0]), (choice.opaque,), term.ty)
+        if len(choice.opaque) == 2:  # rank+int8: two int8 matmuls through the rank-r middle
+            rank = self.constants[choice.weights[0]].shape[1]
+            mid = Term("opaque", (x, leaves[0]), choice.opaque[:1], ((*x.ty[0][:-1], rank), "float32"))
+            out = Term("opaque", (mid, leaves[1]), choice.opaque[1:], term.ty)
+        elif choice.opaque:
+            out = Term("opaque", (x, leaves[0]), choice.opaque, term.ty)
         else:
-            out = Term("matmul", (Term("matmul", (x, leaves[0])), leaves[1]))
+            op = "dnnl_matmul" if self.library else "matmul"  # the factors as oneDNN calls when it is loaded
+            out = Term(op, (Term(op, (x, leaves[0])), leaves[1]))
         if term.op in ("linear", "dnnl_linear"):
             out = Term("add", (out, term.args[2]))
         return Term("relu", (out,)) if term.op == "dnnl_linear" and term.attrs[0] else out

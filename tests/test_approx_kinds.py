@@ -132,6 +132,7 @@ def test_every_kind_decodes_to_a_valid_program(families: tuple[str, ...]) -> Non
     approx.build_choices(calib)
     names = {s.kind: [c.name for c in s.choices] for s in approx.sites}
     assert names["embedding"] == ["exact", "int8"] and "bf16" in names["matmul"] and "int8" in names["matmul"]
+    assert sum(n.endswith("+int8") for n in names["matmul"]) == 2
     assert any(n.startswith("rank") for n in names["conv"])
     ids = rng.integers(0, 512, (8, 16)).astype(np.int64)
     with torch.no_grad():

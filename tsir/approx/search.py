@@ -4,8 +4,8 @@
 2. NSGA-II over (class genes, knob genes) on (predicted latency, size, summed error estimate);
 3. a few candidates (int8 on all / the 75% / 50% least-error layers, then final-population programs
    spread over the error range) and the exact program are built, scored on the calibration data and,
-   with ``measure``, timed on this machine; the fastest (measured, else predicted) within ``max_drop``
-   is picked;
+   with ``measure``, timed on this machine; within ``max_drop``, the fastest is picked (measured: the
+   smallest of those within ``TIE`` of the fastest; else by predicted latency);
 4. the pick is checked on the held-out data (never seen before); if it exceeds the budget there, the
    next calibration-passing candidate is tried, and the exact program is the last resort.
 """
@@ -33,6 +33,7 @@ from tsir.search.genetic import GeneticConfig, genetic_search
 MAX_CANDIDATES = 7  # candidates built and scored on the calibration data
 LADDER = (1.0, 0.75, 0.5)  # shares of the layers made int8 in the seeded mixed-precision candidates
 MEASURE = (5, 10)  # repeat, min_repeat_ms when candidates are timed
+TIE = 1.15  # measured latencies within 15% of the fastest count as equal (the smaller program wins)
 
 
 @dataclass
@@ -115,10 +116,7 @@ def approx_search(
                        "measured_ms": runner.median_ms(example, *MEASURE) if measure else None})
     exact_row = scored.pop()
 
-    def rank(c: dict) -> tuple:
-        return (c["measured_ms"], c["objectives"]) if measure else c["objectives"]
-
-    passing = sorted((c for c in scored if c["calibration_drop"] <= budget.max_drop), key=rank)
+    passing = _rank([c for c in scored if c["calibration_drop"] <= budget.max_drop], measure)
     passing.append(exact_row)
 
     ref_held = run_batched(reference, data.heldout, batch)
@@ -155,6 +153,17 @@ def approx_search(
         "evaluations": result.evaluations,
     }
     return ApproxOutcome(approx_graph, root, pick["module"], report)
+
+
+def _rank(candidates: list[dict], measured: bool) -> list[dict]:
+    """Candidates in the order they are tried on the held-out data. Measured: those within ``TIE`` of the
+    fastest measured latency first, smallest first (timings on a loaded machine differ by more than
+    that), then the rest by latency. Analytic: by (predicted latency, size, error)."""
+    if not measured or not candidates:
+        return sorted(candidates, key=lambda c: c["objectives"])
+    fastest = min(c["measured_ms"] for c in candidates)
+    close = sorted((c for c in candidates if c["measured_ms"] <= TIE * fastest), key=lambda c: c["objectives"][1])
+    return close + sorted((c for c in candidates if c["measured_ms"] > TIE * fastest), key=lambda c: c["measured_ms"])
 
 
 def _spread(first: list[Genome], genomes: list[Genome], approx: Approximations) -> list[Genome]:
