@@ -141,7 +141,7 @@ def approx_search(
                         "error_estimate": round(c["objectives"][2], 6),
                         "calibration_drop": round(c["calibration_drop"], 6), "measured_ms": c["measured_ms"]}
                        for c in scored],
-        "exact_measured_ms": exact_row["measured_ms"],
+        "exact_measured_ms": exact_row["measured_ms"], "picked_measured_ms": pick["measured_ms"],
         "ranked_by": "measured" if measure else "analytic",
         "pareto": [{"latency_ms": o[0] * 1e3, "size_bytes": int(o[1]), "error": o[2]} for _, o in result.front],
         "calibration": {"examples": len(data.calibration[0]), "original": base_cal,
