@@ -6,11 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from tsir.approx import prune as P
 from tsir.backends import runtime, targets
 from tsir.convert import relax_to_tsir
+from tsir.ir.ops import evaluate
 from tsir.ir.term import Graph, postorder
 from tsir.lower import lower
 from tsir.source import load
@@ -151,3 +154,65 @@ def test_estimate_matches_measured_error(conv: bool, fraction: float) -> None:
     measured = np.linalg.norm(_run(source, P.prune(graph, {groups.index(group): fraction}), x.numpy()) - reference)
     measured /= np.linalg.norm(reference)
     assert estimate > 0 and measured == pytest.approx(estimate, rel=1e-3)
+
+
+def _interpret(graph: Graph, inputs: list[np.ndarray]) -> np.ndarray:
+    """The program's first output with the ops' reference semantics (numpy; no TVM build)."""
+    values: dict[int, np.ndarray] = {id(t): x for t, x in zip(graph.inputs, inputs, strict=True)}
+    for t in postorder(graph.root):
+        if id(t) in values:
+            continue
+        if t.op == "weight":
+            values[id(t)] = graph.constants[t.attrs[0]]
+        elif t.op == "tuple":
+            values[id(t)] = values[id(t.args[0])]
+        else:
+            values[id(t)] = evaluate(t.op, [values[id(a)] for a in t.args], t.attrs)
+    return values[id(graph.root)]
+
+
+class RandomNet(nn.Module):
+    """conv -> [depthwise] -> conv with an optional residual, flatten, an MLP with an optional residual."""
+
+    def __init__(self, width: int, hidden: int, depthwise: bool, residual: bool) -> None:
+        super().__init__()
+        self.depthwise, self.residual = depthwise, residual
+        self.stem = nn.Conv2d(2, width, 3, padding=1)
+        self.dw = nn.Conv2d(width, width, 3, padding=1, groups=width)
+        self.body = nn.Conv2d(width, width, 1)
+        self.fc1 = nn.Linear(width * 4, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.head = nn.Linear(hidden, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.stem(x))
+        z = self.body(torch.relu(self.dw(y)) if self.depthwise else y)
+        y = y + z if self.residual else torch.relu(z)
+        h = torch.relu(self.fc1(nn.functional.max_pool2d(y, 2).flatten(1)))
+        h = h + torch.relu(self.fc2(h)) if self.residual else torch.relu(self.fc2(h))
+        return self.head(h)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(width=st.integers(2, 12), hidden=st.integers(2, 24), depthwise=st.booleans(), residual=st.booleans(),
+       fractions=st.lists(st.sampled_from([0.1, 0.3, 0.5, 0.8, 1.0]), min_size=6, max_size=6))
+def test_pruning_any_fractions_keeps_a_valid_program(width, hidden, depthwise, residual, fractions) -> None:
+    torch.manual_seed(width * 31 + hidden)
+    x = torch.randn(2, 2, 4, 4)
+    source, graph = _graph(RandomNet(width, hidden, depthwise, residual), x)
+    groups = P.groups(graph)
+    free = [i for i, g in enumerate(groups) if not g.blocked]
+    assert len(free) == (2 if residual else 4)  # residuals tie stem/body and fc1/fc2 into one group each
+    reference = source.reference(x).detach().numpy()
+    np.testing.assert_allclose(_interpret(P.prune(graph, {i: 1.0 for i in free}), [x.numpy()]), reference,
+                               rtol=1e-4, atol=1e-5)
+    pruned = P.prune(graph, dict(zip(free, fractions, strict=False)))
+    out = _interpret(pruned, [x.numpy()])
+    assert out.shape == reference.shape and np.isfinite(out).all()
+    share = dict(zip(free, fractions, strict=False))
+    expected = sorted(int(np.ceil(share[i] * g.channels)) if i in share else g.channels
+                      for i, g in enumerate(groups) for _ in g.producers)
+    produced = sorted(t.ty[0][1] if t.op == "conv2d" else t.ty[0][-1] for t in postorder(pruned.root)
+                      if t.op == "matmul" or (t.op == "conv2d" and t.attrs[3] == 1))
+    assert produced == expected  # every producer of a group keeps exactly its group's channels
+    assert sum(c.nbytes for c in _used(pruned)) <= sum(c.nbytes for c in _used(graph))
