@@ -18,15 +18,27 @@ group). ``consumer_error`` is the layer-level error estimate from calibration ac
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
+import ml_dtypes
 import numpy as np
 
 from tsir.ir.ops import evaluate
 from tsir.ir.term import Graph, Term, fold, is_constant, postorder
 
 ELEMENTWISE = ("relu", "gelu", "sigmoid", "tanh", "clip", "sqrt", "exp")
+DENSE = ("matmul", "linear", "dnnl_matmul", "dnnl_linear")  # (x, W (K, N)[, bias]) layers
+CONVS = ("conv2d", "dnnl_conv2d")  # (x, W (O, I, kh, kw)[, bias]) layers
+
+
+def _kernel(graph: Graph, t: Term):
+    """The approximate-mode matmul kernel behind an opaque term (int8 / bf16), or None."""
+    from tsir.rewrites.approx import Bf16Matmul, Int8Matmul
+
+    kernel = graph.opaque_calls.get(t.attrs[0])
+    return kernel if isinstance(kernel, (Int8Matmul, Bf16Matmul)) else None
 BINARY = ("add", "subtract", "multiply", "divide")
 
 
@@ -107,7 +119,7 @@ class _Analysis:
         if t.op in BINARY and len(t.args) == 2:
             self._binary(t, flows)
             return
-        if t.op == "conv2d" and self._depthwise(t) and flows[0] is not None:
+        if t.op in CONVS and self._depthwise(t) and flows[0] is not None:
             self.flow[id(t)] = flows[0]
             return
         if t.op == "reshape" and flows[0] is not None and flows[0].block == 1 and self._flattens(t):
@@ -118,30 +130,33 @@ class _Analysis:
             for a in t.args:
                 self._block(a, f"read by {t.op}" + (f" groups={t.attrs[3]}" if t.op == "conv2d" else ""))
 
+    def layer(self, t: Term) -> str | None:
+        """"dense" (a matmul-like op by a constant 2-D weight ``(K, N)``), "conv" (an ungrouped conv by a
+        constant weight) or None. Library ops and approximate-mode kernels count (pruning composes with
+        them: per-column int8 scales are pruned with their columns)."""
+        if len(t.args) < 2 or not self._is_const(t.args[1]):
+            return None
+        if t.op in DENSE or (t.op == "opaque" and _kernel(self.graph, t) is not None):
+            return "dense" if len(t.args[1].ty[0]) == 2 and len(t.ty[0]) >= 2 else None
+        if t.op in CONVS and t.attrs[3] == 1:
+            return "conv"
+        return None
+
     def _consume(self, t: Term, flows: list[_Flow | None]) -> bool:
         """``t`` reads a channel flow through its weight: record it as a consumer."""
         if not flows or flows[0] is None:
             return False
-        f = flows[0]
-        if t.op == "matmul" and self._is_const(t.args[1]) and len(t.args[1].ty[0]) == 2 and len(t.ty[0]) >= 2:
-            ok = True
-        elif t.op == "conv2d" and t.attrs[3] == 1 and self._is_const(t.args[1]) and f.block == 1:
-            ok = True
-        else:
+        kind = self.layer(t)
+        if kind is None or (kind == "conv" and flows[0].block != 1):
             return False
-        if not ok:
-            return False
-        self.groups[self.find(f.group)].consumers.append((t, f.block))
+        self.groups[self.find(flows[0].group)].consumers.append((t, flows[0].block))
         return True
 
     def _produce(self, t: Term) -> bool:
-        if t.op == "matmul" and self._is_const(t.args[1]) and len(t.args[1].ty[0]) == 2:
-            channels = t.ty[0][-1]
-        elif t.op == "conv2d" and t.attrs[3] == 1 and self._is_const(t.args[1]):
-            channels = t.ty[0][1]
-        else:
+        kind = self.layer(t)
+        if kind is None:
             return False
-        g = self._new(channels)
+        g = self._new(t.ty[0][-1] if kind == "dense" else t.ty[0][1])
         self.groups[g].producers.append(t)
         self.flow[id(t)] = _Flow(g)
         return True
@@ -192,13 +207,24 @@ def groups(graph: Graph) -> list[Group]:
     return [g for i, g in enumerate(analysis.groups) if analysis.find(i) == i]
 
 
+def _float_weight(graph: Graph, t: Term, memo: dict) -> np.ndarray:
+    """``t``'s weight as float32 values (int8 weights times their scales, bf16 bits widened)."""
+    w = fold(t.args[1], graph.constants, memo)
+    kernel = _kernel(graph, t) if t.op == "opaque" else None
+    if kernel is not None and hasattr(kernel, "w_scale"):
+        return w.astype(np.float32) * kernel.w_scale
+    if kernel is not None:
+        return w.view(ml_dtypes.bfloat16).astype(np.float32)
+    return w
+
+
 def keep_channels(graph: Graph, group: Group, fraction: float) -> np.ndarray:
     """The sorted indices of the ``ceil(fraction * channels)`` largest-magnitude channels of ``group``."""
     memo: dict = {}
     score = np.zeros(group.channels)
     for p in group.producers:
-        w = fold(p.args[1], graph.constants, memo)
-        score += np.linalg.norm(w.reshape(w.shape[0], -1), axis=1) if p.op == "conv2d" else np.linalg.norm(w, axis=0)
+        w = _float_weight(graph, p, memo)
+        score += np.linalg.norm(w.reshape(w.shape[0], -1), axis=1) if p.op in CONVS else np.linalg.norm(w, axis=0)
     n = max(1, math.ceil(fraction * group.channels))
     return np.sort(np.argsort(-score, kind="stable")[:n])
 
@@ -221,6 +247,7 @@ class _Rewriter:
     def __init__(self, graph: Graph, analysis: _Analysis, keep: dict[int, np.ndarray]) -> None:
         self.graph, self.analysis, self.keep = graph, analysis, keep
         self.constants = list(graph.constants)
+        self.opaque = dict(graph.opaque_calls)
         self.memo: dict = {}
         self.new: dict[int, Term] = {}
 
@@ -246,7 +273,7 @@ class _Rewriter:
         for t in postorder(self.graph.root):
             self.new[id(t)] = self.rebuild(t)
         root = self.new[id(self.graph.root)]
-        return Graph(root, self.graph.inputs, self.constants, self.graph.opaque_calls)
+        return Graph(root, self.graph.inputs, self.constants, self.opaque)
 
     def rebuild(self, t: Term) -> Term:
         if not t.args or is_constant(t, self.analysis.const):
@@ -255,17 +282,25 @@ class _Rewriter:
         attrs = t.attrs
         own, _ = self.kept(t)
         src, block = self.kept(t.args[0])
-        weighted = t.op == "matmul" or (t.op == "conv2d" and t.attrs[3] == 1)
-        if weighted and self.analysis._is_const(t.args[1]) and (src is not None or own is not None):
+        kind = self.analysis.layer(t)
+        ty = t.ty
+        if kind is not None and (src is not None or own is not None):
             w = fold(t.args[1], self.graph.constants, self.memo)
             if src is not None:  # a consumer: drop the weight's input rows / channels
-                w = np.take(w, _expand(src, block), axis=0 if t.op == "matmul" else 1)
-            if own is not None:  # a producer: drop its output columns / filters
-                w = np.take(w, own, axis=1 if t.op == "matmul" else 0)
+                w = np.take(w, _expand(src, block), axis=0 if kind == "dense" else 1)
+            if own is not None:  # a producer: drop its output columns / filters, and their biases
+                w = np.take(w, own, axis=1 if kind == "dense" else 0)
+                if len(t.args) > 2:
+                    args[2] = self.channels(t.args[2], own)
+                if t.op == "opaque":
+                    ty = ((*t.ty[0][:-1], len(own)), t.ty[1])
+                    attrs = (self.kernel(t, own),)
             args[1] = self.leaf(w)
-        elif t.op == "conv2d" and src is not None:  # depthwise: one filter per kept channel
+        elif t.op in CONVS and src is not None:  # depthwise: one filter (and bias) per kept channel
             args[1] = self.const(t.args[1], 0, src)
-            attrs = (*attrs[:3], len(src))
+            if len(t.args) > 2:
+                args[2] = self.channels(t.args[2], src)
+            attrs = (*attrs[:3], len(src), *attrs[4:])
         elif t.op in BINARY and own is not None:
             for i, a in enumerate(t.args):
                 if self.analysis._is_const(a) and self.analysis._per_channel(a, t):
@@ -278,7 +313,22 @@ class _Rewriter:
             attrs = ((shape[0], len(src) * math.prod(shape[2:])),)
         if all(n is o for n, o in zip(args, t.args, strict=True)) and attrs == t.attrs:
             return t
-        return Term(t.op, tuple(args), attrs, None if t.op != "opaque" else t.ty)
+        return Term(t.op, tuple(args), attrs, None if t.op != "opaque" else ty)
+
+    def channels(self, term: Term, idx: np.ndarray) -> Term:
+        """A per-channel constant (one non-1 axis, e.g. a bias) cut to ``idx``."""
+        array = fold(term, self.graph.constants, self.memo)
+        shape = [len(idx) if d != 1 else 1 for d in array.shape]
+        return self.leaf(np.take(array.reshape(-1), idx).reshape(shape))
+
+    def kernel(self, t: Term, own: np.ndarray) -> int:
+        """A copy of ``t``'s int8/bf16 kernel for the kept output columns, under a new opaque key."""
+        kernel = _kernel(self.graph, t)
+        if hasattr(kernel, "w_scale"):
+            kernel = dataclasses.replace(kernel, w_scale=kernel.w_scale[own])
+        key = max(self.opaque, default=-1) + 1
+        self.opaque[key] = kernel
+        return key
 
 
 def _expand(idx: np.ndarray, block: int) -> np.ndarray:
