@@ -1,20 +1,34 @@
 """Approximations: alternatives to exact e-classes, kept beside the e-graph and never unioned into it.
 
-A ``Site`` is a constant 2-D weight e-class that an input-program ``matmul``/``linear`` multiplies by.
-Each site has a knob (``Site.choices``; index 0 is exact) and, per choice, an error estimate computed
-from the weight (and calibration activations for int8):
+A ``Site`` is a constant float32 weight e-class that an input-program node reads; its ``kind`` says which:
 
-- ``rank{r}``: the weight ``W (K, N)`` replaced by its truncated SVD ``A (K, r) @ B (r, N)``; the
-  estimate is the relative Frobenius norm of the discarded singular values, ``||W - W_r|| / ||W||``
-  (the expected relative output error for inputs with uncorrelated, equal-variance features).
-- ``int8``: per-output-channel symmetric int8 weights and a static per-tensor symmetric int8 activation
-  scale calibrated on the calibration set (clipping chosen by ``activation_scale``); lowered to an
-  ``int8 x int8 -> int32`` Relax matmul. The estimate combines the relative weight and activation
-  rounding errors.
+- ``matmul``: a 2-D weight ``W (K, N)`` of a ``matmul``/``linear``;
+- ``conv``: a 4-D weight ``W (O, I, kh, kw)`` of an ungrouped ``conv2d``;
+- ``embedding``: a 2-D table ``E (V, D)`` gathered by a ``take`` (an opaque Relax call).
+
+Each site has a knob (``Site.choices``; index 0 is exact) and, per choice, an error estimate computed
+from the weight (and calibration activations for int8/bf16):
+
+- ``rank{r}`` (matmul): ``W`` replaced by its truncated SVD ``A (K, r) @ B (r, N)``; the estimate is the
+  relative Frobenius norm of the discarded singular values, ``||W - W_r|| / ||W||`` (the expected relative
+  output error for inputs with uncorrelated, equal-variance features).
+- ``rank{r}`` (conv): spatial-then-pointwise: ``W`` as a matrix ``(O, I*kh*kw)`` factored by SVD into a
+  ``kh x kw`` conv to ``r`` channels and a ``1 x 1`` conv to ``O``; same estimate (over im2col patches).
+- ``int8`` (matmul): per-output-channel symmetric int8 weights and a static per-tensor symmetric int8
+  activation scale calibrated on the calibration set (clipping chosen by ``activation_scale``); lowered to
+  an ``int8 x int8 -> int32`` Relax matmul, or with ``library`` to oneDNN's VNNI int8 matmul
+  (``tsir.dnnl.int8_matmul``, backends/native/dnnl/dnnl_int8.cc). The estimate combines the relative
+  weight and activation rounding errors.
+- ``rank{r}+int8`` (matmul, the two largest ranks): both low-rank factors as int8 matmuls, the middle
+  activation calibrated too; the estimate adds the truncation and rounding errors in quadrature.
+- ``bf16`` (matmul): weights stored as bfloat16, activations cast to bfloat16, accumulated in float32;
+  estimated like int8 from the two relative rounding errors.
+- ``int8`` (embedding): per-row symmetric int8 table and a per-row float32 scale; gather, then
+  dequantize. The estimate is the relative Frobenius rounding error of the table.
 
 ``Approximations.decode`` applies a knob vector while a genome is decoded (``to_term``'s hook): every
-chosen ``matmul``/``linear``/``dnnl_matmul``/``dnnl_linear`` node on a site's weight class is replaced
-(with its bias and ReLU kept), whatever exact rewrites chose around it.
+chosen node on a site's weight class is replaced (with its bias and ReLU kept), whatever exact rewrites
+chose around it.
 """
 
 from __future__ import annotations
@@ -23,28 +37,33 @@ import math
 import types
 from dataclasses import dataclass, field
 
+import ml_dtypes
 import numpy as np
 import tvm
 from tvm import relax
 
 from tsir.cost import Roofline, type_bytes
+from tsir.egraph import list_items
 from tsir.ir.term import Graph, Term, fold
 from tsir.search.extract import Genome, Space, to_term, walk
 
 RANK_FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2)  # ranks tried per layer, as fractions of min(K, N)
 INT8_SPEEDUP = 4.0  # analytic model: int8 GEMMs at 4x the fp32 rate (VNNI); measured tiers time them
+BF16_SPEEDUP = 2.0  # analytic model: bf16 GEMMs at 2x the fp32 rate (AVX512-BF16)
+COMBINED = 2  # the largest ranks also offered as rank+int8
 MIN_WEIGHT = 4096  # smaller weights are not worth approximating
 MATMULS = ("matmul", "linear", "dnnl_matmul", "dnnl_linear")  # (x, W[, bias]) nodes a site replaces
+CONVS = ("conv2d", "dnnl_conv2d")  # (x, W[, bias]) conv nodes a site replaces
 
 
 @dataclass(frozen=True)
 class Choice:
-    name: str  # "exact", "rank{r}" or "int8"
+    name: str  # "exact", "rank{r}", "int8" or "bf16"
     error: float  # estimated relative output error of the layer
     size_bytes: int  # bytes of weights the choice keeps
     cost_s: float  # analytic run time of the replacement kernels
     weights: tuple[int, ...] = ()  # indices of its weights in the extended constant table
-    opaque: int | None = None  # key of its int8 kernel in the extended opaque table
+    opaque: tuple[int, ...] = ()  # keys of its kernels in the extended opaque table (two for rank+int8)
 
 
 @dataclass
@@ -52,10 +71,16 @@ class Site:
     eclass: int
     weight_class: int
     label: str  # "linear 512x256"
-    shape: tuple[int, int]
-    in_type: tuple  # the activation's type
+    shape: tuple[int, ...]
+    in_type: tuple  # the activation's type (the index type for an embedding)
     out_type: tuple
+    kind: str = "matmul"  # "matmul", "conv" or "embedding"
     choices: list[Choice] = field(default_factory=list)
+
+
+def _op(name: str) -> types.SimpleNamespace:
+    """What ``tsir.report.layers`` reads from an opaque kernel (``.call.op.name``)."""
+    return types.SimpleNamespace(op=types.SimpleNamespace(name=name))
 
 
 @dataclass(frozen=True)
@@ -64,16 +89,50 @@ class Int8Matmul:
 
     x_scale: float  # activation step: x ~= x_scale * q(x)
     w_scale: np.ndarray  # (N,) per-output-channel weight step
-    call = types.SimpleNamespace(op=types.SimpleNamespace(name="tsir.int8_matmul"))  # what report.layers names
+    library: bool = False  # call oneDNN's s8 x s8 -> s32 matmul (tsir.dnnl.int8_matmul) instead of TVM code
+    call = _op("tsir.int8_matmul")
 
     def rebuild(self, args: list[relax.Expr]) -> relax.Expr:
         x, wq = args
+        scale = relax.const((self.x_scale * self.w_scale).astype(np.float32))
+        if self.library:
+            shape = [*list(x.ty.shape)[:-1], len(self.w_scale)]
+            inv = relax.prim_value(tvm.tirx.FloatImm("float64", 1.0 / self.x_scale))
+            return relax.call_dps_packed("tsir.dnnl.int8_matmul", relax.Tuple([x, wq, scale, inv]),
+                                         relax.TensorType(shape, "float32"))
         scaled = relax.op.multiply(x, relax.const(np.float32(1.0 / self.x_scale)))
         clipped = relax.op.clip(relax.op.round(scaled), tvm.tirx.FloatImm("float32", -127.0),
                                 tvm.tirx.FloatImm("float32", 127.0))
         acc = relax.op.matmul(relax.op.astype(clipped, "int8"), wq, out_dtype="int32")
-        return relax.op.multiply(relax.op.astype(acc, "float32"),
-                                 relax.const((self.x_scale * self.w_scale).astype(np.float32)))
+        return relax.op.multiply(relax.op.astype(acc, "float32"), scale)
+
+
+@dataclass(frozen=True)
+class Bf16Matmul:
+    """``x @ W`` with ``x`` cast to bfloat16 and ``W`` stored as bfloat16, accumulated in float32.
+
+    The weight travels through tsir as its raw uint16 bits (numpy has no bfloat16 Relax constants);
+    ``rebuild`` turns that constant back into a bfloat16 one."""
+
+    call = _op("tsir.bf16_matmul")
+
+    def rebuild(self, args: list[relax.Expr]) -> relax.Expr:
+        x, bits = args
+        w = relax.const(tvm.runtime.tensor(bits.value.numpy().view(ml_dtypes.bfloat16)))
+        return relax.op.matmul(relax.op.astype(x, "bfloat16"), w, out_dtype="float32")
+
+
+@dataclass(frozen=True)
+class Int8Take:
+    """``take(E, idx)`` from a per-row int8 table: ``take(Eq, idx) * take(scale, idx)`` in float32."""
+
+    axis: int
+    call = _op("tsir.int8_take")
+
+    def rebuild(self, args: list[relax.Expr]) -> relax.Expr:
+        table, scale, idx = args
+        rows = relax.op.astype(relax.op.take(table, idx, axis=self.axis), "float32")
+        return relax.op.multiply(rows, relax.op.take(scale, idx, axis=self.axis))
 
 
 def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,11 +141,37 @@ def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.round(w / scale), -127, 127).astype(np.int8), scale.astype(np.float32)
 
 
+def quantize_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-row symmetric int8 ``table ~= q * scale`` (scale ``(V, 1)``) and the relative rounding error."""
+    scale = (np.maximum(np.abs(table).max(axis=1, keepdims=True), 1e-12) / 127.0).astype(np.float32)
+    q = np.clip(np.round(table / scale), -127, 127).astype(np.int8)
+    error = float(np.linalg.norm(table - q * scale) / max(np.linalg.norm(table), 1e-30))
+    return q, scale, error
+
+
+def to_bf16(w: np.ndarray) -> np.ndarray:
+    """``w`` rounded to bfloat16 (round to nearest even), as an ml_dtypes array."""
+    return w.astype(ml_dtypes.bfloat16)
+
+
+def bf16_error(x: np.ndarray) -> float:
+    """Relative error of rounding ``x`` to bfloat16."""
+    return float(np.linalg.norm(x - to_bf16(x).astype(np.float32)) / max(np.linalg.norm(x), 1e-30))
+
+
 def lowrank(w: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, float]:
     """``A (K, r)``, ``B (r, N)`` with ``A @ B`` the best rank-``r`` approximation, and the estimate."""
     u, s, vt = np.linalg.svd(w.astype(np.float64), full_matrices=False)
     error = float(math.sqrt((s[rank:] ** 2).sum() / max((s**2).sum(), 1e-30)))
     return (u[:, :rank] * s[:rank]).astype(np.float32), vt[:rank].astype(np.float32), error
+
+
+def lowrank_conv(w: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Spatial-then-pointwise factors of a conv weight ``(O, I, kh, kw)``: ``(r, I, kh, kw)`` and
+    ``(O, r, 1, 1)``, and the estimate (``lowrank`` of the ``(I*kh*kw, O)`` im2col matrix)."""
+    o = w.shape[0]
+    a, b, error = lowrank(w.reshape(o, -1).T, rank)  # (I*kh*kw, r), (r, O)
+    return a.T.reshape(rank, *w.shape[1:]).copy(), b.T.reshape(o, rank, 1, 1).copy(), error
 
 
 def activation_error(x: np.ndarray, scale: float) -> float:
@@ -103,66 +188,155 @@ def activation_scale(x: np.ndarray) -> float:
     return min(steps, key=lambda step: activation_error(x, step))
 
 
+def _is_take(graph: Graph, key: int) -> bool:
+    call = graph.opaque_calls[key].call
+    return getattr(getattr(call, "op", None), "name", "") == "relax.take"
+
+
 class Approximations:
     """The sites of a search space, their choices, and the extended constant/opaque tables they use."""
 
-    def __init__(self, space: Space, graph: Graph, roofline: Roofline) -> None:
-        self.space, self.graph = space, graph
+    def __init__(self, space: Space, graph: Graph, roofline: Roofline, library: bool = False) -> None:
+        """``library``: int8 matmuls call oneDNN (``tsir.dnnl.int8_matmul``, loaded in this process)."""
+        self.space, self.graph, self.library = space, graph, library
         self.constants = list(graph.constants)
         self.opaque = dict(graph.opaque_calls)
         self.sites: list[Site] = []
         self.roofline = roofline
         self._by_weight: dict[int, int] = {}  # weight class -> site
         self._weight_terms: dict[int, Term] = {}
-        self._inputs: dict[int, Term] = {}  # site class -> its activation term in the input program
+        self._inputs: dict[int, Term] = {}  # matmul site class -> its activation term in the input program
+        self._take_axis: dict[int, int] = {}
         terms: dict[int, Term] = {}
         to_term_capture(space, space.original(), terms)
         for c, i in space.view.original.items():
             node = space.view.classes[c][i]
-            if node.op not in ("matmul", "linear") or not space.constant[node.children[1]]:
+            kind = self._kind(node)
+            if kind is None:
                 continue
-            wty = space.view.types[node.children[1]]
-            if len(wty[0]) != 2 or wty[1] != "float32" or wty[0][0] * wty[0][1] < MIN_WEIGHT:
+            args = self._list(node.children[0]) if kind == "embedding" \
+                else node.children
+            w = args[0] if kind == "embedding" else args[1]
+            wty = space.view.types[w]
+            if w in self._by_weight or not space.constant[w] or wty[1] != "float32" or math.prod(wty[0]) < MIN_WEIGHT:
                 continue
-            if node.children[1] in self._by_weight:
-                continue
-            self._by_weight[node.children[1]] = len(self.sites)
-            self._weight_terms[c] = terms[node.children[1]]
-            self._inputs[c] = terms[node.children[0]]
-            self.sites.append(Site(c, node.children[1], f"{node.op} {wty[0][0]}x{wty[0][1]}", tuple(wty[0]),
-                                   space.view.types[node.children[0]], space.view.types[c]))
+            if kind == "conv" and node.attrs[3] != 1:
+                continue  # grouped/depthwise convs have no cheaper factorization here
+            x = args[1] if kind == "embedding" else args[0]
+            self._by_weight[w] = len(self.sites)
+            self._weight_terms[c] = terms[w]
+            self._inputs[c] = terms[x]
+            if kind == "embedding":
+                self._take_axis[c] = int(self.graph.opaque_calls[node.attrs[0]].call.attrs.axis)
+            label = {"matmul": node.op, "conv": "conv2d", "embedding": "embedding"}[kind]
+            self.sites.append(Site(c, w, f"{label} {'x'.join(map(str, wty[0]))}", tuple(wty[0]),
+                                   space.view.types[x], space.view.types[c], kind))
+
+    def _kind(self, node) -> str | None:
+        def ndim(c: int) -> int:
+            ty = self.space.view.types[c]
+            return len(ty[0]) if isinstance(ty, tuple) and len(ty) == 2 and isinstance(ty[1], str) else -1
+
+        if node.op in ("matmul", "linear") and ndim(node.children[1]) == 2:
+            return "matmul"
+        if node.op == "conv2d" and ndim(node.children[1]) == 4:
+            return "conv"
+        if node.op == "opaque" and _is_take(self.graph, node.attrs[0]):
+            args = self._list(node.children[0])
+            return "embedding" if len(args) == 2 and ndim(args[0]) == 2 else None
+        return None
+
+    def _list(self, c: int) -> list[int]:
+        """The tensor classes of an opaque node's argument list."""
+        return list_items(self.space.view.classes, c)
 
     def activation_terms(self) -> list[Term]:
-        """Each site's input activation in the input program (to calibrate int8 scales)."""
-        return [self._inputs[s.eclass] for s in self.sites]
+        """Each matmul site's input activation in the input program (to calibrate int8/bf16)."""
+        return [self._inputs[s.eclass] for s in self.sites if s.kind == "matmul"]
 
     def build_choices(self, activations: list[np.ndarray] | None) -> None:
-        """Fill every site's choices; ``activations`` (one calibration array per site) enable int8."""
-        for k, site in enumerate(self.sites):
+        """Fill every site's choices; ``activations`` (one calibration array per matmul site, in the
+        order of ``activation_terms``) enable int8 and bf16 matmuls."""
+        acts = iter(activations or [])
+        for site in self.sites:
             w = fold(self._weight_terms[site.eclass], self.graph.constants, {})
-            xty, out_ty = site.in_type, site.out_type
-            kdim, ndim = w.shape
-            exact = self.roofline.kernel_s("matmul", [xty, ((kdim, ndim), "float32")], out_ty)
-            site.choices = [Choice("exact", 0.0, w.nbytes, exact)]
-            for rank in sorted({max(1, int(min(w.shape) * f)) for f in RANK_FRACTIONS}):
-                if rank * (kdim + ndim) >= kdim * ndim:
-                    continue
-                a, b, error = lowrank(w, rank)
-                mid = ((*xty[0][:-1], rank), "float32")
-                cost = (self.roofline.kernel_s("matmul", [xty, ((kdim, rank), "float32")], mid)
-                        + self.roofline.kernel_s("matmul", [mid, ((rank, ndim), "float32")], out_ty))
-                site.choices.append(Choice(f"rank{rank}", error, a.nbytes + b.nbytes, cost, self._add(a, b)))
-            if activations is not None:
-                x = activations[k]
-                q, scale = quantize_weight(w)
-                x_scale = activation_scale(x)
-                w_err = float(np.linalg.norm(w - q * scale) / max(np.linalg.norm(w), 1e-30))
-                error = math.hypot(w_err, activation_error(x, x_scale))
-                cost = max(exact / INT8_SPEEDUP, (type_bytes(xty) / 4 + q.nbytes + type_bytes(out_ty))
-                           / self.roofline.bandwidth)
-                key = max(self.opaque, default=-1) + 1
-                self.opaque[key] = Int8Matmul(x_scale, scale)
-                site.choices.append(Choice("int8", error, q.nbytes + scale.nbytes, cost, self._add(q), key))
+            if site.kind == "matmul":
+                self._matmul_choices(site, w, next(acts) if activations is not None else None)
+            elif site.kind == "conv":
+                self._conv_choices(site, w)
+            else:
+                self._embedding_choices(site, w)
+
+    def _matmul_choices(self, site: Site, w: np.ndarray, x: np.ndarray | None) -> None:
+        xty, out_ty = site.in_type, site.out_type
+        kdim, ndim = w.shape
+        exact = self.roofline.kernel_s("matmul", [xty, ((kdim, ndim), "float32")], out_ty)
+        site.choices = [Choice("exact", 0.0, w.nbytes, exact)]
+        for rank in self._ranks(w.shape):
+            a, b, error = lowrank(w, rank)
+            mid = ((*xty[0][:-1], rank), "float32")
+            cost = (self.roofline.kernel_s("matmul", [xty, ((kdim, rank), "float32")], mid)
+                    + self.roofline.kernel_s("matmul", [mid, ((rank, ndim), "float32")], out_ty))
+            site.choices.append(Choice(f"rank{rank}", error, a.nbytes + b.nbytes, cost, self._add(a, b)))
+        if x is None:
+            return
+        q, scale = quantize_weight(w)
+        x_scale = activation_scale(x)
+        w_err = float(np.linalg.norm(w - q * scale) / max(np.linalg.norm(w), 1e-30))
+        error = math.hypot(w_err, activation_error(x, x_scale))
+        cost = max(exact / INT8_SPEEDUP, (type_bytes(xty) / 4 + q.nbytes + type_bytes(out_ty))
+                   / self.roofline.bandwidth)
+        site.choices.append(Choice("int8", error, q.nbytes + scale.nbytes, cost, self._add(q),
+                                   (self._kernel(Int8Matmul(x_scale, scale, self.library)),)))
+        for choice in [c for c in site.choices if c.name.startswith("rank")][-COMBINED:]:
+            site.choices.append(self._rank_int8(choice, x, xty, out_ty))
+        bits = to_bf16(w).view(np.uint16)
+        error = math.hypot(bf16_error(w), bf16_error(x))
+        cost = max(exact / BF16_SPEEDUP, (type_bytes(xty) / 2 + bits.nbytes + type_bytes(out_ty))
+                   / self.roofline.bandwidth)
+        site.choices.append(Choice("bf16", error, bits.nbytes, cost, self._add(bits), (self._kernel(Bf16Matmul()),)))
+
+    def _rank_int8(self, lowrank_choice: Choice, x: np.ndarray, xty: tuple, out_ty: tuple) -> Choice:
+        """Low rank, then int8: both factors of ``lowrank_choice`` as int8 matmuls (prune-then-quantize
+        order); the middle activation ``x @ A`` is calibrated on the same data. The estimate adds the
+        rank truncation and the four rounding errors in quadrature."""
+        a, b = (self.constants[i] for i in lowrank_choice.weights)
+        errors = [lowrank_choice.error]
+        kernels, weights, size = [], [], 0
+        for act, w in ((x, a), (x.reshape(-1, x.shape[-1]) @ a, b)):
+            q, scale = quantize_weight(w)
+            x_scale = activation_scale(act)
+            errors += [float(np.linalg.norm(w - q * scale) / max(np.linalg.norm(w), 1e-30)),
+                       activation_error(act, x_scale)]
+            kernels.append(self._kernel(Int8Matmul(x_scale, scale, self.library)))
+            weights.append(q)
+            size += q.nbytes + scale.nbytes
+        cost = lowrank_choice.cost_s / INT8_SPEEDUP
+        return Choice(f"{lowrank_choice.name}+int8", math.sqrt(sum(e * e for e in errors)), size, cost,
+                      self._add(*weights), tuple(kernels))
+
+    def _conv_choices(self, site: Site, w: np.ndarray) -> None:
+        exact = self.space.node_cost[site.eclass][self.space.view.original[site.eclass]]
+        site.choices = [Choice("exact", 0.0, w.nbytes, exact)]
+        out_ch, kin = w.shape[0], math.prod(w.shape[1:])
+        for rank in self._ranks((kin, out_ch)):
+            a, b, error = lowrank_conv(w, rank)
+            share = rank * (kin + out_ch) / (kin * out_ch)  # the factors' FLOPs relative to the conv's
+            site.choices.append(Choice(f"rank{rank}", error, a.nbytes + b.nbytes, exact * share, self._add(a, b)))
+
+    def _embedding_choices(self, site: Site, table: np.ndarray) -> None:
+        exact = self.space.node_cost[site.eclass][self.space.view.original[site.eclass]]
+        site.choices = [Choice("exact", 0.0, table.nbytes, exact)]
+        q, scale, error = quantize_rows(table)
+        site.choices.append(Choice("int8", error, q.nbytes + scale.nbytes, exact, self._add(q, scale),
+                                   (self._kernel(Int8Take(self._take_axis[site.eclass])),)))
+
+    @staticmethod
+    def _ranks(shape: tuple[int, int]) -> list[int]:
+        """Ranks from ``RANK_FRACTIONS`` whose factors are smaller than the ``(K, N)`` weight."""
+        kdim, ndim = shape
+        ranks = sorted({max(1, int(min(shape) * f)) for f in RANK_FRACTIONS})
+        return [r for r in ranks if r * (kdim + ndim) < kdim * ndim]
 
     def knobs(self) -> tuple[int, ...]:
         """Number of choices per site (the genome's extra genes)."""
@@ -172,13 +346,27 @@ class Approximations:
         self.constants.extend(arrays)
         return tuple(range(len(self.constants) - len(arrays), len(self.constants)))
 
-    def applied(self, genome: Genome) -> list[tuple[Site, Choice]]:
+    def _kernel(self, kernel) -> int:
+        key = max(self.opaque, default=-1) + 1
+        self.opaque[key] = kernel
+        return key
+
+    def _site_of(self, genome: Genome, node) -> int | None:
+        if node.op in MATMULS or node.op in CONVS:
+            k = self._by_weight.get(node.children[1])
+            return k if k is not None and self.sites[k].kind == ("matmul" if node.op in MATMULS else "conv") else None
+        if node.op == "opaque" and node.children and _is_take(self.graph, node.attrs[0]):
+            args = self._list(node.children[0])
+            k = self._by_weight.get(args[0]) if len(args) == 2 else None
+            return k if k is not None and self.sites[k].kind == "embedding" else None
+        return None
+
+    def applied(self, genome: Genome) -> list[tuple[int, Site, Choice]]:
         """The (e-class, site, non-exact choice) triples that decoding ``genome`` applies."""
         n = len(self.space.view.classes)
         out = []
         for c in walk(self.space, genome):
-            node = self.space.node(genome, c)
-            k = self._by_weight.get(node.children[1]) if node.op in MATMULS else None
+            k = self._site_of(genome, self.space.node(genome, c))
             if k is not None and genome[n + k] != 0:
                 out.append((c, self.sites[k], self.sites[k].choices[genome[n + k]]))
         return out
@@ -206,14 +394,32 @@ class Approximations:
         root = to_term(self.space, genome, substitute)
         return Graph(root, self.graph.inputs, self.constants, self.opaque), root
 
+    def _leaf(self, i: int) -> Term:
+        return Term("weight", (), (i,), (self.constants[i].shape, str(self.constants[i].dtype)))
+
     def _replace(self, term: Term, choice: Choice) -> Term:
+        leaves = [self._leaf(i) for i in choice.weights]
+        if term.op == "opaque":  # an embedding gather
+            return Term("opaque", (*leaves, term.args[1]), choice.opaque, term.ty)
         x = term.args[0]
-        leaves = [Term("weight", (), (i,), (self.constants[i].shape, str(self.constants[i].dtype)))
-                  for i in choice.weights]
-        if choice.opaque is not None:
-            out = Term("opaque", (x, leaves[0]), (choice.opaque,), term.ty)
+        if term.op in CONVS:
+            strides, padding, dilation = term.attrs[:3]
+            mid = Term("conv2d", (x, leaves[0]), (strides, padding, dilation, 1))
+            out = Term("conv2d", (mid, leaves[1]), ((1,) * len(strides), (0,) * len(padding), (1,) * len(dilation), 1))
+            if term.op == "dnnl_conv2d":
+                bias = term.args[2]
+                out = Term("add", (out, Term("reshape", (bias,), ((1, out.ty[0][1], 1, 1),))))
+                return Term("relu", (out,)) if term.attrs[4] else out
+            return out
+        if len(choice.opaque) == 2:  # rank+int8: two int8 matmuls through the rank-r middle
+            rank = self.constants[choice.weights[0]].shape[1]
+            mid = Term("opaque", (x, leaves[0]), choice.opaque[:1], ((*x.ty[0][:-1], rank), "float32"))
+            out = Term("opaque", (mid, leaves[1]), choice.opaque[1:], term.ty)
+        elif choice.opaque:
+            out = Term("opaque", (x, leaves[0]), choice.opaque, term.ty)
         else:
-            out = Term("matmul", (Term("matmul", (x, leaves[0])), leaves[1]))
+            op = "dnnl_matmul" if self.library else "matmul"  # the factors as oneDNN calls when it is loaded
+            out = Term(op, (Term(op, (x, leaves[0])), leaves[1]))
         if term.op in ("linear", "dnnl_linear"):
             out = Term("add", (out, term.args[2]))
         return Term("relu", (out,)) if term.op == "dnnl_linear" and term.attrs[0] else out

@@ -108,6 +108,8 @@ def test_digits_approx_respects_budget_on_heldout(tmp_path) -> None:
                            budget_s=8, measure=False, families=("algebra", "fusion", "folding"), out_dir=tmp_path)
     report = result.report["approx"]
     assert [layer["choice"] for layer in report["layers"]] != ["exact"] * len(report["layers"])
+    assert {c["pruned_to"] for c in report["candidates"]} >= {1.0, 0.75, 0.5}  # pruned variants were tried too
+    assert all(c["measured_ms"] is None for c in report["candidates"])  # measure=False: analytic ranking
     assert result.report["size_bytes"]["optimized"] < result.report["size_bytes"]["original"]
     # recompute the held-out accuracy ourselves, against the original torch model
     preds = np.concatenate([

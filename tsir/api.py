@@ -184,7 +184,7 @@ def optimize(
     approx = None
     if mode == "approx":
         approx = stage("approx", lambda: approx_search(space, graph, original_mod, spec, config, accuracy,
-                                                       len(arrays[0]), search.genome))
+                                                       len(arrays[0]), search.genome, measure and spec.runs_here))
         chosen, optimized_mod, lowered_graph = approx.root, approx.module, approx.graph
         search.report["pareto"] = approx.report["pareto"]  # the (latency, size, error) front of the approx search
     else:

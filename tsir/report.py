@@ -243,6 +243,9 @@ def approx_markdown(approx: dict) -> list[str]:
            ""]
     if approx["fell_back_to_exact"]:
         out += ["No approximate candidate met the budget: the exact program was kept.", ""]
+    if approx.get("pruned_to", 1.0) < 1.0:
+        out += [f"Structured pruning on top: every prunable channel group keeps {approx['pruned_to']:.1%} of its "
+                "channels (by magnitude; residual groups pruned together).", ""]
     out += _table(["layer", "e-class", "choice", "error estimate", "alternatives"],
                   [[layer["layer"], layer["eclass"], layer["choice"], f"{layer['error_estimate']:.3g}",
                     ", ".join(c["name"] for c in site["choices"])]

@@ -80,3 +80,21 @@ def fidelity(outputs: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """The default fidelity numbers of ``outputs`` against the original's."""
     return {"top1_agreement": top1(outputs, reference, None), "cosine": cosine(outputs, reference),
             "relative_error": -relative_error(outputs, reference)}
+
+
+def random_budget(example_inputs: Sequence, max_drop: float = 0.01, batches: int = 2, seed: int = 0) -> Budget:
+    """The fidelity default for a model without data (random weights, like the bench zoo): relative output
+    error to the original <= ``max_drop`` on random inputs shaped like ``example_inputs`` (``batches`` of
+    them to calibrate, as many others held out). Float inputs are standard normal; integer inputs are drawn
+    uniformly from the range the examples span (token ids stay valid)."""
+    rng = np.random.default_rng(seed)
+
+    def draw(x: np.ndarray) -> np.ndarray:
+        shape = (batches * x.shape[0], *x.shape[1:])
+        if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
+            return rng.integers(int(x.min()), int(x.max()) + 1, shape).astype(x.dtype)
+        return rng.standard_normal(shape).astype(x.dtype)
+
+    arrays = [np.asarray(x) for x in example_inputs]
+    return Budget(Data([draw(x) for x in arrays], [draw(x) for x in arrays]), metric="relative_error",
+                  max_drop=max_drop)

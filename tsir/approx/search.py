@@ -3,8 +3,11 @@
 1. calibrate: the input program's site activations on ``budget.data.calibration`` set int8 scales;
 2. NSGA-II over (class genes, knob genes) on (predicted latency, size, summed error estimate);
 3. a few candidates (int8 on all / the 75% / 50% least-error layers, then final-population programs
-   spread over the error range) are built and scored on the calibration data; the fastest predicted
-   within ``max_drop`` is picked;
+   spread over the error range) and the exact program are built, scored on the calibration data and,
+   with ``measure``, timed on this machine; within ``max_drop``, the fastest is picked (measured: the
+   smallest of those within ``TIE`` of the fastest; else by predicted latency); the best passing one
+   also gets structured-pruning variants (``tsir.approx.prune``, every prunable channel group cut to
+   ``PRUNE_LEVELS``), built, scored and timed the same way (exact rewrites and int8 compose with pruning);
 4. the pick is checked on the held-out data (never seen before); if it exceeds the budget there, the
    next calibration-passing candidate is tried, and the exact program is the last resort.
 """
@@ -17,19 +20,26 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import tvm
+import tvm_ffi
 
+from tsir.approx import prune
 from tsir.approx.budget import Budget, fidelity
 from tsir.backends import runtime
 from tsir.backends.targets import TargetSpec
 from tsir.errors import TsirError
 from tsir.ir.term import Graph, Term
 from tsir.lower import lower
+from tsir.report import constant_bytes
 from tsir.rewrites.approx import Approximations
 from tsir.search.extract import Genome, Space
 from tsir.search.genetic import GeneticConfig, genetic_search
 
 MAX_CANDIDATES = 7  # candidates built and scored on the calibration data
 LADDER = (1.0, 0.75, 0.5)  # shares of the layers made int8 in the seeded mixed-precision candidates
+MEASURE = (5, 10)  # repeat, min_repeat_ms when candidates are timed
+PRUNE_LEVELS = (0.875, 0.75, 0.5)  # channel shares kept by the pruned variants of the best candidates
+PRUNE_PARENTS = 1  # how many of the best calibration-passing candidates get pruned variants
+TIE = 1.15  # measured latencies within 15% of the fastest count as equal (the smaller program wins)
 
 
 @dataclass
@@ -70,14 +80,18 @@ def _run_all(module: tvm.IRModule, spec: TargetSpec, arrays: Sequence[np.ndarray
 
 def approx_search(
     space: Space, graph: Graph, original_mod: tvm.IRModule, spec: TargetSpec, config: GeneticConfig,
-    budget: Budget, batch: int, seed_genome: Genome,
+    budget: Budget, batch: int, seed_genome: Genome, measure: bool = False,
 ) -> ApproxOutcome:
-    """Choose an approximate program from ``space`` within ``budget`` (see the module docstring)."""
-    approx = Approximations(space, graph, spec.roofline)
+    """Choose an approximate program from ``space`` within ``budget`` (see the module docstring);
+    ``measure``: time every built candidate on this machine and rank them by measured latency."""
+    library = spec.kind == "x86" and tvm_ffi.get_global_func("tsir.dnnl.int8_matmul", allow_missing=True) is not None
+    approx = Approximations(space, graph, spec.roofline, library)
     data = budget.data
-    if approx.sites:
-        acts = lower(graph, Term("tuple", tuple(approx.activation_terms())), original_mod)
-        approx.build_choices(_run_all(acts, spec, data.calibration, batch))
+    terms = approx.activation_terms()
+    activations = None
+    if terms:
+        activations = _run_all(lower(graph, Term("tuple", tuple(terms)), original_mod), spec, data.calibration, batch)
+    approx.build_choices(activations)
     knobs = approx.knobs()
     seeds = {"egglog": list(seed_genome)}
     for level in range(1, max(knobs, default=1)):
@@ -96,16 +110,27 @@ def approx_search(
     exact = list(seed_genome) + [0] * len(knobs)
     ladder_seeds = [seeds[f"int8_{share:g}"] for share in LADDER]
     candidates = _spread(ladder_seeds, [g for g, _ in result.front + result.ranked], approx)
-    scored = []
-    for genome in candidates:
-        module = _lower(approx, genome, original_mod)
-        out = run_batched(runtime.Runner(runtime.build(module, spec)), data.calibration, batch)
-        drop = base_cal - score(out, ref_cal, data.calibration_labels)
-        scored.append({"genome": genome, "module": module, "calibration_drop": drop,
-                       "objectives": approx.objectives(genome)})
-    passing = sorted((c for c in scored if c["calibration_drop"] <= budget.max_drop), key=lambda c: c["objectives"])
-    passing.append({"genome": exact, "module": _lower(approx, exact, original_mod), "calibration_drop": 0.0,
-                    "objectives": approx.objectives(exact)})
+    example = [a[:batch] for a in data.calibration]
+
+    def evaluate(genome: Genome, graph_root: tuple[Graph, Term], pruned: float = 1.0) -> dict:
+        module = lower(*graph_root, original_mod)
+        runner = runtime.Runner(runtime.build(module, spec))
+        out = run_batched(runner, data.calibration, batch)
+        drop = 0.0 if genome is exact else base_cal - score(out, ref_cal, data.calibration_labels)
+        return {"genome": genome, "graph": graph_root, "module": module, "calibration_drop": drop,
+                "objectives": approx.objectives(genome), "size_bytes": constant_bytes(module), "pruned": pruned,
+                "measured_ms": runner.median_ms(example, *MEASURE) if measure else None}
+
+    scored = [evaluate(genome, approx.decode(genome)) for genome in candidates + [exact]]
+    exact_row = scored.pop()
+    passing = _rank([c for c in scored if c["calibration_drop"] <= budget.max_drop], measure)
+    for parent in passing[:PRUNE_PARENTS]:  # structured pruning on top of the best approximate programs
+        for level in PRUNE_LEVELS:
+            pruned = _prune(parent["graph"][0], level)
+            if pruned is not None:
+                scored.append(evaluate(parent["genome"], (pruned, pruned.root), level))
+    passing = _rank([c for c in scored if c["calibration_drop"] <= budget.max_drop], measure)
+    passing.append(exact_row)
 
     ref_held = run_batched(reference, data.heldout, batch)
     base_held = score(ref_held, ref_held, data.heldout_labels)
@@ -116,7 +141,7 @@ def approx_search(
         tried.append(round(base_held - held, 6))
         if base_held - held <= budget.max_drop or pick["genome"] is exact:
             break
-    approx_graph, root = approx.decode(pick["genome"])
+    approx_graph, root = pick["graph"]
     chosen = {s.eclass: c for _, s, c in approx.applied(pick["genome"])}
     report = {
         "metric": budget.name, "max_drop": budget.max_drop,
@@ -125,9 +150,13 @@ def approx_search(
                                for c in s.choices]} for s in approx.sites],
         "layers": [{"layer": s.label, "eclass": s.eclass, "choice": chosen.get(s.eclass, s.choices[0]).name,
                     "error_estimate": round(chosen.get(s.eclass, s.choices[0]).error, 6)} for s in approx.sites],
-        "candidates": [{"predicted_ms": c["objectives"][0] * 1e3, "size_bytes": int(c["objectives"][1]),
-                        "error_estimate": round(c["objectives"][2], 6),
-                        "calibration_drop": round(c["calibration_drop"], 6)} for c in scored],
+        "candidates": [{"predicted_ms": c["objectives"][0] * 1e3, "size_bytes": c["size_bytes"],
+                        "error_estimate": round(c["objectives"][2], 6), "pruned_to": c["pruned"],
+                        "calibration_drop": round(c["calibration_drop"], 6), "measured_ms": c["measured_ms"]}
+                       for c in scored],
+        "exact_measured_ms": exact_row["measured_ms"], "picked_measured_ms": pick["measured_ms"],
+        "pruned_to": pick["pruned"],
+        "ranked_by": "measured" if measure else "analytic",
         "pareto": [{"latency_ms": o[0] * 1e3, "size_bytes": int(o[1]), "error": o[2]} for _, o in result.front],
         "calibration": {"examples": len(data.calibration[0]), "original": base_cal,
                         "optimized": base_cal - pick["calibration_drop"]},
@@ -138,6 +167,24 @@ def approx_search(
         "evaluations": result.evaluations,
     }
     return ApproxOutcome(approx_graph, root, pick["module"], report)
+
+
+def _prune(graph: Graph, level: float) -> Graph | None:
+    """``graph`` with every prunable channel group cut to ``level`` of its channels, or None if none is."""
+    groups = prune.groups(graph)
+    free = {i: level for i, g in enumerate(groups) if not g.blocked}
+    return prune.prune(graph, free) if free else None
+
+
+def _rank(candidates: list[dict], measured: bool) -> list[dict]:
+    """Candidates in the order they are tried on the held-out data. Measured: those within ``TIE`` of the
+    fastest measured latency first, smallest first (timings on a loaded machine differ by more than
+    that), then the rest by latency. Analytic: by (predicted latency, size, error)."""
+    if not measured or not candidates:
+        return sorted(candidates, key=lambda c: c["objectives"])
+    fastest = min(c["measured_ms"] for c in candidates)
+    close = sorted((c for c in candidates if c["measured_ms"] <= TIE * fastest), key=lambda c: c["size_bytes"])
+    return close + sorted((c for c in candidates if c["measured_ms"] > TIE * fastest), key=lambda c: c["measured_ms"])
 
 
 def _spread(first: list[Genome], genomes: list[Genome], approx: Approximations) -> list[Genome]:
@@ -158,8 +205,3 @@ def _spread(first: list[Genome], genomes: list[Genome], approx: Approximations) 
     room = min(MAX_CANDIDATES - len(head), len(rest))
     step = len(rest) / room if room else 0.0
     return head + [rest[int(i * step)] for i in range(room)]
-
-
-def _lower(approx: Approximations, genome: Genome, original_mod: tvm.IRModule) -> tvm.IRModule:
-    graph, root = approx.decode(list(genome))
-    return lower(graph, root, original_mod)

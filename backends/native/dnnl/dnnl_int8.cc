@@ -1,0 +1,148 @@
+// oneDNN int8 matmul for tsir's approximate mode, a tvm-ffi global function in destination-passing style:
+//
+//   tsir.dnnl.int8_matmul(x, wq, scale, inv_x_scale, out)
+//       out[m, n] = scale[n] * sum_k q(x)[m, k] * wq[k, n],  q(x) = clamp(round(x * inv_x_scale), -127, 127)
+//
+// x: float32 [..., K] (flattened to [M, K]); wq: int8 [K, N]; scale: float32 [N] (activation step times the
+// per-output-channel weight step); out: float32 [..., N]. The activation is quantized here (s8), the product
+// is s8 x s8 -> s32 in oneDNN (VNNI on AVX512-VNNI CPUs) with the per-channel scale applied to the f32 output.
+// Weights are given to oneDNN in its preferred (packed) layout: the packed copy is cached per weight buffer
+// address and shape, which is safe for tsir's use (the weights are constants of a loaded module).
+#include <oneapi/dnnl/dnnl.hpp>
+#include <tvm/ffi/container/tensor.h>
+#include <tvm/ffi/error.h>
+#include <tvm/ffi/function.h>
+#include <tvm/ffi/reflection/registry.h>
+#include <tvm/ffi/string.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+using tvm::ffi::TensorView;
+using dims = dnnl::memory::dims;
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+struct Prim {
+  dnnl::matmul prim;
+  dnnl::memory::desc src, weights, dst, scale;
+  std::string impl;
+};
+
+std::mutex mutex;
+std::map<std::tuple<int64_t, int64_t, int64_t>, Prim> prims;
+std::map<std::tuple<const void*, int64_t, int64_t>, dnnl::memory> packed;  // weight address, K, N
+std::string last_impl;
+
+void Check(const TensorView& t, uint8_t code, int bits, const char* name) {
+  DLDataType d = t.dtype();
+  if (d.code != code || d.bits != bits || d.lanes != 1) {
+    TVM_FFI_THROW(TypeError) << "tsir.dnnl.int8_matmul: " << name << " has the wrong dtype";
+  }
+  if (t.device().device_type != kDLCPU) TVM_FFI_THROW(ValueError) << "tsir.dnnl.int8_matmul: CPU tensors only";
+  int64_t expected = 1;
+  for (int i = t.ndim() - 1; i >= 0; --i) {
+    if (t.size(i) != 1 && t.stride(i) != expected) {
+      TVM_FFI_THROW(ValueError) << "tsir.dnnl.int8_matmul: " << name << " must be contiguous";
+    }
+    expected *= t.size(i);
+  }
+}
+
+void* Data(const TensorView& t) { return static_cast<char*>(t.data_ptr()) + t.byte_offset(); }
+
+const Prim& Primitive(int64_t m, int64_t k, int64_t n) {
+  auto key = std::make_tuple(m, k, n);
+  auto it = prims.find(key);
+  if (it != prims.end()) return it->second;
+  Prim p;
+  p.src = dnnl::memory::desc({m, k}, dt::s8, tag::ab);
+  p.dst = dnnl::memory::desc({m, n}, dt::f32, tag::ab);
+  p.scale = dnnl::memory::desc({n}, dt::f32, tag::a);
+  dnnl::primitive_attr attr;
+  attr.set_scales_mask(DNNL_ARG_WEIGHTS, 1 << 1);  // one scale per output column
+  dnnl::memory::desc any_weights({k, n}, dt::s8, tag::any);
+  try {
+    dnnl::matmul::primitive_desc pd(Engine(), p.src, any_weights, p.dst, attr);
+    p.weights = pd.weights_desc();
+    p.prim = dnnl::matmul(pd);
+    p.impl = pd.impl_info_str();
+  } catch (const dnnl::error& err) {
+    TVM_FFI_THROW(RuntimeError) << "oneDNN cannot create an int8 matmul " << m << "x" << k << "x" << n << ": "
+                                << err.what();
+  }
+  return prims.emplace(key, p).first->second;
+}
+
+void Int8Matmul(TensorView x, TensorView wq, TensorView scale, double inv_x_scale, TensorView out) {
+  Check(x, kDLFloat, 32, "x");
+  Check(wq, kDLInt, 8, "wq");
+  Check(scale, kDLFloat, 32, "scale");
+  Check(out, kDLFloat, 32, "out");
+  if (wq.ndim() != 2 || x.ndim() < 1 || x.size(x.ndim() - 1) != wq.size(0)) {
+    TVM_FFI_THROW(ValueError) << "tsir.dnnl.int8_matmul: x [..., K] and wq [K, N] do not contract";
+  }
+  int64_t k = wq.size(0), n = wq.size(1), m = x.numel() / k;
+  if (scale.numel() != n || out.numel() != m * n || out.size(out.ndim() - 1) != n) {
+    TVM_FFI_THROW(ValueError) << "tsir.dnnl.int8_matmul: scale must have N elements and out [..., N]";
+  }
+  dnnl::engine& eng = Engine();
+  thread_local dnnl::stream stream(eng);
+  thread_local std::vector<int8_t> xq;
+  xq.resize(m * k);
+  const float* xs = static_cast<const float*>(Data(x));
+  const float inv = static_cast<float>(inv_x_scale);
+  for (int64_t i = 0; i < m * k; ++i) {
+    xq[i] = static_cast<int8_t>(std::clamp(std::nearbyint(xs[i] * inv), -127.0f, 127.0f));
+  }
+  Prim p;
+  dnnl::memory weights;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    p = Primitive(m, k, n);
+    last_impl = p.impl;
+    auto wkey = std::make_tuple(static_cast<const void*>(Data(wq)), k, n);
+    auto it = packed.find(wkey);
+    if (it == packed.end() || it->second.get_desc() != p.weights) {
+      dnnl::memory user({{k, n}, dt::s8, tag::ab}, eng, Data(wq));
+      dnnl::memory mem(p.weights, eng);
+      dnnl::reorder(user, mem).execute(stream, user, mem);
+      stream.wait();
+      it = packed.insert_or_assign(wkey, mem).first;
+    }
+    weights = it->second;
+  }
+  p.prim.execute(stream, {{DNNL_ARG_SRC, dnnl::memory(p.src, eng, xq.data())},
+                          {DNNL_ARG_WEIGHTS, weights},
+                          {DNNL_ARG_DST, dnnl::memory(p.dst, eng, Data(out))},
+                          {DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, dnnl::memory(p.scale, eng, Data(scale))}});
+  stream.wait();
+}
+
+tvm::ffi::String Int8Impl() {
+  std::lock_guard<std::mutex> lock(mutex);
+  return tvm::ffi::String(last_impl);
+}
+
+}  // namespace
+
+TVM_FFI_STATIC_INIT_BLOCK() {
+  namespace refl = tvm::ffi::reflection;
+  refl::GlobalDef()
+      .def("tsir.dnnl.int8_matmul", Int8Matmul)
+      .def("tsir.dnnl.int8_impl", Int8Impl);
+}

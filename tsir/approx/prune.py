@@ -1,0 +1,349 @@
+"""Structured pruning: remove whole channels / neurons by magnitude, giving a smaller dense program.
+
+A *producer* makes channels: an ungrouped ``conv2d`` (axis 1 of NCHW) or a ``matmul`` by a constant 2-D
+weight (the last axis). Channels flow unchanged through element-wise ops, per-channel constant operands
+(biases, scales), ``max_pool2d``, depthwise convs and a flattening ``reshape`` (NCHW -> (N, C*H*W), in
+blocks of H*W) until *consumers* read them: an ungrouped conv (weight axis 1) or a matmul (weight rows).
+
+Dependency groups: a residual ``add`` of two computed tensors ties both sides' channels into one group, so
+every producer of the group keeps the same channels. A group whose channels reach anything else (the
+model output, concat, a grouped conv, a reduction, an opaque call, another reshape) is *blocked* and is
+never pruned, so the result is always a valid program. Grouped (non-depthwise) convs are boundaries.
+
+``groups(graph)`` finds the groups; ``prune(graph, {group: keep_fraction})`` returns a new ``Graph`` whose
+tensors really are smaller (new constants, new shapes), keeping the channels with the largest weight
+magnitude (the L2 norms of their producer filters times those of their consumer rows, summed over the
+group). ``consumer_error`` is the layer-level error estimate from calibration activations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import ml_dtypes
+import numpy as np
+
+from tsir.ir.ops import evaluate
+from tsir.ir.term import Graph, Term, fold, is_constant, postorder
+
+ELEMENTWISE = ("relu", "gelu", "sigmoid", "tanh", "clip", "sqrt", "exp")
+DENSE = ("matmul", "linear", "dnnl_matmul", "dnnl_linear")  # (x, W (K, N)[, bias]) layers
+CONVS = ("conv2d", "dnnl_conv2d")  # (x, W (O, I, kh, kw)[, bias]) layers
+
+
+def _kernel(graph: Graph, t: Term):
+    """The approximate-mode matmul kernel behind an opaque term (int8 / bf16), or None."""
+    from tsir.rewrites.approx import Bf16Matmul, Int8Matmul
+
+    kernel = graph.opaque_calls.get(t.attrs[0])
+    return kernel if isinstance(kernel, (Int8Matmul, Bf16Matmul)) else None
+BINARY = ("add", "subtract", "multiply", "divide")
+
+
+@dataclass
+class Group:
+    channels: int
+    producers: list[Term] = field(default_factory=list)  # conv2d / matmul terms making the channels
+    consumers: list[tuple[Term, int]] = field(default_factory=list)  # (conv2d / matmul, block) reading them
+    blocked: str | None = None  # why the group cannot be pruned
+
+    @property
+    def label(self) -> str:
+        kinds = sorted({p.op for p in self.producers})
+        return f"{'+'.join(kinds)} {self.channels} channels ({len(self.producers)} producers)"
+
+
+@dataclass
+class _Flow:
+    """A computed tensor's channels: a group and the block size (H*W after a flatten, else 1)."""
+
+    group: int
+    block: int = 1
+
+
+class _Analysis:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.const: dict[int, bool] = {}
+        self.parent: list[int] = []
+        self.groups: list[Group] = []
+        self.flow: dict[int, _Flow] = {}
+        for term in postorder(graph.root):
+            if term.op in ("input", "weight", "scalar") or is_constant(term, self.const) or term is graph.root:
+                continue
+            self._visit(term)
+        for arg in graph.root.args if graph.root.op == "tuple" else (graph.root,):
+            self._block(arg, "reaches the model output")
+
+    def find(self, g: int) -> int:
+        while self.parent[g] != g:
+            self.parent[g] = self.parent[self.parent[g]]
+            g = self.parent[g]
+        return g
+
+    def _new(self, channels: int) -> int:
+        self.parent.append(len(self.groups))
+        self.groups.append(Group(channels))
+        return len(self.groups) - 1
+
+    def _union(self, a: int, b: int) -> int:
+        a, b = self.find(a), self.find(b)
+        if a != b:
+            self.parent[b] = a
+            ga, gb = self.groups[a], self.groups[b]
+            ga.producers += gb.producers
+            ga.consumers += gb.consumers
+            ga.blocked = ga.blocked or gb.blocked
+        return a
+
+    def _block(self, term: Term, why: str) -> None:
+        f = self.flow.get(id(term))
+        if f is not None:
+            g = self.groups[self.find(f.group)]
+            g.blocked = g.blocked or f"{why} (from {term.op})"
+
+    def _is_const(self, t: Term) -> bool:
+        return is_constant(t, self.const)
+
+    def _visit(self, t: Term) -> None:
+        flows = [self.flow.get(id(a)) for a in t.args]
+        consumed = self._consume(t, flows)
+        if self._produce(t):
+            return
+        if t.op in ELEMENTWISE or t.op == "max_pool2d":
+            if flows and flows[0] is not None:
+                self.flow[id(t)] = flows[0]
+            return
+        if t.op in BINARY and len(t.args) == 2:
+            self._binary(t, flows)
+            return
+        if t.op in CONVS and self._depthwise(t) and flows[0] is not None:
+            self.flow[id(t)] = flows[0]
+            return
+        if t.op == "reshape" and flows[0] is not None and flows[0].block == 1 and self._flattens(t):
+            shape = t.args[0].ty[0]
+            self.flow[id(t)] = _Flow(flows[0].group, math.prod(shape[2:]))
+            return
+        if not consumed:
+            for a in t.args:
+                self._block(a, f"read by {t.op}" + (f" groups={t.attrs[3]}" if t.op == "conv2d" else ""))
+
+    def layer(self, t: Term) -> str | None:
+        """"dense" (a matmul-like op by a constant 2-D weight ``(K, N)``), "conv" (an ungrouped conv by a
+        constant weight) or None. Library ops and approximate-mode kernels count (pruning composes with
+        them: per-column int8 scales are pruned with their columns)."""
+        if len(t.args) < 2 or not self._is_const(t.args[1]):
+            return None
+        if t.op in DENSE or (t.op == "opaque" and _kernel(self.graph, t) is not None):
+            return "dense" if len(t.args[1].ty[0]) == 2 and len(t.ty[0]) >= 2 else None
+        if t.op in CONVS and t.attrs[3] == 1:
+            return "conv"
+        return None
+
+    def _consume(self, t: Term, flows: list[_Flow | None]) -> bool:
+        """``t`` reads a channel flow through its weight: record it as a consumer."""
+        if not flows or flows[0] is None:
+            return False
+        kind = self.layer(t)
+        if kind is None or (kind == "conv" and flows[0].block != 1):
+            return False
+        self.groups[self.find(flows[0].group)].consumers.append((t, flows[0].block))
+        return True
+
+    def _produce(self, t: Term) -> bool:
+        kind = self.layer(t)
+        if kind is None:
+            return False
+        g = self._new(t.ty[0][-1] if kind == "dense" else t.ty[0][1])
+        self.groups[g].producers.append(t)
+        self.flow[id(t)] = _Flow(g)
+        return True
+
+    def _binary(self, t: Term, flows: list[_Flow | None]) -> None:
+        a, b = t.args
+        fa, fb = flows
+        if fa is not None and fb is not None:
+            if fa.block == fb.block == 1 and a.ty == b.ty:
+                self.flow[id(t)] = _Flow(self._union(fa.group, fb.group))  # residual: one dependency group
+            else:
+                self._block(a, "mixed with"), self._block(b, "mixed with")
+            return
+        f, x, other = (fa, a, b) if fa is not None else (fb, b, a)
+        if f is None:
+            return
+        if f.block == 1 and self._is_const(other) and self._per_channel(other, x):
+            self.flow[id(t)] = f
+        else:
+            self._block(x, "combined with a non-per-channel operand by")
+
+    @staticmethod
+    def _channel_axis(ty: tuple) -> int:
+        return 1 if len(ty[0]) == 4 else len(ty[0]) - 1
+
+    def _per_channel(self, const: Term, x: Term) -> bool:
+        """``const`` broadcasts against ``x`` with at most the channel axis not 1 (a bias or a scale)."""
+        shape, xshape = const.ty[0], x.ty[0]
+        axis = self._channel_axis(x.ty)
+        if len(shape) > len(xshape):
+            return False
+        padded = (1,) * (len(xshape) - len(shape)) + tuple(shape)
+        return all(d == 1 or (i == axis and d == xshape[axis]) for i, d in enumerate(padded))
+
+    @staticmethod
+    def _depthwise(t: Term) -> bool:
+        return t.attrs[3] > 1 and t.attrs[3] == t.args[0].ty[0][1] == t.ty[0][1] and t.args[1].ty[0][1] == 1
+
+    @staticmethod
+    def _flattens(t: Term) -> bool:
+        shape = t.args[0].ty[0]
+        return len(shape) == 4 and t.ty[0] == (shape[0], math.prod(shape[1:]))
+
+
+def groups(graph: Graph) -> list[Group]:
+    """The channel dependency groups of ``graph``'s program (blocked ones included, with the reason)."""
+    analysis = _Analysis(graph)
+    return [g for i, g in enumerate(analysis.groups) if analysis.find(i) == i]
+
+
+def _float_weight(graph: Graph, t: Term, memo: dict) -> np.ndarray:
+    """``t``'s weight as float32 values (int8 weights times their scales, bf16 bits widened)."""
+    w = fold(t.args[1], graph.constants, memo)
+    kernel = _kernel(graph, t) if t.op == "opaque" else None
+    if kernel is not None and hasattr(kernel, "w_scale"):
+        return w.astype(np.float32) * kernel.w_scale
+    if kernel is not None:
+        return w.view(ml_dtypes.bfloat16).astype(np.float32)
+    return w
+
+
+def keep_channels(graph: Graph, group: Group, fraction: float) -> np.ndarray:
+    """The sorted indices of the ``ceil(fraction * channels)`` largest-magnitude channels of ``group``."""
+    memo: dict = {}
+    score = np.zeros(group.channels)
+    for p in group.producers:
+        w = _float_weight(graph, p, memo)
+        score += np.linalg.norm(w.reshape(w.shape[0], -1), axis=1) if p.op in CONVS else np.linalg.norm(w, axis=0)
+    n = max(1, math.ceil(fraction * group.channels))
+    return np.sort(np.argsort(-score, kind="stable")[:n])
+
+
+def prune(graph: Graph, fractions: dict[int, float]) -> Graph:
+    """``graph`` with group ``g`` of ``groups(graph)`` cut to ``fractions[g]`` of its channels (dense)."""
+    analysis = _Analysis(graph)
+    roots = [i for i, _ in enumerate(analysis.groups) if analysis.find(i) == i]
+    keep: dict[int, np.ndarray] = {}
+    for k, frac in fractions.items():
+        group = analysis.groups[roots[k]]
+        if group.blocked:
+            raise ValueError(f"group {k} ({group.label}) cannot be pruned: {group.blocked}")
+        if frac < 1.0:
+            keep[roots[k]] = keep_channels(graph, group, frac)
+    return _Rewriter(graph, analysis, keep).run()
+
+
+class _Rewriter:
+    def __init__(self, graph: Graph, analysis: _Analysis, keep: dict[int, np.ndarray]) -> None:
+        self.graph, self.analysis, self.keep = graph, analysis, keep
+        self.constants = list(graph.constants)
+        self.opaque = dict(graph.opaque_calls)
+        self.memo: dict = {}
+        self.new: dict[int, Term] = {}
+
+    def kept(self, term: Term) -> tuple[np.ndarray | None, int]:
+        """The kept channels of a computed tensor (None: all) and its block size."""
+        f = self.analysis.flow.get(id(term))
+        if f is None:
+            return None, 1
+        return self.keep.get(self.analysis.find(f.group)), f.block
+
+    def leaf(self, array: np.ndarray) -> Term:
+        self.constants.append(np.ascontiguousarray(array))
+        return Term("weight", (), (len(self.constants) - 1,), (array.shape, str(array.dtype)))
+
+    def const(self, term: Term, axis: int, idx: np.ndarray | None, block: int = 1) -> Term:
+        """A constant ``term`` folded and cut to ``idx`` along ``axis`` (in blocks of ``block``)."""
+        if idx is None:
+            return self.new.get(id(term), term)
+        array = fold(term, self.graph.constants, self.memo)
+        return self.leaf(np.take(array, _expand(idx, block), axis=axis))
+
+    def run(self) -> Graph:
+        for t in postorder(self.graph.root):
+            self.new[id(t)] = self.rebuild(t)
+        root = self.new[id(self.graph.root)]
+        return Graph(root, self.graph.inputs, self.constants, self.opaque)
+
+    def rebuild(self, t: Term) -> Term:
+        if not t.args or is_constant(t, self.analysis.const):
+            return t
+        args = [self.new[id(a)] for a in t.args]
+        attrs = t.attrs
+        own, _ = self.kept(t)
+        src, block = self.kept(t.args[0])
+        kind = self.analysis.layer(t)
+        ty = t.ty
+        if kind is not None and (src is not None or own is not None):
+            w = fold(t.args[1], self.graph.constants, self.memo)
+            if src is not None:  # a consumer: drop the weight's input rows / channels
+                w = np.take(w, _expand(src, block), axis=0 if kind == "dense" else 1)
+            if own is not None:  # a producer: drop its output columns / filters, and their biases
+                w = np.take(w, own, axis=1 if kind == "dense" else 0)
+                if len(t.args) > 2:
+                    args[2] = self.channels(t.args[2], own)
+                if t.op == "opaque":
+                    ty = ((*t.ty[0][:-1], len(own)), t.ty[1])
+                    attrs = (self.kernel(t, own),)
+            args[1] = self.leaf(w)
+        elif t.op in CONVS and src is not None:  # depthwise: one filter (and bias) per kept channel
+            args[1] = self.const(t.args[1], 0, src)
+            if len(t.args) > 2:
+                args[2] = self.channels(t.args[2], src)
+            attrs = (*attrs[:3], len(src), *attrs[4:])
+        elif t.op in BINARY and own is not None:
+            for i, a in enumerate(t.args):
+                if self.analysis._is_const(a) and self.analysis._per_channel(a, t):
+                    shape = a.ty[0]
+                    axis = self.analysis._channel_axis(t.ty) - (len(t.ty[0]) - len(shape))
+                    if shape[axis] != 1:
+                        args[i] = self.const(a, axis, own)
+        elif t.op == "reshape" and src is not None and self.analysis.flow.get(id(t)) is not None:
+            shape = t.args[0].ty[0]
+            attrs = ((shape[0], len(src) * math.prod(shape[2:])),)
+        if all(n is o for n, o in zip(args, t.args, strict=True)) and attrs == t.attrs:
+            return t
+        return Term(t.op, tuple(args), attrs, None if t.op != "opaque" else ty)
+
+    def channels(self, term: Term, idx: np.ndarray) -> Term:
+        """A per-channel constant (one non-1 axis, e.g. a bias) cut to ``idx``."""
+        array = fold(term, self.graph.constants, self.memo)
+        shape = [len(idx) if d != 1 else 1 for d in array.shape]
+        return self.leaf(np.take(array.reshape(-1), idx).reshape(shape))
+
+    def kernel(self, t: Term, own: np.ndarray) -> int:
+        """A copy of ``t``'s int8/bf16 kernel for the kept output columns, under a new opaque key."""
+        kernel = _kernel(self.graph, t)
+        if hasattr(kernel, "w_scale"):
+            kernel = dataclasses.replace(kernel, w_scale=kernel.w_scale[own])
+        key = max(self.opaque, default=-1) + 1
+        self.opaque[key] = kernel
+        return key
+
+
+def _expand(idx: np.ndarray, block: int) -> np.ndarray:
+    return (idx[:, None] * block + np.arange(block)).ravel() if block > 1 else idx
+
+
+def consumer_error(consumer: Term, block: int, x: np.ndarray, w: np.ndarray, keep: np.ndarray) -> float:
+    """Relative output error of ``consumer`` (a matmul or conv reading pruned channels in blocks of
+    ``block``) on calibration input ``x`` when only the ``keep`` channels remain: the removed channels'
+    contribution ``||f(x_removed, w)|| / ||f(x, w)||`` (``f`` is linear in ``x``)."""
+    axis = 1 if consumer.op == "conv2d" else x.ndim - 1
+    removed = x.copy()
+    index = [slice(None)] * x.ndim
+    index[axis] = _expand(keep, block)
+    removed[tuple(index)] = 0
+    full = evaluate(consumer.op, [x, w], consumer.attrs)
+    return float(np.linalg.norm(evaluate(consumer.op, [removed, w], consumer.attrs))
+                 / max(np.linalg.norm(full), 1e-30))
