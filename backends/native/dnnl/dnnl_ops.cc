@@ -1,13 +1,20 @@
 // oneDNN kernels as tvm-ffi global functions, in destination-passing style for Relax call_dps_packed.
 //
 //   tsir.dnnl.matmul(a, b, out)                       out = a @ b              (batch dims broadcast)
-//   tsir.dnnl.linear(x, w, bias, relu, out)           out = act(x @ w + bias)  (x: [..., K], w: [K, N])
-//   tsir.dnnl.conv2d(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, out)
+//   tsir.dnnl.linear(x, w, bias, relu, const_w, out)  out = act(x @ w + bias)  (x: [..., K], w: [K, N])
+//   tsir.dnnl.conv2d(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, const_w, out)
 //                                                     out = act(conv2d(x, w) + bias), NCHW / OIHW
 //   tsir.dnnl.impl(name) -> str                       oneDNN's implementation of the last `name` primitive
+//   tsir.dnnl.packed_weights() -> int                 how many weight tensors are held pre-packed
 //
 // All tensors are fp32, dense, row-major, on the CPU. Primitives are created once per shape and
 // attribute set and cached (oneDNN's own primitive cache also applies).
+//
+// `const_w != 0` promises that `w` is a constant of the calling module (a Relax constant: the same buffer,
+// never written, for the module's lifetime). Then the primitive is created with the weight layout oneDNN
+// prefers (`format_tag::any`: blocked for its brgemm / jit kernels), and `w` is reordered into it once, on the
+// first call, and kept keyed by the buffer's address; later calls use the packed copy. Without the promise the
+// weights are read as they are (linear) or reordered on every call (conv2d, only where that pays).
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>
@@ -39,6 +46,7 @@ struct Cached {
   dnnl::memory::desc src, weights, bias, dst;
   dnnl::memory::desc user_src, user_weights, user_dst;
   dnnl::primitive to_src, to_weights, from_dst;
+  bool pack_weights = false;  // const_w: reorder the weights once and keep them (see PackedWeights)
 };
 
 std::mutex cache_mutex;
@@ -115,6 +123,30 @@ Cached Lookup(const std::string& key, const char* kind, Make make) {
   return cache.emplace(key, entry).first->second;
 }
 
+// Constant weights reordered into a primitive's layout, keyed by primitive and the caller's buffer address.
+// The entry holds a reference to the caller's tensor, so that address cannot be reused by another tensor while
+// the entry lives; an entry whose tensor nobody else holds any more (its module was freed) is dropped.
+struct Packed {
+  tvm::ffi::Tensor owner;
+  dnnl::memory mem;
+};
+std::mutex packed_mutex;
+std::map<std::pair<std::string, const void*>, Packed> packed;
+
+dnnl::memory PackedWeights(const std::string& key, const Cached& c, const tvm::ffi::Tensor& w, void* weights,
+                           dnnl::stream& stream) {
+  std::lock_guard<std::mutex> lock(packed_mutex);
+  auto it = packed.find({key, weights});
+  if (it != packed.end()) return it->second.mem;
+  for (auto e = packed.begin(); e != packed.end();) e = e->second.owner.use_count() == 1 ? packed.erase(e) : ++e;
+  dnnl::memory mem(c.weights, Engine());  // owns its buffer
+  c.to_weights.execute(stream, {{DNNL_ARG_FROM, dnnl::memory(c.user_weights, Engine(), weights)},
+                                {DNNL_ARG_TO, mem}});
+  stream.wait();
+  packed.emplace(std::make_pair(key, static_cast<const void*>(weights)), Packed{w, mem});
+  return mem;
+}
+
 // A thread's scratch buffer for reordered tensors (slot 0: src, 1: weights, 2: dst).
 void* Scratch(int slot, size_t bytes) {
   thread_local std::vector<char> buffers[3];
@@ -122,7 +154,9 @@ void* Scratch(int slot, size_t bytes) {
   return buffers[slot].data();
 }
 
-void Run(const Cached& c, void* src, void* weights, void* bias, void* dst) {
+// `owner` is the weights' tensor when they may be packed once (const_w), else empty.
+void Run(const std::string& key, const Cached& c, void* src, void* weights, void* bias, void* dst,
+         const tvm::ffi::Tensor* owner = nullptr) {
   dnnl::engine& eng = Engine();
   thread_local dnnl::stream stream(eng);
   auto in = [&](const dnnl::primitive& reorder, const dnnl::memory::desc& user, const dnnl::memory::desc& md,
@@ -136,7 +170,8 @@ void Run(const Cached& c, void* src, void* weights, void* bias, void* dst) {
                                     : dnnl::memory(c.dst, eng, dst);
   std::unordered_map<int, dnnl::memory> args = {
       {DNNL_ARG_SRC, in(c.to_src, c.user_src, c.src, src, 0)},
-      {DNNL_ARG_WEIGHTS, in(c.to_weights, c.user_weights, c.weights, weights, 1)},
+      {DNNL_ARG_WEIGHTS, owner && c.pack_weights && c.to_weights ? PackedWeights(key, c, *owner, weights, stream)
+                                                         : in(c.to_weights, c.user_weights, c.weights, weights, 1)},
       {DNNL_ARG_DST, dst_mem},
   };
   if (bias != nullptr) args.emplace(DNNL_ARG_BIAS, dnnl::memory(c.bias, eng, bias));
@@ -187,7 +222,8 @@ void Matmul(TensorView a, TensorView b, TensorView out) {
   so[rank - 2] = sa[rank - 2];
   so[rank - 1] = sb[rank - 1];
   CheckOut(out, so, fn);
-  Cached c = Lookup(Key("matmul", {sa, sb}, {}), "matmul", [&](Cached* e) {
+  std::string key = Key("matmul", {sa, sb}, {});
+  Cached c = Lookup(key, "matmul", [&](Cached* e) {
     e->src = Plain(sa);
     e->weights = Plain(sb);
     e->dst = Plain(so);
@@ -195,12 +231,14 @@ void Matmul(TensorView a, TensorView b, TensorView out) {
     e->prim = dnnl::matmul(pd);
     return std::string(pd.impl_info_str());
   });
-  Run(c, Data(a), Data(b), nullptr, Data(out));
+  Run(key, c, Data(a), Data(b), nullptr, Data(out));
 }
 
 // x: [..., K] (flattened to [M, K]), w: [K, N], bias: N elements; out: [..., N].
-void Linear(TensorView x, TensorView w, TensorView bias, int64_t relu, TensorView out) {
+void Linear(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t relu, int64_t const_w,
+            TensorView out) {
   const char* fn = "tsir.dnnl.linear";
+  TensorView w(w_ref);
   CheckTensor(x, fn, "x");
   CheckTensor(w, fn, "w");
   CheckTensor(bias, fn, "bias");
@@ -213,22 +251,31 @@ void Linear(TensorView x, TensorView w, TensorView bias, int64_t relu, TensorVie
   if (out.numel() != m * n || out.size(out.ndim() - 1) != n) {
     TVM_FFI_THROW(ValueError) << fn << ": output must have shape [..., " << n << "] with " << m * n << " elements";
   }
-  Cached c = Lookup(Key("linear", {{m, k, n}}, {relu}), "linear", [&](Cached* e) {
+  std::string key = Key("linear", {{m, k, n}}, {relu, const_w != 0});
+  Cached c = Lookup(key, "linear", [&](Cached* e) {
     e->src = Plain({m, k});
-    e->weights = Plain({k, n});
+    e->user_weights = Plain({k, n});
     e->bias = Plain({1, n});
     e->dst = Plain({m, n});
-    dnnl::matmul::primitive_desc pd(Engine(), e->src, e->weights, e->bias, e->dst, Attr(relu != 0));
+    dnnl::memory::desc weights =
+        const_w ? dnnl::memory::desc({k, n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::any)
+                : e->user_weights;
+    dnnl::matmul::primitive_desc pd(Engine(), e->src, weights, e->bias, e->dst, Attr(relu != 0));
+    e->weights = pd.weights_desc();
+    e->to_weights = Reorder(e->user_weights, e->weights);
+    e->pack_weights = const_w != 0;
     e->prim = dnnl::matmul(pd);
     return std::string(pd.impl_info_str());
   });
-  Run(c, Data(x), Data(w), Data(bias), Data(out));
+  Run(key, c, Data(x), Data(w), Data(bias), Data(out), &w_ref);
 }
 
 // x: [N, C, H, W], w: [O, C/groups, KH, KW], bias: O elements; padding (top, left, bottom, right).
-void Conv2d(TensorView x, TensorView w, TensorView bias, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
-            int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t relu, TensorView out) {
+void Conv2d(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
+            int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t relu, int64_t const_w,
+            TensorView out) {
   const char* fn = "tsir.dnnl.conv2d";
+  TensorView w(w_ref);
   CheckTensor(x, fn, "x");
   CheckTensor(w, fn, "w");
   CheckTensor(bias, fn, "bias");
@@ -245,16 +292,17 @@ void Conv2d(TensorView x, TensorView w, TensorView bias, int64_t sh, int64_t sw,
   CheckOut(out, so, fn);
   dims swt = Shape(w);
   dims wdims = groups == 1 ? swt : dims{groups, swt[0] / groups, swt[1], swt[2], swt[3]};
-  Cached c = Lookup(Key("conv2d", {sx, swt}, {sh, sw, pt, pl, pb, pr, dh, dw, groups, relu}), "conv2d",
-                    [&](Cached* e) {
+  std::string key = Key("conv2d", {sx, swt}, {sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, const_w != 0});
+  Cached c = Lookup(key, "conv2d", [&](Cached* e) {
     e->user_src = Plain(sx);
     e->user_weights = Plain(wdims);
     e->user_dst = Plain(so);
     e->bias = Plain({swt[0]});
-    // Where activations outweigh the weights, let oneDNN pick blocked layouts (its direct/brgemm kernels)
-    // and reorder on every call; otherwise reordering the weights each call costs more than it saves, and
-    // the plain layouts (im2col + gemm) run as they are.
-    bool blocked = dnnl::memory::dim(w.numel()) <= x.numel() + out.numel();
+    // Constant weights are packed once, so oneDNN picks blocked layouts (its direct / brgemm kernels) and the
+    // activations are reordered on every call. Otherwise, where activations outweigh the weights, the same;
+    // else reordering the weights each call costs more than it saves, and the plain layouts (im2col + gemm)
+    // run as they are.
+    bool blocked = const_w != 0 || dnnl::memory::dim(w.numel()) <= x.numel() + out.numel();
     auto any = [blocked](const dims& shape) {
       return blocked ? dnnl::memory::desc(shape, dnnl::memory::data_type::f32, dnnl::memory::format_tag::any)
                      : Plain(shape);
@@ -268,16 +316,22 @@ void Conv2d(TensorView x, TensorView w, TensorView bias, int64_t sh, int64_t sw,
     e->to_src = Reorder(e->user_src, e->src);
     e->to_weights = Reorder(e->user_weights, e->weights);
     e->from_dst = Reorder(e->dst, e->user_dst);
+    e->pack_weights = const_w != 0;
     e->prim = dnnl::convolution_forward(pd);
     return std::string(pd.impl_info_str());
   });
-  Run(c, Data(x), Data(w), Data(bias), Data(out));
+  Run(key, c, Data(x), Data(w), Data(bias), Data(out), &w_ref);
 }
 
 tvm::ffi::String Impl(const tvm::ffi::String& kind) {
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto it = last_impl.find(std::string(kind));
   return it == last_impl.end() ? tvm::ffi::String("") : tvm::ffi::String(it->second);
+}
+
+int64_t PackedCount() {
+  std::lock_guard<std::mutex> lock(packed_mutex);
+  return static_cast<int64_t>(packed.size());
 }
 
 }  // namespace
@@ -288,5 +342,6 @@ TVM_FFI_STATIC_INIT_BLOCK() {
       .def("tsir.dnnl.matmul", Matmul)
       .def("tsir.dnnl.linear", Linear)
       .def("tsir.dnnl.conv2d", Conv2d)
-      .def("tsir.dnnl.impl", Impl);
+      .def("tsir.dnnl.impl", Impl)
+      .def("tsir.dnnl.packed_weights", PackedCount);
 }
