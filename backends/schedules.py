@@ -28,7 +28,7 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
 
-PARALLEL_MIN_WORK = 4096  # loop iterations below which one thread is faster than waking the pool
+PARALLEL_MIN_WORK = 32768  # loop iterations below which one thread is faster than waking the pool
 
 
 def _extent(sch: s_tir.Schedule, loop) -> int | None:
@@ -54,7 +54,10 @@ class Fallback(CPUScheduleRule):
         blocks = normalize_prim_func(sch)
         if blocks is None:
             return None
-        blocks = try_inline(sch, blocks)
+        # Padding stays its own (cheap) loop: inlined into a conv it puts a bounds test on every load.
+        pads = [b for b in blocks if b.is_data_pad(sch)]
+        kept = {b.name for b in try_inline(sch, [b for b in blocks if b not in pads]) + pads}
+        blocks = [b for b in blocks if b.name in kept]  # program order
         changed, outer = False, None
         for info in blocks:
             if outer is not None and info.is_injective():

@@ -7,6 +7,9 @@
 //   tsir.dnnl.impl(name) -> str                       oneDNN's implementation of the last `name` primitive
 //   tsir.dnnl.packed_weights() -> int                 how many weight tensors are held pre-packed
 //
+// A primitive with less work than kSerialFlops runs on the calling thread alone: waking OpenMP's other threads
+// costs more than they save there (tens of µs with a passive wait policy or a loaded machine).
+//
 // All tensors are fp32, dense, row-major, on the CPU. Primitives are created once per shape and
 // attribute set and cached (oneDNN's own primitive cache also applies).
 //
@@ -15,6 +18,7 @@
 // prefers (`format_tag::any`: blocked for its brgemm / jit kernels), and `w` is reordered into it once, on the
 // first call, and kept keyed by the buffer's address; later calls use the packed copy. Without the promise the
 // weights are read as they are (linear) or reordered on every call (conv2d, only where that pays).
+#include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>
@@ -42,11 +46,30 @@ dnnl::engine& Engine() {
 // A primitive with the layouts it computes in. When oneDNN picks a blocked layout for src, weights or dst
 // (conv2d with `any`), `to_*` reorder the caller's plain tensor into it (and `from_dst` back).
 struct Cached {
+  int threads = 0;  // OpenMP threads it was created for and runs on
   dnnl::primitive prim;
   dnnl::memory::desc src, weights, bias, dst;
   dnnl::memory::desc user_src, user_weights, user_dst;
   dnnl::primitive to_src, to_weights, from_dst;
   bool pack_weights = false;  // const_w: reorder the weights once and keep them (see PackedWeights)
+};
+
+constexpr double kSerialFlops = 4e6;
+
+// Sets the calling thread's OpenMP thread count for the scope (oneDNN sizes its work by it at creation, and a
+// primitive must run with the count it was created with).
+class Threads {
+ public:
+  explicit Threads(int n) : saved_(omp_get_max_threads()) {
+    if (n != saved_) omp_set_num_threads(n);
+  }
+  ~Threads() {
+    if (omp_get_max_threads() != saved_) omp_set_num_threads(saved_);
+  }
+  static int For(double flops) { return flops < kSerialFlops ? 1 : omp_get_max_threads(); }
+
+ private:
+  int saved_;
 };
 
 std::mutex cache_mutex;
@@ -108,11 +131,13 @@ dnnl::primitive_attr Attr(bool relu) {
 }
 
 template <typename Make>
-Cached Lookup(const std::string& key, const char* kind, Make make) {
+Cached Lookup(const std::string& key, const char* kind, double flops, Make make) {
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   Cached entry;
+  entry.threads = Threads::For(flops);
+  Threads scope(entry.threads);
   std::string impl;
   try {
     impl = make(&entry);
@@ -159,6 +184,7 @@ void Run(const std::string& key, const Cached& c, void* src, void* weights, void
          const tvm::ffi::Tensor* owner = nullptr) {
   dnnl::engine& eng = Engine();
   thread_local dnnl::stream stream(eng);
+  Threads scope(c.threads);
   auto in = [&](const dnnl::primitive& reorder, const dnnl::memory::desc& user, const dnnl::memory::desc& md,
                 void* data, int slot) {
     if (!reorder) return dnnl::memory(md, eng, data);
@@ -223,7 +249,9 @@ void Matmul(TensorView a, TensorView b, TensorView out) {
   so[rank - 1] = sb[rank - 1];
   CheckOut(out, so, fn);
   std::string key = Key("matmul", {sa, sb}, {});
-  Cached c = Lookup(key, "matmul", [&](Cached* e) {
+  double flops = 2.0 * so[rank - 2] * so[rank - 1] * sa[rank - 1];
+  for (size_t i = 0; i + 2 < rank; ++i) flops *= so[i];
+  Cached c = Lookup(key, "matmul", flops, [&](Cached* e) {
     e->src = Plain(sa);
     e->weights = Plain(sb);
     e->dst = Plain(so);
@@ -252,7 +280,7 @@ void Linear(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t relu,
     TVM_FFI_THROW(ValueError) << fn << ": output must have shape [..., " << n << "] with " << m * n << " elements";
   }
   std::string key = Key("linear", {{m, k, n}}, {relu, const_w != 0});
-  Cached c = Lookup(key, "linear", [&](Cached* e) {
+  Cached c = Lookup(key, "linear", 2.0 * m * k * n, [&](Cached* e) {
     e->src = Plain({m, k});
     e->user_weights = Plain({k, n});
     e->bias = Plain({1, n});
@@ -293,7 +321,8 @@ void Conv2d(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t sh, i
   dims swt = Shape(w);
   dims wdims = groups == 1 ? swt : dims{groups, swt[0] / groups, swt[1], swt[2], swt[3]};
   std::string key = Key("conv2d", {sx, swt}, {sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, const_w != 0});
-  Cached c = Lookup(key, "conv2d", [&](Cached* e) {
+  double flops = 2.0 * out.numel() * w.size(1) * w.size(2) * w.size(3);
+  Cached c = Lookup(key, "conv2d", flops, [&](Cached* e) {
     e->user_src = Plain(sx);
     e->user_weights = Plain(wdims);
     e->user_dst = Plain(so);
