@@ -22,12 +22,14 @@ def build(mod: tvm.IRModule, spec: TargetSpec) -> relax.VMExecutable:
     """``tvm.compile`` with the Relax pipeline for the target.
 
     For CPUs (x86, and ARM as an LLVM cross-compile to the core's triple, mcpu and features) that is TVM's
-    CPU pipeline with default schedules for every kernel (``tsir.backends.schedules``: parallel over the
-    cores, vectorized); for CUDA it is TVM's default, which legalizes, fuses and gives every kernel dlight's
+    CPU pipeline with default schedules for every kernel (``tsir.backends.schedules``: vectorized, and
+    parallel over the cores unless the module also calls oneDNN, whose OpenMP threads then own the
+    cores); for CUDA it is TVM's default, which legalizes, fuses and gives every kernel dlight's
     default GPU schedule (``tvm.s_tir.dlight``: Matmul, GEMV, Reduction, GeneralReduction, Fallback).
     """
     if spec.target.kind.name == "llvm":
-        return tvm.compile(mod, target=spec.target, relax_pipeline=schedules.pipeline(spec.target))
+        parallel = not schedules.calls_library(mod)
+        return tvm.compile(mod, target=spec.target, relax_pipeline=schedules.pipeline(spec.target, parallel))
     return tvm.compile(mod, target=spec.target)
 
 

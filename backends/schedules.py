@@ -45,7 +45,11 @@ class Fallback(CPUScheduleRule):
     """Inline, then per block: parallel fused outer spatial loops, reductions inside, vectorized last spatial loop.
 
     An elementwise epilogue after a reduction (bias add, ReLU) is computed inside the reduction's parallel loop.
+    ``parallel=False`` keeps every kernel on the calling thread (see ``pipeline``).
     """
+
+    def __init__(self, parallel: bool = True) -> None:
+        self.parallel = parallel
 
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
@@ -116,7 +120,7 @@ class Fallback(CPUScheduleRule):
         for e in extents:
             work *= e
         fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
-        if work >= PARALLEL_MIN_WORK and _extent(sch, fused) > 1:
+        if self.parallel and work >= PARALLEL_MIN_WORK and _extent(sch, fused) > 1:
             sch.parallel(fused)
         if vector is not None:
             sch.vectorize(vector)
@@ -154,17 +158,39 @@ class Normalization(CPUScheduleRule):
         return dlight.cpu.Reduction().apply(func, target, tunable)
 
 
-RULES = tuple(Guarded(r) for r in (Normalization(), Fallback()))
+def rules(parallel: bool = True) -> tuple[CPUScheduleRule, ...]:
+    """The rules in the order they are tried (dlight's ``Reduction`` parallelizes; serial builds skip it)."""
+    chosen = (Normalization(), Fallback()) if parallel else (Fallback(parallel=False),)
+    return tuple(Guarded(r) for r in chosen)
 
 
-def apply(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
+def apply(mod: tvm.IRModule, target: Target, parallel: bool = True) -> tvm.IRModule:
     """``mod`` with every unscheduled kernel given a default CPU schedule (see the module docstring)."""
     with target:
-        return dlight.ApplyDefaultSchedule(*RULES)(mod)
+        return dlight.ApplyDefaultSchedule(*rules(parallel))(mod)
 
 
-def pipeline(target: Target) -> tvm.transform.Pass:
-    """TVM's Relax CPU pipeline with the default schedules applied after FuseOps/FuseTIR."""
+def calls_library(mod: tvm.IRModule) -> bool:
+    """Whether a Relax function of ``mod`` calls a oneDNN kernel (``call_dps_packed("tsir.dnnl.*")``)."""
+    found = []
+
+    def visit(expr) -> None:
+        if (isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.call_dps_packed"
+                and str(getattr(expr.args[0], "global_symbol", "")).startswith("tsir.dnnl.")):
+            found.append(expr)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return bool(found)
+
+
+def pipeline(target: Target, parallel: bool = True) -> tvm.transform.Pass:
+    """TVM's Relax CPU pipeline with the default schedules applied after FuseOps/FuseTIR.
+
+    ``parallel=False`` for a module that also calls oneDNN: its kernels then run on OpenMP's threads,
+    and a second pool (TVM's) spinning for the same cores between kernels would slow both; the TVM
+    kernels left in such a module (elementwise, pooling, normalization) stay vectorized on one thread."""
     backend = relax.backend.cpu_generic.pipeline
 
     @tvm.transform.module_pass(opt_level=0, name="TsirCpuPipeline")
@@ -172,7 +198,7 @@ def pipeline(target: Target) -> tvm.transform.Pass:
         fuse = backend.library_dispatch_passes(target) + backend.legalize_passes(target)
         finish = backend.dataflow_lower_passes(target) + backend.finalize_passes(target)
         with target:
-            mod = apply(tvm.transform.Sequential(fuse)(mod), target)
+            mod = apply(tvm.transform.Sequential(fuse)(mod), target, parallel)
             return tvm.transform.Sequential(finish)(mod)
 
     return _pipeline
