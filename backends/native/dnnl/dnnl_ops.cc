@@ -72,8 +72,18 @@ class Threads {
   int saved_;
 };
 
+// A primitive's key: its kind, the shapes and attributes it was created for (cheap to build on every call).
+using Key = std::vector<int64_t>;
+struct KeyHash {
+  size_t operator()(const Key& key) const {
+    size_t h = key.size();
+    for (int64_t v : key) h ^= std::hash<int64_t>()(v) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    return h;
+  }
+};
+
 std::mutex cache_mutex;
-std::unordered_map<std::string, Cached> cache;
+std::unordered_map<Key, Cached, KeyHash> cache;  // entries are never erased: references to them stay valid
 std::map<std::string, std::string> last_impl;
 
 void CheckTensor(const TensorView& t, const char* fn, const char* name) {
@@ -109,15 +119,20 @@ dnnl::memory::desc Plain(const dims& shape) {
   return dnnl::memory::desc(shape, dnnl::memory::data_type::f32, RowMajorStrides(shape));
 }
 
-std::string Key(const char* kind, std::initializer_list<dims> shapes, std::initializer_list<int64_t> attrs) {
-  std::ostringstream key;
-  key << kind;
-  for (const dims& s : shapes) {
-    key << '|';
-    for (auto d : s) key << d << ',';
+Key MakeKey(int64_t kind, std::initializer_list<dims> shapes, std::initializer_list<int64_t> attrs) {
+  Key key{kind};
+  for (const dims& shape : shapes) {
+    key.push_back(static_cast<int64_t>(shape.size()));
+    key.insert(key.end(), shape.begin(), shape.end());
   }
-  for (auto a : attrs) key << ';' << a;
-  return key.str();
+  key.insert(key.end(), attrs.begin(), attrs.end());
+  return key;
+}
+
+std::string KeyText(const Key& key) {
+  std::ostringstream text;
+  for (int64_t v : key) text << v << ',';
+  return text.str();
 }
 
 dnnl::primitive_attr Attr(bool relu) {
@@ -131,7 +146,7 @@ dnnl::primitive_attr Attr(bool relu) {
 }
 
 template <typename Make>
-Cached Lookup(const std::string& key, const char* kind, double flops, Make make) {
+const Cached& Lookup(const Key& key, const char* kind, double flops, Make make) {
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
@@ -142,7 +157,8 @@ Cached Lookup(const std::string& key, const char* kind, double flops, Make make)
   try {
     impl = make(&entry);
   } catch (const dnnl::error& err) {
-    TVM_FFI_THROW(RuntimeError) << "oneDNN cannot create " << kind << " for " << key << ": " << err.what();
+    TVM_FFI_THROW(RuntimeError) << "oneDNN cannot create " << kind << " for key " << KeyText(key) << ": "
+                                << err.what();
   }
   last_impl[kind] = impl;
   return cache.emplace(key, entry).first->second;
@@ -156,19 +172,18 @@ struct Packed {
   dnnl::memory mem;
 };
 std::mutex packed_mutex;
-std::map<std::pair<std::string, const void*>, Packed> packed;
+std::map<std::pair<const Cached*, const void*>, Packed> packed;
 
-dnnl::memory PackedWeights(const std::string& key, const Cached& c, const tvm::ffi::Tensor& w, void* weights,
-                           dnnl::stream& stream) {
+dnnl::memory PackedWeights(const Cached& c, const tvm::ffi::Tensor& w, void* weights, dnnl::stream& stream) {
   std::lock_guard<std::mutex> lock(packed_mutex);
-  auto it = packed.find({key, weights});
+  auto it = packed.find({&c, weights});
   if (it != packed.end()) return it->second.mem;
   for (auto e = packed.begin(); e != packed.end();) e = e->second.owner.use_count() == 1 ? packed.erase(e) : ++e;
   dnnl::memory mem(c.weights, Engine());  // owns its buffer
   c.to_weights.execute(stream, {{DNNL_ARG_FROM, dnnl::memory(c.user_weights, Engine(), weights)},
                                 {DNNL_ARG_TO, mem}});
   stream.wait();
-  packed.emplace(std::make_pair(key, static_cast<const void*>(weights)), Packed{w, mem});
+  packed.emplace(std::make_pair(&c, static_cast<const void*>(weights)), Packed{w, mem});
   return mem;
 }
 
@@ -179,31 +194,46 @@ void* Scratch(int slot, size_t bytes) {
   return buffers[slot].data();
 }
 
-// `owner` is the weights' tensor when they may be packed once (const_w), else empty.
-void Run(const std::string& key, const Cached& c, void* src, void* weights, void* bias, void* dst,
-         const tvm::ffi::Tensor* owner = nullptr) {
-  dnnl::engine& eng = Engine();
-  thread_local dnnl::stream stream(eng);
+// A thread's memory objects for one primitive, pointed at each call's buffers (oneDNN memory objects and the
+// argument map are created once, not per call).
+struct Bound {
+  dnnl::memory src, user_src, weights, user_weights, bias, dst, user_dst;
+  std::unordered_map<int, dnnl::memory> args;
+};
+
+dnnl::memory& Bind(dnnl::memory& slot, const dnnl::memory::desc& md, void* data) {
+  if (!slot) {
+    slot = dnnl::memory(md, Engine(), data);
+  } else if (slot.get_data_handle() != data) {
+    slot.set_data_handle(data);
+  }
+  return slot;
+}
+
+// `owner` is the weights' tensor when they may be packed once (const_w), else null.
+void Run(const Cached& c, void* src, void* weights, void* bias, void* dst, const tvm::ffi::Tensor* owner = nullptr) {
+  thread_local dnnl::stream stream(Engine());
+  thread_local std::unordered_map<const Cached*, Bound> bound;
   Threads scope(c.threads);
-  auto in = [&](const dnnl::primitive& reorder, const dnnl::memory::desc& user, const dnnl::memory::desc& md,
-                void* data, int slot) {
-    if (!reorder) return dnnl::memory(md, eng, data);
-    dnnl::memory blocked(md, eng, Scratch(slot, md.get_size()));
-    reorder.execute(stream, {{DNNL_ARG_FROM, dnnl::memory(user, eng, data)}, {DNNL_ARG_TO, blocked}});
-    return blocked;
+  Bound& b = bound[&c];
+  auto in = [&](const dnnl::primitive& reorder, dnnl::memory& user, const dnnl::memory::desc& user_md,
+                dnnl::memory& mem, const dnnl::memory::desc& md, void* data, int slot) -> dnnl::memory& {
+    if (!reorder) return Bind(mem, md, data);
+    Bind(mem, md, Scratch(slot, md.get_size()));
+    reorder.execute(stream, {{DNNL_ARG_FROM, Bind(user, user_md, data)}, {DNNL_ARG_TO, mem}});
+    return mem;
   };
-  dnnl::memory dst_mem = c.from_dst ? dnnl::memory(c.dst, eng, Scratch(2, c.dst.get_size()))
-                                    : dnnl::memory(c.dst, eng, dst);
-  std::unordered_map<int, dnnl::memory> args = {
-      {DNNL_ARG_SRC, in(c.to_src, c.user_src, c.src, src, 0)},
-      {DNNL_ARG_WEIGHTS, owner && c.pack_weights && c.to_weights ? PackedWeights(key, c, *owner, weights, stream)
-                                                         : in(c.to_weights, c.user_weights, c.weights, weights, 1)},
-      {DNNL_ARG_DST, dst_mem},
-  };
-  if (bias != nullptr) args.emplace(DNNL_ARG_BIAS, dnnl::memory(c.bias, eng, bias));
-  c.prim.execute(stream, args);
+  b.args[DNNL_ARG_SRC] = in(c.to_src, b.user_src, c.user_src, b.src, c.src, src, 0);
+  if (owner && c.pack_weights && c.to_weights) {
+    b.args[DNNL_ARG_WEIGHTS] = Bind(b.weights, c.weights, PackedWeights(c, *owner, weights, stream).get_data_handle());
+  } else {
+    b.args[DNNL_ARG_WEIGHTS] = in(c.to_weights, b.user_weights, c.user_weights, b.weights, c.weights, weights, 1);
+  }
+  b.args[DNNL_ARG_DST] = Bind(b.dst, c.dst, c.from_dst ? Scratch(2, c.dst.get_size()) : dst);
+  if (bias != nullptr) b.args[DNNL_ARG_BIAS] = Bind(b.bias, c.bias, bias);
+  c.prim.execute(stream, b.args);
   if (c.from_dst) {
-    c.from_dst.execute(stream, {{DNNL_ARG_FROM, dst_mem}, {DNNL_ARG_TO, dnnl::memory(c.user_dst, eng, dst)}});
+    c.from_dst.execute(stream, {{DNNL_ARG_FROM, b.dst}, {DNNL_ARG_TO, Bind(b.user_dst, c.user_dst, dst)}});
   }
   stream.wait();
 }
@@ -248,10 +278,10 @@ void Matmul(TensorView a, TensorView b, TensorView out) {
   so[rank - 2] = sa[rank - 2];
   so[rank - 1] = sb[rank - 1];
   CheckOut(out, so, fn);
-  std::string key = Key("matmul", {sa, sb}, {});
+  Key key = MakeKey(0, {sa, sb}, {});
   double flops = 2.0 * so[rank - 2] * so[rank - 1] * sa[rank - 1];
   for (size_t i = 0; i + 2 < rank; ++i) flops *= so[i];
-  Cached c = Lookup(key, "matmul", flops, [&](Cached* e) {
+  const Cached& c = Lookup(key, "matmul", flops, [&](Cached* e) {
     e->src = Plain(sa);
     e->weights = Plain(sb);
     e->dst = Plain(so);
@@ -259,7 +289,7 @@ void Matmul(TensorView a, TensorView b, TensorView out) {
     e->prim = dnnl::matmul(pd);
     return std::string(pd.impl_info_str());
   });
-  Run(key, c, Data(a), Data(b), nullptr, Data(out));
+  Run(c, Data(a), Data(b), nullptr, Data(out));
 }
 
 // x: [..., K] (flattened to [M, K]), w: [K, N], bias: N elements; out: [..., N].
@@ -279,8 +309,8 @@ void Linear(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t relu,
   if (out.numel() != m * n || out.size(out.ndim() - 1) != n) {
     TVM_FFI_THROW(ValueError) << fn << ": output must have shape [..., " << n << "] with " << m * n << " elements";
   }
-  std::string key = Key("linear", {{m, k, n}}, {relu, const_w != 0});
-  Cached c = Lookup(key, "linear", 2.0 * m * k * n, [&](Cached* e) {
+  Key key = MakeKey(1, {{m, k, n}}, {relu, const_w != 0});
+  const Cached& c = Lookup(key, "linear", 2.0 * m * k * n, [&](Cached* e) {
     e->src = Plain({m, k});
     e->user_weights = Plain({k, n});
     e->bias = Plain({1, n});
@@ -295,7 +325,7 @@ void Linear(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t relu,
     e->prim = dnnl::matmul(pd);
     return std::string(pd.impl_info_str());
   });
-  Run(key, c, Data(x), Data(w), Data(bias), Data(out), &w_ref);
+  Run(c, Data(x), Data(w), Data(bias), Data(out), &w_ref);
 }
 
 // x: [N, C, H, W], w: [O, C/groups, KH, KW], bias: O elements; padding (top, left, bottom, right).
@@ -320,9 +350,9 @@ void Conv2d(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t sh, i
   CheckOut(out, so, fn);
   dims swt = Shape(w);
   dims wdims = groups == 1 ? swt : dims{groups, swt[0] / groups, swt[1], swt[2], swt[3]};
-  std::string key = Key("conv2d", {sx, swt}, {sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, const_w != 0});
+  Key key = MakeKey(2, {sx, swt}, {sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, const_w != 0});
   double flops = 2.0 * out.numel() * w.size(1) * w.size(2) * w.size(3);
-  Cached c = Lookup(key, "conv2d", flops, [&](Cached* e) {
+  const Cached& c = Lookup(key, "conv2d", flops, [&](Cached* e) {
     e->user_src = Plain(sx);
     e->user_weights = Plain(wdims);
     e->user_dst = Plain(so);
@@ -349,7 +379,7 @@ void Conv2d(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t sh, i
     e->prim = dnnl::convolution_forward(pd);
     return std::string(pd.impl_info_str());
   });
-  Run(key, c, Data(x), Data(w), Data(bias), Data(out), &w_ref);
+  Run(c, Data(x), Data(w), Data(bias), Data(out), &w_ref);
 }
 
 tvm::ffi::String Impl(const tvm::ffi::String& kind) {
