@@ -13,17 +13,23 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from tsir.backends import schedules
 from tsir.backends.targets import TargetSpec
 from tsir.errors import TsirError
 
 
 def build(mod: tvm.IRModule, spec: TargetSpec) -> relax.VMExecutable:
-    """``tvm.compile`` with TVM's default Relax pipeline for the target.
+    """``tvm.compile`` with the Relax pipeline for the target.
 
-    For CUDA that pipeline legalizes, fuses and gives every kernel dlight's default GPU schedule
-    (``tvm.s_tir.dlight``: Matmul, GEMV, Reduction, GeneralReduction, Fallback); for ARM it is an
-    LLVM cross-compile to the core's triple, mcpu and features.
+    For CPUs (x86, and ARM as an LLVM cross-compile to the core's triple, mcpu and features) that is TVM's
+    CPU pipeline with default schedules for every kernel (``tsir.backends.schedules``: vectorized, and
+    parallel over the cores unless the module also calls oneDNN, whose OpenMP threads then own the
+    cores); for CUDA it is TVM's default, which legalizes, fuses and gives every kernel dlight's
+    default GPU schedule (``tvm.s_tir.dlight``: Matmul, GEMV, Reduction, GeneralReduction, Fallback).
     """
+    if spec.target.kind.name == "llvm":
+        parallel = not schedules.calls_library(mod)
+        return tvm.compile(mod, target=spec.target, relax_pipeline=schedules.pipeline(spec.target, parallel))
     return tvm.compile(mod, target=spec.target)
 
 

@@ -40,7 +40,8 @@ def machine() -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=os.path.dirname(__file__)).stdout.strip()
     return {"cpu": cpu, "llvm_mcpu": host_cpu(), "logical_cpus": os.cpu_count(), "threads": THREADS,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (GNU OpenMP default: spin, then sleep)"),
+            "tvm_thread_pool_spin_count": os.environ.get("TVM_THREAD_POOL_SPIN_COUNT", "unset (TVM default)"),
             "load_average_start": os.getloadavg(), "python": platform.python_version(), "torch": torch.__version__,
             "tvm": tvm.__version__, "onnxruntime": onnxruntime.__version__, "commit": commit,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -81,17 +81,18 @@ def test_native_matmul(a_batch, ones, drop, m, k, n, seed):
 
 @SETTINGS
 @given(batch=batches, m=st.integers(1, 17), k=st.integers(1, 65), n=st.integers(1, 33), relu=st.booleans(),
-       seed=seeds)
-def test_native_linear(batch, m, k, n, relu, seed):
+       const_w=st.booleans(), seed=seeds)
+def test_native_linear(batch, m, k, n, relu, const_w, seed):
     rng = np.random.default_rng(seed)
     x, w, bias = (rng.standard_normal(s, "float32") for s in ((*batch, m, k), (k, n), (n,)))
-    got = _call("tsir.dnnl.linear", [x, w, bias], [int(relu)], (*batch, m, n))
+    got = _call("tsir.dnnl.linear", [x, w, bias], [int(relu), int(const_w)], (*batch, m, n))
     _close(got, [x, w, bias], "dnnl_linear", (relu,))
 
 
 @SETTINGS
-@given(c=conv_shapes, relu=st.booleans(), pads=st.tuples(*[st.integers(0, 2)] * 4), seed=seeds)
-def test_native_conv2d(c, relu, pads, seed):
+@given(c=conv_shapes, relu=st.booleans(), const_w=st.booleans(), pads=st.tuples(*[st.integers(0, 2)] * 4),
+       seed=seeds)
+def test_native_conv2d(c, relu, const_w, pads, seed):
     rng = np.random.default_rng(seed)
     cin, cout, k = c["cin_per_group"] * c["groups"], c["cout_per_group"] * c["groups"], c["kernel"]
     x = rng.standard_normal((c["n"], cin, c["size"], c["size"]), "float32")
@@ -99,14 +100,33 @@ def test_native_conv2d(c, relu, pads, seed):
     bias = rng.standard_normal((cout,), "float32")
     attrs = ((c["stride"], c["stride"] + 1), pads, (c["dilation"], 1), c["groups"], relu)
     out_shape = evaluate("conv2d", [x, w], attrs[:4]).shape
-    got = _call("tsir.dnnl.conv2d", [x, w, bias], [*attrs[0], *pads, *attrs[2], c["groups"], int(relu)], out_shape)
+    ints = [*attrs[0], *pads, *attrs[2], c["groups"], int(relu), int(const_w)]
+    got = _call("tsir.dnnl.conv2d", [x, w, bias], ints, out_shape)
     _close(got, [x, w, bias], "dnnl_conv2d", attrs)
+
+
+def test_native_packed_weights_follow_their_tensor():
+    """const_w packs a weight tensor once; another tensor of the same shape (or a freed one's successor) gets
+    its own packed copy, never a stale one."""
+    rng = np.random.default_rng(0)
+    x, bias = rng.standard_normal((2, 16, 9, 9), "float32"), rng.standard_normal(32, "float32")
+    conv = tvm_ffi.get_global_func("tsir.dnnl.conv2d")
+    for _ in range(3):
+        w = rng.standard_normal((32, 16, 3, 3), "float32")
+        w_tensor, args = tvm.runtime.tensor(w), [tvm.runtime.tensor(x), None, tvm.runtime.tensor(bias)]
+        args[1] = w_tensor
+        for _ in range(2):  # the second call reads the packed copy
+            out = tvm.runtime.tensor(np.full((2, 32, 9, 9), np.nan, "float32"))
+            conv(*args, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, out)
+            _close(out.numpy(), [x, w, bias], "dnnl_conv2d", ((1, 1), (1, 1, 1, 1), (1, 1), 1, False))
+        del w_tensor, args
+    assert tvm_ffi.get_global_func("tsir.dnnl.packed_weights")() >= 1
 
 
 def test_native_rejects_bad_arguments():
     x, w = np.ones((2, 3), "float32"), np.ones((4, 5), "float32")
     with pytest.raises(ValueError, match="do not contract"):
-        _call("tsir.dnnl.linear", [x, w, np.ones(5, "float32")], [0], (2, 5))
+        _call("tsir.dnnl.linear", [x, w, np.ones(5, "float32")], [0, 0], (2, 5))
     with pytest.raises(TypeError, match="float32"):
         _call("tsir.dnnl.matmul", [x.astype("float64"), w[:3]], [], (2, 5))
 

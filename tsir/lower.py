@@ -58,14 +58,19 @@ def _int(value: int) -> relax.Expr:
     return relax.prim_value(int(value), "int64")
 
 
+def _const(weight: relax.Expr) -> relax.Expr:
+    """``const_w`` of a library call: 1 when the weights are a Relax constant (oneDNN packs them once)."""
+    return _int(isinstance(weight, tvm.ir.expr.Constant))
+
+
 # Ops that lower to a vendor-library call: the emitter also gets the output type (library ops are
 # destination-passing; ``tsir.backends.dnnl.load()`` must have run in the process that executes the module).
 TypedEmitter = Callable[[list[relax.Expr], tuple, tuple], relax.Expr]
 LIBRARY_EMITTERS: dict[str, TypedEmitter] = {
     "dnnl_matmul": lambda a, at, ty: _dps("tsir.dnnl.matmul", ty, a[0], a[1]),
-    "dnnl_linear": lambda a, at, ty: _dps("tsir.dnnl.linear", ty, *a, _int(at[0])),
+    "dnnl_linear": lambda a, at, ty: _dps("tsir.dnnl.linear", ty, *a, _int(at[0]), _const(a[1])),
     "dnnl_conv2d": lambda a, at, ty: _dps(
-        "tsir.dnnl.conv2d", ty, *a, *(_int(v) for v in (*at[0], *at[1], *at[2], at[3], at[4]))),
+        "tsir.dnnl.conv2d", ty, *a, *(_int(v) for v in (*at[0], *at[1], *at[2], at[3], at[4])), _const(a[1])),
 }
 
 

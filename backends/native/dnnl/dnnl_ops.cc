@@ -1,13 +1,24 @@
 // oneDNN kernels as tvm-ffi global functions, in destination-passing style for Relax call_dps_packed.
 //
 //   tsir.dnnl.matmul(a, b, out)                       out = a @ b              (batch dims broadcast)
-//   tsir.dnnl.linear(x, w, bias, relu, out)           out = act(x @ w + bias)  (x: [..., K], w: [K, N])
-//   tsir.dnnl.conv2d(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, out)
+//   tsir.dnnl.linear(x, w, bias, relu, const_w, out)  out = act(x @ w + bias)  (x: [..., K], w: [K, N])
+//   tsir.dnnl.conv2d(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, const_w, out)
 //                                                     out = act(conv2d(x, w) + bias), NCHW / OIHW
 //   tsir.dnnl.impl(name) -> str                       oneDNN's implementation of the last `name` primitive
+//   tsir.dnnl.packed_weights() -> int                 how many weight tensors are held pre-packed
+//
+// A primitive with less work than kSerialFlops runs on the calling thread alone: waking OpenMP's other threads
+// costs more than they save there (tens of µs with a passive wait policy or a loaded machine).
 //
 // All tensors are fp32, dense, row-major, on the CPU. Primitives are created once per shape and
 // attribute set and cached (oneDNN's own primitive cache also applies).
+//
+// `const_w != 0` promises that `w` is a constant of the calling module (a Relax constant: the same buffer,
+// never written, for the module's lifetime). Then the primitive is created with the weight layout oneDNN
+// prefers (`format_tag::any`: blocked for its brgemm / jit kernels), and `w` is reordered into it once, on the
+// first call, and kept keyed by the buffer's address; later calls use the packed copy. Without the promise the
+// weights are read as they are (linear) or reordered on every call (conv2d, only where that pays).
+#include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>
@@ -35,14 +46,44 @@ dnnl::engine& Engine() {
 // A primitive with the layouts it computes in. When oneDNN picks a blocked layout for src, weights or dst
 // (conv2d with `any`), `to_*` reorder the caller's plain tensor into it (and `from_dst` back).
 struct Cached {
+  int threads = 0;  // OpenMP threads it was created for and runs on
   dnnl::primitive prim;
   dnnl::memory::desc src, weights, bias, dst;
   dnnl::memory::desc user_src, user_weights, user_dst;
   dnnl::primitive to_src, to_weights, from_dst;
+  bool pack_weights = false;  // const_w: reorder the weights once and keep them (see PackedWeights)
+};
+
+constexpr double kSerialFlops = 4e6;
+
+// Sets the calling thread's OpenMP thread count for the scope (oneDNN sizes its work by it at creation, and a
+// primitive must run with the count it was created with).
+class Threads {
+ public:
+  explicit Threads(int n) : saved_(omp_get_max_threads()) {
+    if (n != saved_) omp_set_num_threads(n);
+  }
+  ~Threads() {
+    if (omp_get_max_threads() != saved_) omp_set_num_threads(saved_);
+  }
+  static int For(double flops) { return flops < kSerialFlops ? 1 : omp_get_max_threads(); }
+
+ private:
+  int saved_;
+};
+
+// A primitive's key: its kind, the shapes and attributes it was created for (cheap to build on every call).
+using Key = std::vector<int64_t>;
+struct KeyHash {
+  size_t operator()(const Key& key) const {
+    size_t h = key.size();
+    for (int64_t v : key) h ^= std::hash<int64_t>()(v) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    return h;
+  }
 };
 
 std::mutex cache_mutex;
-std::unordered_map<std::string, Cached> cache;
+std::unordered_map<Key, Cached, KeyHash> cache;  // entries are never erased: references to them stay valid
 std::map<std::string, std::string> last_impl;
 
 void CheckTensor(const TensorView& t, const char* fn, const char* name) {
@@ -78,15 +119,20 @@ dnnl::memory::desc Plain(const dims& shape) {
   return dnnl::memory::desc(shape, dnnl::memory::data_type::f32, RowMajorStrides(shape));
 }
 
-std::string Key(const char* kind, std::initializer_list<dims> shapes, std::initializer_list<int64_t> attrs) {
-  std::ostringstream key;
-  key << kind;
-  for (const dims& s : shapes) {
-    key << '|';
-    for (auto d : s) key << d << ',';
+Key MakeKey(int64_t kind, std::initializer_list<dims> shapes, std::initializer_list<int64_t> attrs) {
+  Key key{kind};
+  for (const dims& shape : shapes) {
+    key.push_back(static_cast<int64_t>(shape.size()));
+    key.insert(key.end(), shape.begin(), shape.end());
   }
-  for (auto a : attrs) key << ';' << a;
-  return key.str();
+  key.insert(key.end(), attrs.begin(), attrs.end());
+  return key;
+}
+
+std::string KeyText(const Key& key) {
+  std::ostringstream text;
+  for (int64_t v : key) text << v << ',';
+  return text.str();
 }
 
 dnnl::primitive_attr Attr(bool relu) {
@@ -100,19 +146,45 @@ dnnl::primitive_attr Attr(bool relu) {
 }
 
 template <typename Make>
-Cached Lookup(const std::string& key, const char* kind, Make make) {
+const Cached& Lookup(const Key& key, const char* kind, double flops, Make make) {
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   Cached entry;
+  entry.threads = Threads::For(flops);
+  Threads scope(entry.threads);
   std::string impl;
   try {
     impl = make(&entry);
   } catch (const dnnl::error& err) {
-    TVM_FFI_THROW(RuntimeError) << "oneDNN cannot create " << kind << " for " << key << ": " << err.what();
+    TVM_FFI_THROW(RuntimeError) << "oneDNN cannot create " << kind << " for key " << KeyText(key) << ": "
+                                << err.what();
   }
   last_impl[kind] = impl;
   return cache.emplace(key, entry).first->second;
+}
+
+// Constant weights reordered into a primitive's layout, keyed by primitive and the caller's buffer address.
+// The entry holds a reference to the caller's tensor, so that address cannot be reused by another tensor while
+// the entry lives; an entry whose tensor nobody else holds any more (its module was freed) is dropped.
+struct Packed {
+  tvm::ffi::Tensor owner;
+  dnnl::memory mem;
+};
+std::mutex packed_mutex;
+std::map<std::pair<const Cached*, const void*>, Packed> packed;
+
+dnnl::memory PackedWeights(const Cached& c, const tvm::ffi::Tensor& w, void* weights, dnnl::stream& stream) {
+  std::lock_guard<std::mutex> lock(packed_mutex);
+  auto it = packed.find({&c, weights});
+  if (it != packed.end()) return it->second.mem;
+  for (auto e = packed.begin(); e != packed.end();) e = e->second.owner.use_count() == 1 ? packed.erase(e) : ++e;
+  dnnl::memory mem(c.weights, Engine());  // owns its buffer
+  c.to_weights.execute(stream, {{DNNL_ARG_FROM, dnnl::memory(c.user_weights, Engine(), weights)},
+                                {DNNL_ARG_TO, mem}});
+  stream.wait();
+  packed.emplace(std::make_pair(&c, static_cast<const void*>(weights)), Packed{w, mem});
+  return mem;
 }
 
 // A thread's scratch buffer for reordered tensors (slot 0: src, 1: weights, 2: dst).
@@ -122,27 +194,46 @@ void* Scratch(int slot, size_t bytes) {
   return buffers[slot].data();
 }
 
-void Run(const Cached& c, void* src, void* weights, void* bias, void* dst) {
-  dnnl::engine& eng = Engine();
-  thread_local dnnl::stream stream(eng);
-  auto in = [&](const dnnl::primitive& reorder, const dnnl::memory::desc& user, const dnnl::memory::desc& md,
-                void* data, int slot) {
-    if (!reorder) return dnnl::memory(md, eng, data);
-    dnnl::memory blocked(md, eng, Scratch(slot, md.get_size()));
-    reorder.execute(stream, {{DNNL_ARG_FROM, dnnl::memory(user, eng, data)}, {DNNL_ARG_TO, blocked}});
-    return blocked;
+// A thread's memory objects for one primitive, pointed at each call's buffers (oneDNN memory objects and the
+// argument map are created once, not per call).
+struct Bound {
+  dnnl::memory src, user_src, weights, user_weights, bias, dst, user_dst;
+  std::unordered_map<int, dnnl::memory> args;
+};
+
+dnnl::memory& Bind(dnnl::memory& slot, const dnnl::memory::desc& md, void* data) {
+  if (!slot) {
+    slot = dnnl::memory(md, Engine(), data);
+  } else if (slot.get_data_handle() != data) {
+    slot.set_data_handle(data);
+  }
+  return slot;
+}
+
+// `owner` is the weights' tensor when they may be packed once (const_w), else null.
+void Run(const Cached& c, void* src, void* weights, void* bias, void* dst, const tvm::ffi::Tensor* owner = nullptr) {
+  thread_local dnnl::stream stream(Engine());
+  thread_local std::unordered_map<const Cached*, Bound> bound;
+  Threads scope(c.threads);
+  Bound& b = bound[&c];
+  auto in = [&](const dnnl::primitive& reorder, dnnl::memory& user, const dnnl::memory::desc& user_md,
+                dnnl::memory& mem, const dnnl::memory::desc& md, void* data, int slot) -> dnnl::memory& {
+    if (!reorder) return Bind(mem, md, data);
+    Bind(mem, md, Scratch(slot, md.get_size()));
+    reorder.execute(stream, {{DNNL_ARG_FROM, Bind(user, user_md, data)}, {DNNL_ARG_TO, mem}});
+    return mem;
   };
-  dnnl::memory dst_mem = c.from_dst ? dnnl::memory(c.dst, eng, Scratch(2, c.dst.get_size()))
-                                    : dnnl::memory(c.dst, eng, dst);
-  std::unordered_map<int, dnnl::memory> args = {
-      {DNNL_ARG_SRC, in(c.to_src, c.user_src, c.src, src, 0)},
-      {DNNL_ARG_WEIGHTS, in(c.to_weights, c.user_weights, c.weights, weights, 1)},
-      {DNNL_ARG_DST, dst_mem},
-  };
-  if (bias != nullptr) args.emplace(DNNL_ARG_BIAS, dnnl::memory(c.bias, eng, bias));
-  c.prim.execute(stream, args);
+  b.args[DNNL_ARG_SRC] = in(c.to_src, b.user_src, c.user_src, b.src, c.src, src, 0);
+  if (owner && c.pack_weights && c.to_weights) {
+    b.args[DNNL_ARG_WEIGHTS] = Bind(b.weights, c.weights, PackedWeights(c, *owner, weights, stream).get_data_handle());
+  } else {
+    b.args[DNNL_ARG_WEIGHTS] = in(c.to_weights, b.user_weights, c.user_weights, b.weights, c.weights, weights, 1);
+  }
+  b.args[DNNL_ARG_DST] = Bind(b.dst, c.dst, c.from_dst ? Scratch(2, c.dst.get_size()) : dst);
+  if (bias != nullptr) b.args[DNNL_ARG_BIAS] = Bind(b.bias, c.bias, bias);
+  c.prim.execute(stream, b.args);
   if (c.from_dst) {
-    c.from_dst.execute(stream, {{DNNL_ARG_FROM, dst_mem}, {DNNL_ARG_TO, dnnl::memory(c.user_dst, eng, dst)}});
+    c.from_dst.execute(stream, {{DNNL_ARG_FROM, b.dst}, {DNNL_ARG_TO, Bind(b.user_dst, c.user_dst, dst)}});
   }
   stream.wait();
 }
@@ -187,7 +278,10 @@ void Matmul(TensorView a, TensorView b, TensorView out) {
   so[rank - 2] = sa[rank - 2];
   so[rank - 1] = sb[rank - 1];
   CheckOut(out, so, fn);
-  Cached c = Lookup(Key("matmul", {sa, sb}, {}), "matmul", [&](Cached* e) {
+  Key key = MakeKey(0, {sa, sb}, {});
+  double flops = 2.0 * so[rank - 2] * so[rank - 1] * sa[rank - 1];
+  for (size_t i = 0; i + 2 < rank; ++i) flops *= so[i];
+  const Cached& c = Lookup(key, "matmul", flops, [&](Cached* e) {
     e->src = Plain(sa);
     e->weights = Plain(sb);
     e->dst = Plain(so);
@@ -199,8 +293,10 @@ void Matmul(TensorView a, TensorView b, TensorView out) {
 }
 
 // x: [..., K] (flattened to [M, K]), w: [K, N], bias: N elements; out: [..., N].
-void Linear(TensorView x, TensorView w, TensorView bias, int64_t relu, TensorView out) {
+void Linear(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t relu, int64_t const_w,
+            TensorView out) {
   const char* fn = "tsir.dnnl.linear";
+  TensorView w(w_ref);
   CheckTensor(x, fn, "x");
   CheckTensor(w, fn, "w");
   CheckTensor(bias, fn, "bias");
@@ -213,22 +309,31 @@ void Linear(TensorView x, TensorView w, TensorView bias, int64_t relu, TensorVie
   if (out.numel() != m * n || out.size(out.ndim() - 1) != n) {
     TVM_FFI_THROW(ValueError) << fn << ": output must have shape [..., " << n << "] with " << m * n << " elements";
   }
-  Cached c = Lookup(Key("linear", {{m, k, n}}, {relu}), "linear", [&](Cached* e) {
+  Key key = MakeKey(1, {{m, k, n}}, {relu, const_w != 0});
+  const Cached& c = Lookup(key, "linear", 2.0 * m * k * n, [&](Cached* e) {
     e->src = Plain({m, k});
-    e->weights = Plain({k, n});
+    e->user_weights = Plain({k, n});
     e->bias = Plain({1, n});
     e->dst = Plain({m, n});
-    dnnl::matmul::primitive_desc pd(Engine(), e->src, e->weights, e->bias, e->dst, Attr(relu != 0));
+    dnnl::memory::desc weights =
+        const_w ? dnnl::memory::desc({k, n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::any)
+                : e->user_weights;
+    dnnl::matmul::primitive_desc pd(Engine(), e->src, weights, e->bias, e->dst, Attr(relu != 0));
+    e->weights = pd.weights_desc();
+    e->to_weights = Reorder(e->user_weights, e->weights);
+    e->pack_weights = const_w != 0;
     e->prim = dnnl::matmul(pd);
     return std::string(pd.impl_info_str());
   });
-  Run(c, Data(x), Data(w), Data(bias), Data(out));
+  Run(c, Data(x), Data(w), Data(bias), Data(out), &w_ref);
 }
 
 // x: [N, C, H, W], w: [O, C/groups, KH, KW], bias: O elements; padding (top, left, bottom, right).
-void Conv2d(TensorView x, TensorView w, TensorView bias, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
-            int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t relu, TensorView out) {
+void Conv2d(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
+            int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t relu, int64_t const_w,
+            TensorView out) {
   const char* fn = "tsir.dnnl.conv2d";
+  TensorView w(w_ref);
   CheckTensor(x, fn, "x");
   CheckTensor(w, fn, "w");
   CheckTensor(bias, fn, "bias");
@@ -245,16 +350,18 @@ void Conv2d(TensorView x, TensorView w, TensorView bias, int64_t sh, int64_t sw,
   CheckOut(out, so, fn);
   dims swt = Shape(w);
   dims wdims = groups == 1 ? swt : dims{groups, swt[0] / groups, swt[1], swt[2], swt[3]};
-  Cached c = Lookup(Key("conv2d", {sx, swt}, {sh, sw, pt, pl, pb, pr, dh, dw, groups, relu}), "conv2d",
-                    [&](Cached* e) {
+  Key key = MakeKey(2, {sx, swt}, {sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, const_w != 0});
+  double flops = 2.0 * out.numel() * w.size(1) * w.size(2) * w.size(3);
+  const Cached& c = Lookup(key, "conv2d", flops, [&](Cached* e) {
     e->user_src = Plain(sx);
     e->user_weights = Plain(wdims);
     e->user_dst = Plain(so);
     e->bias = Plain({swt[0]});
-    // Where activations outweigh the weights, let oneDNN pick blocked layouts (its direct/brgemm kernels)
-    // and reorder on every call; otherwise reordering the weights each call costs more than it saves, and
-    // the plain layouts (im2col + gemm) run as they are.
-    bool blocked = dnnl::memory::dim(w.numel()) <= x.numel() + out.numel();
+    // Constant weights are packed once, so oneDNN picks blocked layouts (its direct / brgemm kernels) and the
+    // activations are reordered on every call. Otherwise, where activations outweigh the weights, the same;
+    // else reordering the weights each call costs more than it saves, and the plain layouts (im2col + gemm)
+    // run as they are.
+    bool blocked = const_w != 0 || dnnl::memory::dim(w.numel()) <= x.numel() + out.numel();
     auto any = [blocked](const dims& shape) {
       return blocked ? dnnl::memory::desc(shape, dnnl::memory::data_type::f32, dnnl::memory::format_tag::any)
                      : Plain(shape);
@@ -268,16 +375,22 @@ void Conv2d(TensorView x, TensorView w, TensorView bias, int64_t sh, int64_t sw,
     e->to_src = Reorder(e->user_src, e->src);
     e->to_weights = Reorder(e->user_weights, e->weights);
     e->from_dst = Reorder(e->dst, e->user_dst);
+    e->pack_weights = const_w != 0;
     e->prim = dnnl::convolution_forward(pd);
     return std::string(pd.impl_info_str());
   });
-  Run(c, Data(x), Data(w), Data(bias), Data(out));
+  Run(c, Data(x), Data(w), Data(bias), Data(out), &w_ref);
 }
 
 tvm::ffi::String Impl(const tvm::ffi::String& kind) {
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto it = last_impl.find(std::string(kind));
   return it == last_impl.end() ? tvm::ffi::String("") : tvm::ffi::String(it->second);
+}
+
+int64_t PackedCount() {
+  std::lock_guard<std::mutex> lock(packed_mutex);
+  return static_cast<int64_t>(packed.size());
 }
 
 }  // namespace
@@ -288,5 +401,6 @@ TVM_FFI_STATIC_INIT_BLOCK() {
       .def("tsir.dnnl.matmul", Matmul)
       .def("tsir.dnnl.linear", Linear)
       .def("tsir.dnnl.conv2d", Conv2d)
-      .def("tsir.dnnl.impl", Impl);
+      .def("tsir.dnnl.impl", Impl)
+      .def("tsir.dnnl.packed_weights", PackedCount);
 }
