@@ -109,16 +109,26 @@ def run_search(
 
 
 def _remote(space, graph, original_mod, spec, config, inputs, measurer, baselines, update):
-    """Tier 3 only: each candidate is built whole and timed on the RPC devices (cached per program)."""
+    """Tier 3 only: candidates are built whole and timed on the RPC devices, a generation at a time so
+    that every device is busy (cached per program)."""
+    modules: dict[tuple[int, ...], tvm.IRModule] = {}
+
+    def module(genome: Genome) -> tvm.IRModule:
+        key = tuple(genome)
+        if key not in modules:
+            modules[key] = lower(graph, to_term(space, genome), original_mod)
+        return modules[key]
+
     with tempfile.TemporaryDirectory(prefix="tsir-rpc-") as tmp:
         timed = RemoteCost(measurer, lambda mod, path: runtime.export(runtime.build(mod, spec), path, spec),
                            inputs, Path(tmp))
         result = genetic_search(
-            space, config,
-            lambda g: (timed(lower(graph, to_term(space, g), original_mod)), float(space.size_bytes(g)), 0.0),
-            {"egglog": baselines["egglog"]}, lambda gen, best, pop: update(best * 1e3) or False)
+            space, config, lambda g: (timed(module(g)), float(space.size_bytes(g)), 0.0),
+            {"egglog": baselines["egglog"]}, lambda gen, best, pop: update(best * 1e3) or False,
+            batch=lambda genomes: timed.prefetch([module(g) for g in genomes]))
     report = _report(result, 1e3, "rpc")
     report["rpc_measured"] = len(timed.cache)  # distinct candidate programs timed on devices
+    report["rpc_batch_max"] = max(timed.batches, default=0)  # most candidates timed side by side
     report["rpc_failures"] = timed.errors[:20]  # candidates that failed to build or run
     return result.genome, report
 
