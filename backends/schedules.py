@@ -23,7 +23,6 @@ import tvm
 from tvm import relax, s_tir, tirx
 from tvm.s_tir import dlight
 from tvm.s_tir.dlight.analysis import normalize_prim_func
-from tvm.s_tir.dlight.base import try_inline
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
@@ -34,6 +33,22 @@ PARALLEL_MIN_WORK = 32768  # loop iterations below which one thread is faster th
 def _extent(sch: s_tir.Schedule, loop) -> int | None:
     extent = sch.get(loop).extent
     return int(extent) if isinstance(extent, tirx.IntImm) else None
+
+
+def _inline(sch: s_tir.Schedule, blocks: list) -> list:
+    """Inline producers into their consumers while any can be; returns the blocks left. Only ``compute_inline``:
+    TVM's ``reverse_compute_inline`` of an epilogue into a reduction puts it inside the accumulation (wrong
+    values: found by the fuzzer), so epilogues are computed at the reduction's loop instead (``Fallback``)."""
+    while True:
+        for i, block in enumerate(blocks):
+            try:
+                sch.compute_inline(block.block_rv)
+            except Exception:  # not inlinable (a reduction, an output): stays
+                continue
+            blocks = blocks[:i] + blocks[i + 1:]
+            break
+        else:
+            return blocks
 
 
 def _lanes(target: Target, bits: int) -> int:
@@ -60,7 +75,7 @@ class Fallback(CPUScheduleRule):
             return None
         # Padding stays its own (cheap) loop: inlined into a conv it puts a bounds test on every load.
         pads = [b for b in blocks if b.is_data_pad(sch)]
-        kept = {b.name for b in try_inline(sch, [b for b in blocks if b not in pads]) + pads}
+        kept = {b.name for b in _inline(sch, [b for b in blocks if b not in pads]) + pads}
         blocks = [b for b in blocks if b.name in kept]  # program order
         changed, outer = False, None
         for info in blocks:
