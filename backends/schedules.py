@@ -12,7 +12,7 @@ norm, mean: see ``Normalization``) and then ``Fallback`` below for every other k
 - the other spatial loops fused and run in parallel across the cores when the block is big enough
   to pay for waking the thread pool.
 
-Schedule primitives check their own legality, so a rule never changes what a kernel computes; a kernel
+Schedule primitives check their legality (the fuzzer caught two that are unsound into reductions, now unused); a kernel
 a rule cannot schedule keeps TVM's default code. Kernels already scheduled (``tirx.is_scheduled``, e.g.
 from a tuning record) are left alone.
 """
@@ -23,7 +23,6 @@ import tvm
 from tvm import relax, s_tir, tirx
 from tvm.s_tir import dlight
 from tvm.s_tir.dlight.analysis import normalize_prim_func
-from tvm.s_tir.dlight.base import try_inline
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
@@ -36,6 +35,22 @@ def _extent(sch: s_tir.Schedule, loop) -> int | None:
     return int(extent) if isinstance(extent, tirx.IntImm) else None
 
 
+def _inline(sch: s_tir.Schedule, blocks: list) -> list:
+    """Inline producers into their consumers while any can be; returns the blocks left. Only ``compute_inline``:
+    TVM's ``reverse_compute_inline`` of an epilogue into a reduction puts it inside the accumulation (wrong
+    values: found by the fuzzer)."""
+    while True:
+        for i, block in enumerate(blocks):
+            try:
+                sch.compute_inline(block.block_rv)
+            except Exception:  # not inlinable (a reduction, an output): stays
+                continue
+            blocks = blocks[:i] + blocks[i + 1:]
+            break
+        else:
+            return blocks
+
+
 def _lanes(target: Target, bits: int) -> int:
     width = llvm_get_vector_width(target)
     return max((width if width > 0 else 128) // bits, 2)
@@ -44,7 +59,8 @@ def _lanes(target: Target, bits: int) -> int:
 class Fallback(CPUScheduleRule):
     """Inline, then per block: parallel fused outer spatial loops, reductions inside, vectorized last spatial loop.
 
-    An elementwise epilogue after a reduction (bias add, ReLU) is computed inside the reduction's parallel loop.
+    An elementwise epilogue after a reduction (bias add, ReLU) stays its own loop nest: ``reverse_compute_at``
+    into the reduction's loop gave wrong values on fuzzed graphs (as ``reverse_compute_inline`` does).
     ``parallel=False`` keeps every kernel on the calling thread (see ``pipeline``).
     """
 
@@ -60,20 +76,13 @@ class Fallback(CPUScheduleRule):
             return None
         # Padding stays its own (cheap) loop: inlined into a conv it puts a bounds test on every load.
         pads = [b for b in blocks if b.is_data_pad(sch)]
-        kept = {b.name for b in try_inline(sch, [b for b in blocks if b not in pads]) + pads}
+        kept = {b.name for b in _inline(sch, [b for b in blocks if b not in pads]) + pads}
         blocks = [b for b in blocks if b.name in kept]  # program order
-        changed, outer = False, None
+        changed = False
         for info in blocks:
-            if outer is not None and info.is_injective():
-                try:  # the epilogue of the previous reduction, inside its parallel loop
-                    sch.reverse_compute_at(info.block_rv, outer)
-                    self._vectorize_inner(sch, info.block_rv, target)
-                    continue
-                except Exception:  # not a consumer of that loop's tile: on its own below
-                    pass
             scheduled = self._block(sch, info, target)
             if scheduled is not None:
-                changed, outer = True, scheduled if not info.is_injective() else None
+                changed = True
         return sch if changed else None
 
     @staticmethod

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tvm import relax
 
-from tsir.backends import runtime, targets
+from tsir.backends import dnnl, runtime, targets
 from tsir.egraph import Limits, TermEGraph
 from tsir.ir.term import Graph, Term, fold
 from tsir.lower import lower
@@ -103,6 +103,7 @@ def check_batch(batch: list[Case], stats: Stats, per_graph: int = 4, seed: int =
             name = f"g{i}_{j}"
             mod[name] = _function(case.graph, root, name)
             jobs.append((case, name, root))
+    dnnl.load()  # extractions may pick oneDNN kernels (the library family)
     vm = relax.VirtualMachine(runtime.build(mod, targets.resolve("x86")), tvm.cpu())
     stats.graphs += len(batch)
     for case, name, root in jobs:
