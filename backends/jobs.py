@@ -28,13 +28,12 @@ def time_kernel(item: dict, context: dict) -> dict:
             mod = dlight.ApplyDefaultSchedule(dlight.gpu.Matmul(), dlight.gpu.GEMV(), dlight.gpu.Reduction(),
                                               dlight.gpu.GeneralReduction(), dlight.gpu.Fallback())(mod)
     rng = np.random.default_rng(0)
+    shapes = [([int(s) for s in p.ty.shape], str(p.ty.dtype)) for p in mod["main"].params]
     if isinstance(mod["main"], relax.Function):
         vm = relax.VirtualMachine(tvm.compile(mod, target=target), device)
-        shapes = [([int(s) for s in p.ty.shape], str(p.ty.dtype)) for p in mod["main"].params]
         fn, timed = vm["main"], vm
     else:
         lib = tvm.compile(mod, target=target).jit()
-        shapes = [([int(s) for s in p.ty.shape], str(p.ty.dtype)) for p in mod["main"].params]
         fn, timed = lib["main"], lib
     args = [tvm.runtime.tensor(rng.standard_normal(shape).astype(dtype) if "float" in dtype
                                else np.zeros(shape, dtype), device) for shape, dtype in shapes]

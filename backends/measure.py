@@ -31,19 +31,16 @@ class Measurer(Protocol):
 
 @dataclass(frozen=True)
 class LocalMeasurer:
-    """Times libraries on this machine's ``device`` ("cpu" or "cuda"), in a child process that may crash
-    without harm."""
+    """Times libraries on this machine's CPU, in a child process that may crash without harm."""
 
     repeat: int = 7
     min_repeat_ms: int = 20
     timeout_s: float = 120.0
-    device: str = "cpu"
 
     def measure(self, libraries: Sequence[pathlib.Path], inputs: Sequence[np.ndarray]) -> list[Measurement]:
         with tempfile.TemporaryDirectory(prefix="tsir-inputs-") as tmp:
             arrays = pathlib.Path(tmp) / "inputs.npz"
             np.savez(arrays, *[np.ascontiguousarray(x) for x in inputs])
-            context = {"inputs": str(arrays), "repeat": self.repeat, "min_repeat_ms": self.min_repeat_ms,
-                       "device": self.device}
+            context = {"inputs": str(arrays), "repeat": self.repeat, "min_repeat_ms": self.min_repeat_ms}
             rows = run_isolated("library", [str(p) for p in libraries], context, self.timeout_s)
         return [Measurement(r.get("median_ms"), r.get("error")) for r in rows]
