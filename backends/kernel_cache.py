@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_DIR = Path.home() / ".cache" / "tsir"
+# TSIR_CACHE_DIR moves it (one cache per project or CI job); the default is shared by every run of this user
+DEFAULT_DIR = Path(os.environ.get("TSIR_CACHE_DIR", Path.home() / ".cache" / "tsir"))
 
 
 class CorruptCacheWarning(UserWarning):

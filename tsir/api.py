@@ -126,7 +126,7 @@ def optimize(
     starts and ``on_stage(name, seconds)`` when it ends.
     ``cost`` is ``"analytic"`` (roofline model only) or ``"measured"`` (kernels timed on the target, the
     final candidates built and timed whole); ``tuning_trials`` MetaSchedule trials per kernel (0: none);
-    ``cache_dir`` holds the kernel cache and tuning database (default ``~/.cache/tsir``).
+    ``cache_dir`` holds the kernel cache and tuning database (default ``$TSIR_CACHE_DIR``, else ``~/.cache/tsir``).
     ``rpc="host:port:key"`` times whole candidates on the devices with that key of a TVM RPC tracker
     (cost tier "rpc") instead.
     ``mode="approx"`` also chooses low-rank / int8 approximations per layer within ``accuracy`` (a
