@@ -16,8 +16,10 @@ run: native
 test: native
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
+# The zoo under every system (bench/results/latest.*), then every GEMM-class op on each road (bench/results/ops.*)
 bench: native
 	$(PY) -m bench
+	$(PY) -m bench.ops
 
 fuzz: native
 	$(PY) -m tsir.testing.fuzz --graphs 10000

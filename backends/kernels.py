@@ -88,7 +88,7 @@ class LibraryCall:
     def features(self) -> dict:
         tensors = [a for a in self.args if a[0] == "tensor"]
         out_numel = math.prod(self.out[0])
-        if self.op_class == "dnnl_conv2d":  # weight [O, I/groups, kh, kw]
+        if self.op_class.startswith("dnnl_conv2d"):  # weight [O, I/groups, kh, kw] (NCHW or NHWC activations)
             flops = 2.0 * out_numel * math.prod(tensors[1][1][1:])
         else:  # matmul / linear: the reduced dimension is the last one of the first input
             flops = 2.0 * out_numel * tensors[0][1][-1]

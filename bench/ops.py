@@ -1,12 +1,13 @@
 """``python -m bench.ops``: GFLOP/s of every GEMM-class op of the zoo, oneDNN versus TVM-generated code.
 
-Each distinct (op, shapes, attributes) among the zoo's matmul / conv2d nodes is built twice as a
-one-call Relax module: the TVM op compiled by ``tsir.backends.runtime.build`` (the same kernels
-``tvm_baseline`` and ``tsir_exact`` get) and the oneDNN call (``tsir.dnnl.*`` through
-``call_dps_packed``, with the weights a constant of the module as in an optimized model, so oneDNN
-packs them once). Both are timed with the VM's time evaluator on 2 threads; GFLOP/s come from the
-best sample (what the kernel can do; the medians are in the JSON). The peak is a large oneDNN sgemm.
-Writes ``bench/results/ops.json`` and ``bench/results/ops.md``.
+Each distinct (op, shapes, attributes) among the zoo's matmul / conv2d nodes is built as a one-call
+Relax module per road: the TVM op compiled by ``tsir.backends.runtime.build`` (the same kernels
+``tvm_baseline`` and ``tsir_exact`` get), the oneDNN call (``tsir.dnnl.*`` through ``call_dps_packed``,
+with the weights a constant of the module as in an optimized model, so oneDNN packs them once) and, for
+convs, the oneDNN call on NHWC activations (what an optimized model uses between two such convs: no
+reorders). All are timed with the VM's time evaluator on 2 threads; GFLOP/s come from the best sample
+(what the kernel can do; the medians are in the JSON). The peak is a large oneDNN sgemm.
+Writes ``bench/results/ops.json`` and ``bench/results/ops.md`` (``--out`` moves them).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import statistics
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tvm import relax
@@ -25,11 +27,13 @@ from tsir import zoo
 from tsir.backends import dnnl, runtime, targets
 from tsir.convert import relax_to_tsir
 from tsir.frontend import export, to_relax
-from tsir.ir.ops import OPS
+from tsir.ir.ops import OPS, TO_NCHW, TO_NHWC
 from tsir.ir.term import postorder
 from tsir.lower import EMITTERS, LIBRARY_EMITTERS
 
 GEMM_CLASS = {"matmul": "dnnl_matmul", "conv2d": "dnnl_conv2d"}
+# road -> the library op computing each GEMM-class op on it ("tvm": TVM's own code)
+ROADS = {"tvm": {}, "onednn": GEMM_CLASS, "onednn_nhwc": {"conv2d": "dnnl_conv2d_nhwc"}}
 PEAK_SHAPE = (1024, 1024, 1024)
 
 
@@ -72,9 +76,10 @@ def zoo_cases(models: list[str], batches: list[int]) -> list[OpCase]:
 
 
 def _module(case: OpCase, road: str, weight: np.ndarray | None = None):
-    """A Relax module whose ``main`` takes the op's inputs and runs it on ``road`` ("tvm" or "onednn");
-    with ``weight``, the second operand is that constant and ``main`` takes only the first."""
-    params = [relax.Var(f"x{i}", relax.TensorType(list(s), d)) for i, (s, d) in enumerate(case.in_types)]
+    """A Relax module whose ``main`` takes the op's inputs and runs it on ``road`` (see ``ROADS``); with
+    ``weight``, the second operand is that constant and ``main`` takes only the first."""
+    in_types = _in_types(case, road)
+    params = [relax.Var(f"x{i}", relax.TensorType(list(s), d)) for i, (s, d) in enumerate(in_types)]
     operands = list(params) if weight is None else [params[0], relax.const(weight)]
     bb = relax.BlockBuilder()
     with bb.function("main", params if weight is None else params[:1]):
@@ -82,27 +87,40 @@ def _module(case: OpCase, road: str, weight: np.ndarray | None = None):
             if road == "tvm":
                 value = EMITTERS[case.op](operands, case.attrs)
             else:
-                lib_op = GEMM_CLASS[case.op]
+                lib_op = ROADS[road][case.op]
                 args, attrs = operands, case.attrs
-                if lib_op == "dnnl_conv2d":  # a zero bias, no ReLU: the same value as conv2d
+                if lib_op.startswith("dnnl_conv2d"):  # a zero bias, no ReLU: the same value as conv2d
                     channels = case.in_types[1][0][0]
                     args.append(relax.const(np.zeros(channels, "float32")))
                     attrs = (*attrs, False)
-                out_ty = OPS[case.op].infer(case.in_types, case.attrs)
-                value = LIBRARY_EMITTERS[lib_op](args, attrs, out_ty)
+                (shape, dtype) = OPS[case.op].infer(case.in_types, case.attrs)
+                if road == "onednn_nhwc":
+                    shape = tuple(shape[i] for i in TO_NHWC)
+                value = LIBRARY_EMITTERS[lib_op](args, attrs, (shape, dtype))
             out = bb.emit_output(bb.emit(value))
         bb.emit_func_output(out)
     return bb.get()
 
 
+def _in_types(case: OpCase, road: str) -> tuple:
+    """The op's input types on ``road``: NHWC activations on the NHWC road."""
+    if road != "onednn_nhwc":
+        return case.in_types
+    (shape, dtype), *rest = case.in_types
+    return ((tuple(shape[i] for i in TO_NHWC), dtype), *rest)
+
+
 def measure(case: OpCase, road: str, spec, rng: np.random.Generator, repeat: int) -> tuple[list[float], float]:
     """(sorted times in ms, max |error| against the numpy reference) of ``case`` on ``road``."""
     inputs = [rng.standard_normal(s).astype(d) for s, d in case.in_types]
-    weight = inputs[1] if road == "onednn" and case.op == "conv2d" else None  # conv weights are constants
+    weight = inputs[1] if road != "tvm" and case.op == "conv2d" else None  # conv weights are constants
     run = runtime.Runner(runtime.build(_module(case, road, weight), spec))
     args = inputs if weight is None else inputs[:1]
+    if road == "onednn_nhwc":
+        args = [np.ascontiguousarray(args[0].transpose(TO_NHWC)), *args[1:]]
     want = OPS[case.op].evaluate([x.astype(np.float64) for x in inputs], case.attrs)
-    error = float(np.max(np.abs(run(args)[0] - want)))
+    got = run(args)[0]
+    error = float(np.max(np.abs((got.transpose(TO_NCHW) if road == "onednn_nhwc" else got) - want)))
     return _times_ms(run, args, repeat), error
 
 
@@ -127,18 +145,24 @@ def peak_gflops(spec, repeat: int) -> float:
 def table(rows: list[dict], peak: float) -> str:
     """Markdown: one line per op with both roads' GFLOP/s, % of peak and the winner."""
     lines = [f"Measured peak (oneDNN sgemm {'x'.join(map(str, PEAK_SHAPE))}, 2 threads): **{peak:.0f} GFLOP/s**",
-             "", "| op | models | MFLOP | TVM GFLOP/s | oneDNN GFLOP/s | oneDNN impl | % of peak (winner) | winner |",
-             "| --- | --- | ---: | ---: | ---: | --- | ---: | --- |"]
-    seconds = sum(r["mflop"] / max(r["tvm_gflops"], r["onednn_gflops"]) for r in rows)  # ms at each best rate
+             "", "| op | models | MFLOP | TVM GFLOP/s | oneDNN GFLOP/s | oneDNN NHWC GFLOP/s | oneDNN impl | "
+                 "% of peak (winner) | winner |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |"]
+    seconds = sum(r["mflop"] / _best(r) for r in rows)  # ms at each best rate
     if rows:  # all ops' FLOPs over the time they take on their winning road: what the zoo's GEMM work gets
         weighted = sum(r["mflop"] for r in rows) / seconds
         lines.insert(1, f"FLOP-weighted over these ops (winning road): **{weighted:.0f} GFLOP/s, "
                         f"{100 * weighted / peak:.0f} % of peak**")
     for r in rows:
-        best = max(r["tvm_gflops"], r["onednn_gflops"])
+        nhwc = "-" if r["onednn_nhwc_gflops"] is None else f"{r['onednn_nhwc_gflops']:.1f}"
         lines.append(f"| {r['op']} | {', '.join(r['models'])} | {r['mflop']:.2f} | {r['tvm_gflops']:.1f} | "
-                     f"{r['onednn_gflops']:.1f} | {r['onednn_impl']} | {100 * best / peak:.0f} % | {r['winner']} |")
+                     f"{r['onednn_gflops']:.1f} | {nhwc} | {r['onednn_impl']} | {100 * _best(r) / peak:.0f} % | "
+                     f"{r['winner']} |")
     return "\n".join(lines) + "\n"
+
+
+def _best(row: dict) -> float:
+    return max(row[f"{road}_gflops"] or 0.0 for road in ROADS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="*", default=None, help="zoo models (default: all)")
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 16])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--out", default=str(RESULTS_DIR / "ops"), help="path stem of .json/.md")
     args = parser.parse_args(argv)
     dnnl.load()
     spec = targets.resolve("x86")
@@ -153,19 +178,21 @@ def main(argv: list[str] | None = None) -> int:
     peak = peak_gflops(spec, args.repeat)
     rows = []
     for case in zoo_cases(args.models or zoo.names(), args.batches):
-        tvm_ms, tvm_err = measure(case, "tvm", spec, rng, args.repeat)
-        lib_ms, lib_err = measure(case, "onednn", spec, rng, args.repeat)
-        row = {"op": case.label(), "models": list(case.models), "mflop": case.flops / 1e6,
-               "tvm_median_ms": statistics.median(tvm_ms), "onednn_median_ms": statistics.median(lib_ms),
-               "tvm_gflops": case.flops / tvm_ms[0] / 1e6, "onednn_gflops": case.flops / lib_ms[0] / 1e6,
-               "onednn_impl": dnnl.impl(GEMM_CLASS[case.op][5:]),
-               "max_abs_err": {"tvm": tvm_err, "onednn": lib_err},
-               "winner": "oneDNN" if lib_ms[0] < tvm_ms[0] else "TVM"}
+        row = {"op": case.label(), "models": list(case.models), "mflop": case.flops / 1e6, "max_abs_err": {}}
+        for road, ops in ROADS.items():
+            row[f"{road}_median_ms"] = row[f"{road}_gflops"] = None
+            if road != "tvm" and case.op not in ops:
+                continue
+            times, row["max_abs_err"][road] = measure(case, road, spec, rng, args.repeat)
+            if road == "onednn":
+                row["onednn_impl"] = dnnl.impl(GEMM_CLASS[case.op][5:])
+            row[f"{road}_median_ms"], row[f"{road}_gflops"] = statistics.median(times), case.flops / times[0] / 1e6
+        row["winner"] = max(ROADS, key=lambda road: row[f"{road}_gflops"] or 0.0)
         rows.append(row)
-        print(f"{row['op']:60s} tvm {row['tvm_gflops']:7.1f}  onednn {row['onednn_gflops']:7.1f} GFLOP/s "
-              f"({row['onednn_impl']})", flush=True)
-    atomic_write(RESULTS_DIR / "ops.json", json.dumps({"peak_gflops": peak, "ops": rows}, indent=2))
-    atomic_write(RESULTS_DIR / "ops.md", table(rows, peak))
+        print(f"{row['op']:60s} " + "  ".join(f"{road} {row[f'{road}_gflops'] or 0:7.1f}" for road in ROADS) +
+              f" GFLOP/s ({row['onednn_impl']})", flush=True)
+    atomic_write(Path(args.out + ".json"), json.dumps({"peak_gflops": peak, "ops": rows}, indent=2))
+    atomic_write(Path(args.out + ".md"), table(rows, peak))
     print(table(rows, peak))
     return 0
 

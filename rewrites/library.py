@@ -3,7 +3,8 @@
 Each rule unions a TVM op with the same value computed by a library op (``dnnl_*`` in the op table);
 the search picks per op. Guards keep the library to what it supports: fp32, dense NCHW/OIHW
 convolutions, ``[K, N]`` linear weights, a bias with one value per output channel. ReLU is fused into
-the library call as a post-op.
+the library call as a post-op. A oneDNN conv also has an NHWC form (no reorders inside the call) between
+two transposes; the layout family moves those transposes until consecutive convs' pairs cancel.
 """
 
 from egglog import PyObject, rule, ruleset, union, var
@@ -13,6 +14,7 @@ from tsir.ir.lang import (
     add,
     conv2d,
     dnnl_conv2d,
+    dnnl_conv2d_nhwc,
     dnnl_linear,
     dnnl_matmul,
     eq_,
@@ -20,13 +22,16 @@ from tsir.ir.lang import (
     linear,
     matmul,
     relu,
+    transpose,
     ty,
 )
+from tsir.ir.ops import TO_NCHW, TO_NHWC
 from tsir.rewrites._common import CONTRACTION
 
 x, w, b, y = (var(n, Tensor) for n in "xwby")
 tx, tw, tb = (var(n, PyObject) for n in ("tx", "tw", "tb"))
-strides, padding, dilation, groups = (var(n, PyObject) for n in ("strides", "padding", "dilation", "groups"))
+strides, padding, dilation, groups, act = (var(n, PyObject) for n in ("strides", "padding", "dilation", "groups",
+                                                                       "act"))
 
 MAX_RANK = 6  # oneDNN's matmul takes at most 6 dimensions
 
@@ -68,6 +73,10 @@ RULES = [
     rule(eq_(y, relu(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(False)))),
          name="dnnl_conv2d_relu").then(
         union(y).with_(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(True)))),
+    # dnnl_conv2d(x, ...) -> transpose(dnnl_conv2d_nhwc(transpose(x, NHWC), ...), NCHW)
+    rule(eq_(y, dnnl_conv2d(x, w, b, strides, padding, dilation, groups, act)), name="dnnl_conv2d_nhwc").then(
+        union(y).with_(transpose(dnnl_conv2d_nhwc(transpose(x, PyObject(TO_NHWC)), w, b, strides, padding, dilation,
+                                                  groups, act), PyObject(TO_NCHW)))),
 ]
 rules = ruleset(*RULES, name="library")
 

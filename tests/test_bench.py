@@ -74,3 +74,18 @@ def test_bench_writes_json_table_and_chart(tmp_path):
     assert "dnnl_linear" in rows["tsir_exact"]["program"]
     assert "| mlp | 1 |" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ops_table_times_every_road_of_a_small_model(tmp_path):
+    from bench import ops
+
+    assert ops.main(["--models", "lenet", "--batches", "1", "--repeat", "2", "--out", str(tmp_path / "ops")]) == 0
+    doc = json.loads((tmp_path / "ops.json").read_text())
+    convs = [r for r in doc["ops"] if r["op"].startswith("conv2d")]
+    matmuls = [r for r in doc["ops"] if r["op"].startswith("matmul")]
+    assert len(convs) == 2 and matmuls and doc["peak_gflops"] > 0
+    for row in convs:  # every road computes the op's value; NHWC is a road of convs only
+        assert set(row["max_abs_err"]) == {"tvm", "onednn", "onednn_nhwc"}
+        assert max(row["max_abs_err"].values()) < 1e-3 and row["onednn_nhwc_gflops"] > 0
+    assert all(r["onednn_nhwc_gflops"] is None and r["onednn_gflops"] > 0 for r in matmuls)
+    assert "oneDNN NHWC GFLOP/s" in (tmp_path / "ops.md").read_text()

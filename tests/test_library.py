@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tsir import optimize, zoo
 from tsir.backends import dnnl
-from tsir.ir.ops import evaluate
+from tsir.ir.ops import TO_NHWC, evaluate
 from tsir.ir.term import Graph, Term
 from tsir.testing import rule_check
 from tsir.testing.strategies import GraphBuilder, seeds
@@ -91,18 +91,21 @@ def test_native_linear(batch, m, k, n, relu, const_w, seed):
 
 @SETTINGS
 @given(c=conv_shapes, relu=st.booleans(), const_w=st.booleans(), pads=st.tuples(*[st.integers(0, 2)] * 4),
-       seed=seeds)
-def test_native_conv2d(c, relu, const_w, pads, seed):
+       nhwc=st.booleans(), seed=seeds)
+def test_native_conv2d(c, relu, const_w, pads, nhwc, seed):
     rng = np.random.default_rng(seed)
     cin, cout, k = c["cin_per_group"] * c["groups"], c["cout_per_group"] * c["groups"], c["kernel"]
     x = rng.standard_normal((c["n"], cin, c["size"], c["size"]), "float32")
+    if nhwc:
+        x = np.ascontiguousarray(x.transpose(TO_NHWC))
     w = rng.standard_normal((cout, c["cin_per_group"], k, k), "float32")
     bias = rng.standard_normal((cout,), "float32")
+    op = "dnnl_conv2d_nhwc" if nhwc else "dnnl_conv2d"
     attrs = ((c["stride"], c["stride"] + 1), pads, (c["dilation"], 1), c["groups"], relu)
-    out_shape = evaluate("conv2d", [x, w], attrs[:4]).shape
+    out_shape = evaluate(op, [x, w, bias], attrs).shape
     ints = [*attrs[0], *pads, *attrs[2], c["groups"], int(relu), int(const_w)]
-    got = _call("tsir.dnnl.conv2d", [x, w, bias], ints, out_shape)
-    _close(got, [x, w, bias], "dnnl_conv2d", attrs)
+    got = _call(f"tsir.{op.replace('_', '.', 1)}", [x, w, bias], ints, out_shape)
+    _close(got, [x, w, bias], op, attrs)
 
 
 def test_native_packed_weights_follow_their_tensor():

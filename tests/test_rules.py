@@ -444,6 +444,8 @@ def _library() -> dict:
         "conv2d_bias_to_dnnl": conv_bias,
         "dnnl_conv2d_relu": lambda d, b: T("relu", (T("dnnl_conv2d", (*(c := conv_bias(d, b)).args[0].args,
                                                                        c.args[1]), (*c.args[0].attrs, False)),)),
+        "dnnl_conv2d_nhwc": lambda d, b: T("dnnl_conv2d", (*(c := conv_bias(d, b)).args[0].args, c.args[1]),
+                                           (*c.args[0].attrs, d(st.booleans()))),
     }
 
 

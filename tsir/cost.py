@@ -37,7 +37,10 @@ class Roofline:
         flops = spec.flops(tuple(in_types), out_type, ())
         moved = sum(type_bytes(t) for t in (*in_types, out_type))
         rate = self.peak_flops * self.compute_efficiency(op)
-        return max(flops / rate, moved / (self.bandwidth * self.bandwidth_efficiency)) + self.dispatch_s
+        bandwidth = self.bandwidth * self.bandwidth_efficiency
+        # activations reordered into the kernel's blocked layout and back, before and after it: read + write each
+        reordered = 2 * (type_bytes(in_types[0]) + type_bytes(out_type)) if op in REORDERS_ACTIVATIONS else 0.0
+        return max(flops / rate, moved / bandwidth) + reordered / bandwidth + self.dispatch_s
 
     def compute_efficiency(self, op: str) -> float:
         return dict(self.efficiency).get(op, COMPUTE_EFFICIENCY.get(op, 1.0))
@@ -53,7 +56,9 @@ class Roofline:
 # ~1 GFLOP/s) versus oneDNN (~430-480 for brgemm matmul, less for small shapes and NCHW conv).
 # Ops not listed are assumed to run at the roofline. A calibration fitted on measured kernels overrides these.
 COMPUTE_EFFICIENCY = {"matmul": 0.35, "linear": 0.35, "conv2d": 0.35,
-                      "dnnl_matmul": 0.85, "dnnl_linear": 0.85, "dnnl_conv2d": 0.8}
+                      "dnnl_matmul": 0.85, "dnnl_linear": 0.85, "dnnl_conv2d": 0.8, "dnnl_conv2d_nhwc": 0.8}
+# oneDNN computes an NCHW conv in a blocked layout (nChw16c or NHWC): each call reorders its input and output
+REORDERS_ACTIVATIONS = frozenset({"dnnl_conv2d"})
 
 
 def type_bytes(ty) -> float:

@@ -71,6 +71,8 @@ LIBRARY_EMITTERS: dict[str, TypedEmitter] = {
     "dnnl_linear": lambda a, at, ty: _dps("tsir.dnnl.linear", ty, *a, _int(at[0]), _const(a[1])),
     "dnnl_conv2d": lambda a, at, ty: _dps(
         "tsir.dnnl.conv2d", ty, *a, *(_int(v) for v in (*at[0], *at[1], *at[2], at[3], at[4])), _const(a[1])),
+    "dnnl_conv2d_nhwc": lambda a, at, ty: _dps(
+        "tsir.dnnl.conv2d_nhwc", ty, *a, *(_int(v) for v in (*at[0], *at[1], *at[2], at[3], at[4])), _const(a[1])),
 }
 
 

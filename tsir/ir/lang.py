@@ -98,6 +98,9 @@ def dnnl_linear(x: Tensor, w: Tensor, bias: Tensor, relu: PyObject) -> Tensor: .
 @function
 def dnnl_conv2d(x: Tensor, w: Tensor, bias: Tensor, strides: PyObject, padding: PyObject, dilation: PyObject,
                 groups: PyObject, relu: PyObject) -> Tensor: ...
+@function
+def dnnl_conv2d_nhwc(x: Tensor, w: Tensor, bias: Tensor, strides: PyObject, padding: PyObject, dilation: PyObject,
+                     groups: PyObject, relu: PyObject) -> Tensor: ...
 # fmt: on
 
 

@@ -349,9 +349,27 @@ def _eval_dnnl_conv2d(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
     return _act(out + xs[2].reshape(1, -1, 1, 1), attrs[4])
 
 
+TO_NCHW, TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
+
+
+def _infer_dnnl_conv2d_nhwc(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    (x, dtype), rest = ins[0], ins[1:]
+    if len(x) != 4:
+        raise ValueError(f"dnnl_conv2d_nhwc: input {x} must be NHWC")
+    (out, dtype) = _infer_dnnl_conv2d(((tuple(x[i] for i in TO_NCHW), dtype), *rest), attrs)
+    return tuple(out[i] for i in TO_NHWC), dtype
+
+
+def _eval_dnnl_conv2d_nhwc(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
+    out = _eval_dnnl_conv2d([xs[0].transpose(TO_NCHW), *xs[1:]], attrs)
+    return np.ascontiguousarray(out.transpose(TO_NHWC))
+
+
 _op(OpSpec("dnnl_matmul", 2, (), _infer_matmul, lambda xs, a: np.matmul(xs[0], xs[1]), _matmul_flops))
 _op(OpSpec("dnnl_linear", 3, ("relu",), _infer_dnnl_linear,
            lambda xs, a: _act(np.matmul(xs[0], xs[1]) + xs[2], a[0]), _matmul_flops))
 _op(OpSpec("dnnl_conv2d", 3, ("strides", "padding", "dilation", "groups", "relu"), _infer_dnnl_conv2d,
            _eval_dnnl_conv2d, _conv2d_flops))
-LIBRARY_OPS = frozenset({"dnnl_matmul", "dnnl_linear", "dnnl_conv2d"})
+_op(OpSpec("dnnl_conv2d_nhwc", 3, ("strides", "padding", "dilation", "groups", "relu"), _infer_dnnl_conv2d_nhwc,
+           _eval_dnnl_conv2d_nhwc, _conv2d_flops))
+LIBRARY_OPS = frozenset({"dnnl_matmul", "dnnl_linear", "dnnl_conv2d", "dnnl_conv2d_nhwc"})

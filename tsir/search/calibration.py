@@ -24,7 +24,8 @@ from tsir.cost import Roofline
 
 # kernel op class -> the tsir ops whose efficiency it gives (TVM's "matmul" kernels also compute linear)
 OPS_OF_CLASS = {"matmul": ("matmul", "linear"), "conv2d": ("conv2d",), "dnnl_matmul": ("dnnl_matmul",),
-                "dnnl_linear": ("dnnl_linear",), "dnnl_conv2d": ("dnnl_conv2d",)}
+                "dnnl_linear": ("dnnl_linear",), "dnnl_conv2d": ("dnnl_conv2d",),
+                "dnnl_conv2d_nhwc": ("dnnl_conv2d_nhwc",)}
 MIN_EFFICIENCY, MAX_EFFICIENCY = 1e-4, 1.0
 
 

@@ -4,6 +4,8 @@
 //   tsir.dnnl.linear(x, w, bias, relu, const_w, out)  out = act(x @ w + bias)  (x: [..., K], w: [K, N])
 //   tsir.dnnl.conv2d(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, const_w, out)
 //                                                     out = act(conv2d(x, w) + bias), NCHW / OIHW
+//   tsir.dnnl.conv2d_nhwc(x, w, bias, ..., out)       the same with x and out NHWC (w still OIHW): oneDNN's
+//                                                     brgemm kernels compute in NHWC, so no reorders per call
 //   tsir.dnnl.impl(name) -> str                       oneDNN's implementation of the last `name` primitive
 //   tsir.dnnl.packed_weights() -> int                 how many weight tensors are held pre-packed
 //
@@ -328,47 +330,55 @@ void Linear(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t relu,
   Run(c, Data(x), Data(w), Data(bias), Data(out), &w_ref);
 }
 
-// x: [N, C, H, W], w: [O, C/groups, KH, KW], bias: O elements; padding (top, left, bottom, right).
-void Conv2d(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
-            int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t relu, int64_t const_w,
-            TensorView out) {
-  const char* fn = "tsir.dnnl.conv2d";
+// x: [N, C, H, W] (nhwc: [N, H, W, C]), w: [O, C/groups, KH, KW], bias: O elements; padding (top, left, bottom,
+// right); out: [N, O, OH, OW] (nhwc: [N, OH, OW, O]).
+void Conv2dIn(bool nhwc, TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t sh, int64_t sw, int64_t pt,
+              int64_t pl, int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t relu,
+              int64_t const_w, TensorView out) {
+  const char* fn = nhwc ? "tsir.dnnl.conv2d_nhwc" : "tsir.dnnl.conv2d";
   TensorView w(w_ref);
   CheckTensor(x, fn, "x");
   CheckTensor(w, fn, "w");
   CheckTensor(bias, fn, "bias");
   CheckTensor(out, fn, "out");
-  if (x.ndim() != 4 || w.ndim() != 4 || groups < 1 || x.size(1) != w.size(1) * groups || w.size(0) % groups) {
-    TVM_FFI_THROW(ValueError) << fn << ": x (NCHW) and w (OIHW) do not match with groups=" << groups;
+  dims sx = Shape(x);  // logical NCHW
+  if (nhwc && sx.size() == 4) sx = {sx[0], sx[3], sx[1], sx[2]};
+  if (sx.size() != 4 || w.ndim() != 4 || groups < 1 || sx[1] != w.size(1) * groups || w.size(0) % groups) {
+    TVM_FFI_THROW(ValueError) << fn << ": x (" << (nhwc ? "NHWC" : "NCHW") << ") and w (OIHW) do not match with groups="
+                              << groups;
   }
   if (bias.numel() != w.size(0)) TVM_FFI_THROW(ValueError) << fn << ": bias must have O elements";
-  dims sx = Shape(x), so = {sx[0], w.size(0), 0, 0};
+  dims so = {sx[0], w.size(0), 0, 0};
   for (int i = 0; i < 2; ++i) {
     int64_t stride = i ? sw : sh, dil = i ? dw : dh, before = i ? pl : pt, after = i ? pr : pb;
     so[2 + i] = (sx[2 + i] + before + after - dil * (w.size(2 + i) - 1) - 1) / stride + 1;
   }
-  CheckOut(out, so, fn);
+  CheckOut(out, nhwc ? dims{so[0], so[2], so[3], so[1]} : so, fn);
   dims swt = Shape(w);
   dims wdims = groups == 1 ? swt : dims{groups, swt[0] / groups, swt[1], swt[2], swt[3]};
-  Key key = MakeKey(2, {sx, swt}, {sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, const_w != 0});
+  Key key = MakeKey(nhwc ? 3 : 2, {sx, swt}, {sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, const_w != 0});
   double flops = 2.0 * out.numel() * w.size(1) * w.size(2) * w.size(3);
   const Cached& c = Lookup(key, "conv2d", flops, [&](Cached* e) {
-    e->user_src = Plain(sx);
+    auto nhwc_md = [](const dims& shape) {
+      return dnnl::memory::desc(shape, dnnl::memory::data_type::f32, dnnl::memory::format_tag::nhwc);
+    };
+    e->user_src = nhwc ? nhwc_md(sx) : Plain(sx);
     e->user_weights = Plain(wdims);
-    e->user_dst = Plain(so);
+    e->user_dst = nhwc ? nhwc_md(so) : Plain(so);
     e->bias = Plain({swt[0]});
-    // Constant weights are packed once, so oneDNN picks blocked layouts (its direct / brgemm kernels) and the
-    // activations are reordered on every call. Otherwise, where activations outweigh the weights, the same;
-    // else reordering the weights each call costs more than it saves, and the plain layouts (im2col + gemm)
-    // run as they are.
+    // Constant weights are packed once, so oneDNN picks blocked layouts (its direct / brgemm kernels) and NCHW
+    // activations are reordered on every call (NHWC ones are computed in place: brgemm's own layout). Otherwise,
+    // where activations outweigh the weights, the same; else reordering the weights each call costs more than it
+    // saves, and the plain layouts (im2col + gemm) run as they are.
     bool blocked = const_w != 0 || dnnl::memory::dim(w.numel()) <= x.numel() + out.numel();
     auto any = [blocked](const dims& shape) {
       return blocked ? dnnl::memory::desc(shape, dnnl::memory::data_type::f32, dnnl::memory::format_tag::any)
                      : Plain(shape);
     };
     dnnl::convolution_forward::primitive_desc pd(
-        Engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, any(sx), any(wdims),
-        e->bias, any(so), {sh, sw}, {dh - 1, dw - 1}, {pt, pl}, {pb, pr}, Attr(relu != 0));
+        Engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+        nhwc ? e->user_src : any(sx), any(wdims), e->bias, nhwc ? e->user_dst : any(so), {sh, sw}, {dh - 1, dw - 1},
+        {pt, pl}, {pb, pr}, Attr(relu != 0));
     e->src = pd.src_desc();
     e->weights = pd.weights_desc();
     e->dst = pd.dst_desc();
@@ -380,6 +390,18 @@ void Conv2d(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t sh, i
     return std::string(pd.impl_info_str());
   });
   Run(c, Data(x), Data(w), Data(bias), Data(out), &w_ref);
+}
+
+void Conv2d(TensorView x, tvm::ffi::Tensor w, TensorView bias, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
+            int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t relu, int64_t const_w,
+            TensorView out) {
+  Conv2dIn(false, x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, const_w, out);
+}
+
+void Conv2dNhwc(TensorView x, tvm::ffi::Tensor w, TensorView bias, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
+                int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t relu, int64_t const_w,
+                TensorView out) {
+  Conv2dIn(true, x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, const_w, out);
 }
 
 tvm::ffi::String Impl(const tvm::ffi::String& kind) {
@@ -401,6 +423,7 @@ TVM_FFI_STATIC_INIT_BLOCK() {
       .def("tsir.dnnl.matmul", Matmul)
       .def("tsir.dnnl.linear", Linear)
       .def("tsir.dnnl.conv2d", Conv2d)
+      .def("tsir.dnnl.conv2d_nhwc", Conv2dNhwc)
       .def("tsir.dnnl.impl", Impl)
       .def("tsir.dnnl.packed_weights", PackedCount);
 }
