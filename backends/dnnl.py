@@ -16,7 +16,8 @@ import tvm_ffi
 
 from tsir.errors import TsirError
 
-FUNCTIONS = ("tsir.dnnl.matmul", "tsir.dnnl.linear", "tsir.dnnl.conv2d", "tsir.dnnl.impl", "tsir.dnnl.packed_weights")
+FUNCTIONS = ("tsir.dnnl.matmul", "tsir.dnnl.linear", "tsir.dnnl.conv2d", "tsir.dnnl.conv2d_nhwc", "tsir.dnnl.impl",
+             "tsir.dnnl.packed_weights")
 BUILT = Path(__file__).resolve().parent.parent / "build" / "native" / "host" / "lib" / "libtsir_dnnl.so"
 _loaded: ctypes.CDLL | None = None
 

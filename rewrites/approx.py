@@ -409,7 +409,7 @@ class Approximations:
             if term.op == "dnnl_conv2d":
                 bias = term.args[2]
                 out = Term("add", (out, Term("reshape", (bias,), ((1, out.ty[0][1], 1, 1),))))
-                return Term("relu", (out,)) if term.attrs[4] else out
+                return activation(out, term.attrs[4])
             return out
         if len(choice.opaque) == 2:  # rank+int8: two int8 matmuls through the rank-r middle
             rank = self.constants[choice.weights[0]].shape[1]
@@ -423,6 +423,13 @@ class Approximations:
         if term.op in ("linear", "dnnl_linear"):
             out = Term("add", (out, term.args[2]))
         return Term("relu", (out,)) if term.op == "dnnl_linear" and term.attrs[0] else out
+
+
+def activation(x: Term, act: bool | tuple[float, float]) -> Term:
+    """``x`` followed by a library conv's fused activation: none, ReLU (True) or clip to ``(low, high)``."""
+    if isinstance(act, tuple):
+        return Term("clip", (x,), act)
+    return Term("relu", (x,)) if act else x
 
 
 def to_term_capture(space: Space, genome: Genome, terms: dict[int, Term]) -> Term:

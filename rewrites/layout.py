@@ -1,13 +1,14 @@
 """Layout: elementwise ops commute with transpose and reshape, so NCHW⇄NHWC transposes move through
-elementwise chains (and batch norm, concat, slice, mean) until they meet and cancel."""
+elementwise chains (clip included, and batch norm, concat, slice, mean) until they meet and cancel."""
 
 from __future__ import annotations
 
-from egglog import rule, ruleset, union
+from egglog import PyObject, rule, ruleset, union, var
 
 from tsir.ir.lang import (
     add,
     batch_norm,
+    clip,
     computed,
     concat,
     divide,
@@ -108,7 +109,13 @@ for _name, _op in BINARY.items():
              holds(_same_rank_operand, tc, t1), name=f"{_name}_constant_through_transpose").then(
             union(y).with_(transpose(_op(a, transpose(c, computed(_inverse, p))), p))),
     ]
+low, high = var("low", PyObject), var("high", PyObject)
 _rules += [
+    # clip(x^p) <-> clip(x)^p
+    rule(eq_(y, clip(transpose(x, p), low, high)), name="clip_through_transpose").then(
+        union(y).with_(transpose(clip(x, low, high), p))),
+    rule(eq_(y, transpose(clip(x, low, high), p)), name="transpose_through_clip").then(
+        union(y).with_(clip(transpose(x, p), low, high))),
     # bn(x^p, axis) -> bn(x, p[axis])^p
     rule(eq_(y, batch_norm(transpose(x, p), w, w1, w2, z, axis, v)), name="batch_norm_through_transpose").then(
         union(y).with_(transpose(batch_norm(x, w, w1, w2, z, computed(_permute_axis, p, axis), v), p))),

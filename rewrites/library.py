@@ -2,9 +2,10 @@
 
 Each rule unions a TVM op with the same value computed by a library op (``dnnl_*`` in the op table);
 the search picks per op. Guards keep the library to what it supports: fp32, dense NCHW/OIHW
-convolutions, ``[K, N]`` linear weights, a bias with one value per output channel. ReLU is fused into
-the library call as a post-op. A oneDNN conv also has an NHWC form (no reorders inside the call) between
-two transposes; the layout family moves those transposes until consecutive convs' pairs cancel.
+convolutions, ``[K, N]`` linear weights, a bias with one value per output channel. ReLU (and for convs
+a clip such as ReLU6) is fused into the library call as a post-op. A oneDNN conv also has an NHWC form
+(no reorders inside the call) between two transposes; the layout family moves those transposes until
+consecutive convs' pairs cancel.
 """
 
 from egglog import PyObject, rule, ruleset, union, var
@@ -12,6 +13,8 @@ from egglog import PyObject, rule, ruleset, union, var
 from tsir.ir.lang import (
     Tensor,
     add,
+    clip,
+    computed,
     conv2d,
     dnnl_conv2d,
     dnnl_conv2d_nhwc,
@@ -32,6 +35,7 @@ x, w, b, y = (var(n, Tensor) for n in "xwby")
 tx, tw, tb = (var(n, PyObject) for n in ("tx", "tw", "tb"))
 strides, padding, dilation, groups, act = (var(n, PyObject) for n in ("strides", "padding", "dilation", "groups",
                                                                        "act"))
+low, high = var("low", PyObject), var("high", PyObject)
 
 MAX_RANK = 6  # oneDNN's matmul takes at most 6 dimensions
 
@@ -54,6 +58,10 @@ def _conv_bias_ok(tw: tuple, tb: tuple, tx: tuple) -> bool:
     return _fp32(tx, tw, tb) and tuple(tb[0]) in ((1, channels, 1, 1), (channels, 1, 1))
 
 
+def _pair(low: float, high: float) -> tuple[float, float]:
+    return (float(low), float(high))
+
+
 RULES = [
     # matmul(a, b) -> dnnl_matmul(a, b)   fp32, rank <= 6
     rule(eq_(y, matmul(x, w)), eq_(ty(x), tx), eq_(ty(w), tw), holds(_matmul_ok, tx, tw), name="matmul_to_dnnl").then(
@@ -73,6 +81,10 @@ RULES = [
     rule(eq_(y, relu(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(False)))),
          name="dnnl_conv2d_relu").then(
         union(y).with_(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(True)))),
+    # clip(dnnl_conv2d(x, w, b, ..., False), low, high) -> dnnl_conv2d(x, w, b, ..., (low, high))
+    rule(eq_(y, clip(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(False)), low, high)),
+         name="dnnl_conv2d_clip").then(
+        union(y).with_(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, computed(_pair, low, high)))),
     # dnnl_conv2d(x, ...) -> transpose(dnnl_conv2d_nhwc(transpose(x, NHWC), ...), NCHW)
     rule(eq_(y, dnnl_conv2d(x, w, b, strides, padding, dilation, groups, act)), name="dnnl_conv2d_nhwc").then(
         union(y).with_(transpose(dnnl_conv2d_nhwc(transpose(x, PyObject(TO_NHWC)), w, b, strides, padding, dilation,

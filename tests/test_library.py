@@ -56,9 +56,9 @@ def test_library_rules_respect_their_guards():
 
 
 # ---- native kernels against the numpy reference of the op table ------------------------------
-def _call(name: str, arrays: list[np.ndarray], ints: list[int], out_shape: tuple[int, ...]) -> np.ndarray:
+def _call(name: str, arrays: list[np.ndarray], scalars: list, out_shape: tuple[int, ...]) -> np.ndarray:
     out = tvm.runtime.tensor(np.full(out_shape, np.nan, "float32"))
-    tvm_ffi.get_global_func(name)(*(tvm.runtime.tensor(a) for a in arrays), *ints, out)
+    tvm_ffi.get_global_func(name)(*(tvm.runtime.tensor(a) for a in arrays), *scalars, out)
     return out.numpy()
 
 
@@ -90,9 +90,9 @@ def test_native_linear(batch, m, k, n, relu, const_w, seed):
 
 
 @SETTINGS
-@given(c=conv_shapes, relu=st.booleans(), const_w=st.booleans(), pads=st.tuples(*[st.integers(0, 2)] * 4),
-       nhwc=st.booleans(), seed=seeds)
-def test_native_conv2d(c, relu, const_w, pads, nhwc, seed):
+@given(c=conv_shapes, act=st.sampled_from([False, True, (0.0, 6.0), (-0.5, 0.25)]), const_w=st.booleans(),
+       pads=st.tuples(*[st.integers(0, 2)] * 4), nhwc=st.booleans(), seed=seeds)
+def test_native_conv2d(c, act, const_w, pads, nhwc, seed):
     rng = np.random.default_rng(seed)
     cin, cout, k = c["cin_per_group"] * c["groups"], c["cout_per_group"] * c["groups"], c["kernel"]
     x = rng.standard_normal((c["n"], cin, c["size"], c["size"]), "float32")
@@ -101,10 +101,11 @@ def test_native_conv2d(c, relu, const_w, pads, nhwc, seed):
     w = rng.standard_normal((cout, c["cin_per_group"], k, k), "float32")
     bias = rng.standard_normal((cout,), "float32")
     op = "dnnl_conv2d_nhwc" if nhwc else "dnnl_conv2d"
-    attrs = ((c["stride"], c["stride"] + 1), pads, (c["dilation"], 1), c["groups"], relu)
+    attrs = ((c["stride"], c["stride"] + 1), pads, (c["dilation"], 1), c["groups"], act)
     out_shape = evaluate(op, [x, w, bias], attrs).shape
-    ints = [*attrs[0], *pads, *attrs[2], c["groups"], int(relu), int(const_w)]
-    got = _call(f"tsir.{op.replace('_', '.', 1)}", [x, w, bias], ints, out_shape)
+    code, bounds = (2, act) if isinstance(act, tuple) else (int(act), (0.0, 0.0))
+    scalars = [*attrs[0], *pads, *attrs[2], c["groups"], code, *bounds, int(const_w)]
+    got = _call(f"tsir.{op.replace('_', '.', 1)}", [x, w, bias], scalars, out_shape)
     _close(got, [x, w, bias], op, attrs)
 
 
@@ -120,7 +121,7 @@ def test_native_packed_weights_follow_their_tensor():
         args[1] = w_tensor
         for _ in range(2):  # the second call reads the packed copy
             out = tvm.runtime.tensor(np.full((2, 32, 9, 9), np.nan, "float32"))
-            conv(*args, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, out)
+            conv(*args, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0.0, 0.0, 1, out)
             _close(out.numpy(), [x, w, bias], "dnnl_conv2d", ((1, 1), (1, 1, 1, 1), (1, 1), 1, False))
         del w_tensor, args
     assert tvm_ffi.get_global_func("tsir.dnnl.packed_weights")() >= 1

@@ -325,6 +325,12 @@ def _layout() -> dict:
 
         out[f"{name}_constant_through_transpose"] = const
 
+    bounds = st.sampled_from([(0.0, 6.0), (-1.0, 1.0), (0.25, 0.5)])
+    out["clip_through_transpose"] = lambda d, b: T(
+        "clip", (T("transpose", (b.input(s := d(shapes())),), (perm(d, len(s)),)),), d(bounds))
+    out["transpose_through_clip"] = lambda d, b: T(
+        "transpose", (T("clip", (b.input(s := d(shapes())),), d(bounds)),), (perm(d, len(s)),))
+
     def bn(d, b):
         x = b.input(s := d(shapes(min_rank=2)))
         p = perm(d, len(s))
@@ -444,8 +450,11 @@ def _library() -> dict:
         "conv2d_bias_to_dnnl": conv_bias,
         "dnnl_conv2d_relu": lambda d, b: T("relu", (T("dnnl_conv2d", (*(c := conv_bias(d, b)).args[0].args,
                                                                        c.args[1]), (*c.args[0].attrs, False)),)),
+        "dnnl_conv2d_clip": lambda d, b: T("clip", (T("dnnl_conv2d", (*(c := conv_bias(d, b)).args[0].args,
+                                                                       c.args[1]), (*c.args[0].attrs, False)),),
+                                           d(st.sampled_from([(0.0, 6.0), (-0.5, 0.5)]))),
         "dnnl_conv2d_nhwc": lambda d, b: T("dnnl_conv2d", (*(c := conv_bias(d, b)).args[0].args, c.args[1]),
-                                           (*c.args[0].attrs, d(st.booleans()))),
+                                           (*c.args[0].attrs, d(st.sampled_from([False, True, (0.0, 6.0)])))),
     }
 
 

@@ -69,11 +69,18 @@ TypedEmitter = Callable[[list[relax.Expr], tuple, tuple], relax.Expr]
 LIBRARY_EMITTERS: dict[str, TypedEmitter] = {
     "dnnl_matmul": lambda a, at, ty: _dps("tsir.dnnl.matmul", ty, a[0], a[1]),
     "dnnl_linear": lambda a, at, ty: _dps("tsir.dnnl.linear", ty, *a, _int(at[0]), _const(a[1])),
-    "dnnl_conv2d": lambda a, at, ty: _dps(
-        "tsir.dnnl.conv2d", ty, *a, *(_int(v) for v in (*at[0], *at[1], *at[2], at[3], at[4])), _const(a[1])),
-    "dnnl_conv2d_nhwc": lambda a, at, ty: _dps(
-        "tsir.dnnl.conv2d_nhwc", ty, *a, *(_int(v) for v in (*at[0], *at[1], *at[2], at[3], at[4])), _const(a[1])),
+    "dnnl_conv2d": lambda a, at, ty: _dps("tsir.dnnl.conv2d", ty, *a, *_conv_args(at), _const(a[1])),
+    "dnnl_conv2d_nhwc": lambda a, at, ty: _dps("tsir.dnnl.conv2d_nhwc", ty, *a, *_conv_args(at), _const(a[1])),
 }
+
+
+def _conv_args(attrs: tuple) -> list[relax.Expr]:
+    """A library conv's attributes as call arguments: strides, padding, dilation, groups, then its activation
+    as (code, low, high): 0 none, 1 ReLU, 2 clip to [low, high]."""
+    strides, padding, dilation, groups, act = attrs
+    code, (low, high) = (2, act) if isinstance(act, tuple) else (int(bool(act)), (0.0, 0.0))
+    floats = [relax.prim_value(tvm.tirx.FloatImm("float64", float(v))) for v in (low, high)]
+    return [*(_int(v) for v in (*strides, *padding, *dilation, groups, code)), *floats]
 
 
 def lower(graph: Graph, root: Term, module: tvm.IRModule) -> tvm.IRModule:

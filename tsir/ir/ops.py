@@ -340,8 +340,11 @@ def _infer_dnnl_conv2d(ins: tuple[TType, ...], attrs: tuple) -> TType:
     return out
 
 
-def _act(x: np.ndarray, relu: bool) -> np.ndarray:
-    return np.maximum(x, 0).astype(x.dtype) if relu else x
+def _act(x: np.ndarray, act: bool | tuple[float, float]) -> np.ndarray:
+    """A library op's fused activation: none (False), ReLU (True) or clip to ``(low, high)`` (e.g. ReLU6)."""
+    if isinstance(act, tuple):
+        return np.clip(x, act[0], act[1]).astype(x.dtype)
+    return np.maximum(x, 0).astype(x.dtype) if act else x
 
 
 def _eval_dnnl_conv2d(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
@@ -368,8 +371,8 @@ def _eval_dnnl_conv2d_nhwc(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
 _op(OpSpec("dnnl_matmul", 2, (), _infer_matmul, lambda xs, a: np.matmul(xs[0], xs[1]), _matmul_flops))
 _op(OpSpec("dnnl_linear", 3, ("relu",), _infer_dnnl_linear,
            lambda xs, a: _act(np.matmul(xs[0], xs[1]) + xs[2], a[0]), _matmul_flops))
-_op(OpSpec("dnnl_conv2d", 3, ("strides", "padding", "dilation", "groups", "relu"), _infer_dnnl_conv2d,
+_op(OpSpec("dnnl_conv2d", 3, ("strides", "padding", "dilation", "groups", "act"), _infer_dnnl_conv2d,
            _eval_dnnl_conv2d, _conv2d_flops))
-_op(OpSpec("dnnl_conv2d_nhwc", 3, ("strides", "padding", "dilation", "groups", "relu"), _infer_dnnl_conv2d_nhwc,
+_op(OpSpec("dnnl_conv2d_nhwc", 3, ("strides", "padding", "dilation", "groups", "act"), _infer_dnnl_conv2d_nhwc,
            _eval_dnnl_conv2d_nhwc, _conv2d_flops))
 LIBRARY_OPS = frozenset({"dnnl_matmul", "dnnl_linear", "dnnl_conv2d", "dnnl_conv2d_nhwc"})

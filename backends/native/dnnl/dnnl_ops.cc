@@ -2,8 +2,9 @@
 //
 //   tsir.dnnl.matmul(a, b, out)                       out = a @ b              (batch dims broadcast)
 //   tsir.dnnl.linear(x, w, bias, relu, const_w, out)  out = act(x @ w + bias)  (x: [..., K], w: [K, N])
-//   tsir.dnnl.conv2d(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, const_w, out)
-//                                                     out = act(conv2d(x, w) + bias), NCHW / OIHW
+//   tsir.dnnl.conv2d(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, act, low, high, const_w, out)
+//                                                     out = act(conv2d(x, w) + bias), NCHW / OIHW; act 0: none,
+//                                                     1: ReLU, 2: clip to [low, high] (ReLU6)
 //   tsir.dnnl.conv2d_nhwc(x, w, bias, ..., out)       the same with x and out NHWC (w still OIHW): oneDNN's
 //                                                     brgemm kernels compute in NHWC, so no reorders per call
 //   tsir.dnnl.impl(name) -> str                       oneDNN's implementation of the last `name` primitive
@@ -28,6 +29,7 @@
 #include <tvm/ffi/reflection/registry.h>
 #include <tvm/ffi/string.h>
 
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -137,14 +139,27 @@ std::string KeyText(const Key& key) {
   return text.str();
 }
 
-dnnl::primitive_attr Attr(bool relu) {
+// The activation post-op: 0 none, 1 ReLU, 2 clip to [low, high].
+dnnl::primitive_attr Attr(int64_t act, double low = 0.0, double high = 0.0) {
   dnnl::primitive_attr attr;
-  if (relu) {
+  if (act < 0 || act > 2) TVM_FFI_THROW(ValueError) << "activation code must be 0, 1 or 2, got " << act;
+  if (act != 0) {
     dnnl::post_ops ops;
-    ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    if (act == 1) {
+      ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    } else {
+      ops.append_eltwise(dnnl::algorithm::eltwise_clip, static_cast<float>(low), static_cast<float>(high));
+    }
     attr.set_post_ops(ops);
   }
   return attr;
+}
+
+// A float attribute as a key entry (its bit pattern).
+int64_t Bits(double value) {
+  int64_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  return bits;
 }
 
 template <typename Make>
@@ -320,7 +335,7 @@ void Linear(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t relu,
     dnnl::memory::desc weights =
         const_w ? dnnl::memory::desc({k, n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::any)
                 : e->user_weights;
-    dnnl::matmul::primitive_desc pd(Engine(), e->src, weights, e->bias, e->dst, Attr(relu != 0));
+    dnnl::matmul::primitive_desc pd(Engine(), e->src, weights, e->bias, e->dst, Attr(relu != 0 ? 1 : 0));
     e->weights = pd.weights_desc();
     e->to_weights = Reorder(e->user_weights, e->weights);
     e->pack_weights = const_w != 0;
@@ -333,8 +348,8 @@ void Linear(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t relu,
 // x: [N, C, H, W] (nhwc: [N, H, W, C]), w: [O, C/groups, KH, KW], bias: O elements; padding (top, left, bottom,
 // right); out: [N, O, OH, OW] (nhwc: [N, OH, OW, O]).
 void Conv2dIn(bool nhwc, TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t sh, int64_t sw, int64_t pt,
-              int64_t pl, int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t relu,
-              int64_t const_w, TensorView out) {
+              int64_t pl, int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t act, double low,
+              double high, int64_t const_w, TensorView out) {
   const char* fn = nhwc ? "tsir.dnnl.conv2d_nhwc" : "tsir.dnnl.conv2d";
   TensorView w(w_ref);
   CheckTensor(x, fn, "x");
@@ -356,7 +371,7 @@ void Conv2dIn(bool nhwc, TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, 
   CheckOut(out, nhwc ? dims{so[0], so[2], so[3], so[1]} : so, fn);
   dims swt = Shape(w);
   dims wdims = groups == 1 ? swt : dims{groups, swt[0] / groups, swt[1], swt[2], swt[3]};
-  Key key = MakeKey(nhwc ? 3 : 2, {sx, swt}, {sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, const_w != 0});
+  Key key = MakeKey(nhwc ? 3 : 2, {sx, swt}, {sh, sw, pt, pl, pb, pr, dh, dw, groups, act, Bits(low), Bits(high), const_w != 0});
   double flops = 2.0 * out.numel() * w.size(1) * w.size(2) * w.size(3);
   const Cached& c = Lookup(key, "conv2d", flops, [&](Cached* e) {
     auto nhwc_md = [](const dims& shape) {
@@ -378,7 +393,7 @@ void Conv2dIn(bool nhwc, TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, 
     dnnl::convolution_forward::primitive_desc pd(
         Engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
         nhwc ? e->user_src : any(sx), any(wdims), e->bias, nhwc ? e->user_dst : any(so), {sh, sw}, {dh - 1, dw - 1},
-        {pt, pl}, {pb, pr}, Attr(relu != 0));
+        {pt, pl}, {pb, pr}, Attr(act, low, high));
     e->src = pd.src_desc();
     e->weights = pd.weights_desc();
     e->dst = pd.dst_desc();
@@ -393,15 +408,15 @@ void Conv2dIn(bool nhwc, TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, 
 }
 
 void Conv2d(TensorView x, tvm::ffi::Tensor w, TensorView bias, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
-            int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t relu, int64_t const_w,
-            TensorView out) {
-  Conv2dIn(false, x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, const_w, out);
+            int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t act, double low, double high,
+            int64_t const_w, TensorView out) {
+  Conv2dIn(false, x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, act, low, high, const_w, out);
 }
 
 void Conv2dNhwc(TensorView x, tvm::ffi::Tensor w, TensorView bias, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
-                int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t relu, int64_t const_w,
-                TensorView out) {
-  Conv2dIn(true, x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, relu, const_w, out);
+                int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t act, double low,
+                double high, int64_t const_w, TensorView out) {
+  Conv2dIn(true, x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, act, low, high, const_w, out);
 }
 
 tvm::ffi::String Impl(const tvm::ffi::String& kind) {
