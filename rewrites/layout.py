@@ -1,5 +1,6 @@
 """Layout: elementwise ops commute with transpose and reshape, so NCHW⇄NHWC transposes move through
-elementwise chains (clip included, and batch norm, concat, slice, mean) until they meet and cancel."""
+elementwise chains (clip included, and batch norm, concat, slice, mean, max pooling) until they meet and
+cancel."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from tsir.ir.lang import (
     gelu,
     holds,
     is_const,
+    max_pool2d,
+    max_pool2d_nhwc,
     mean,
     multiply,
     relu,
@@ -30,6 +33,7 @@ from tsir.ir.lang import (
     transpose,
     ty,
 )
+from tsir.ir.ops import TO_NCHW
 from tsir.rewrites._common import (
     ELEMENTWISE,
     EXACT,
@@ -38,12 +42,15 @@ from tsir.rewrites._common import (
     b,
     begin,
     c,
+    dilation,
     end,
     p,
+    padding,
     q,
     rank,
     s1,
     shape,
+    strides,
     t1,
     ta,
     tc,
@@ -110,12 +117,17 @@ for _name, _op in BINARY.items():
             union(y).with_(transpose(_op(a, transpose(c, computed(_inverse, p))), p))),
     ]
 low, high = var("low", PyObject), var("high", PyObject)
+pool = var("pool", PyObject)
 _rules += [
     # clip(x^p) <-> clip(x)^p
     rule(eq_(y, clip(transpose(x, p), low, high)), name="clip_through_transpose").then(
         union(y).with_(transpose(clip(x, low, high), p))),
     rule(eq_(y, transpose(clip(x, low, high), p)), name="transpose_through_clip").then(
         union(y).with_(clip(transpose(x, p), low, high))),
+    # max_pool2d(x^NCHW) -> max_pool2d_nhwc(x)^NCHW   (x is NHWC: the pool computes in it)
+    rule(eq_(y, max_pool2d(transpose(x, PyObject(TO_NCHW)), pool, strides, padding, dilation)),
+         name="max_pool2d_through_transpose").then(
+        union(y).with_(transpose(max_pool2d_nhwc(x, pool, strides, padding, dilation), PyObject(TO_NCHW)))),
     # bn(x^p, axis) -> bn(x, p[axis])^p
     rule(eq_(y, batch_norm(transpose(x, p), w, w1, w2, z, axis, v)), name="batch_norm_through_transpose").then(
         union(y).with_(transpose(batch_norm(x, w, w1, w2, z, computed(_permute_axis, p, axis), v), p))),

@@ -325,6 +325,13 @@ def _layout() -> dict:
 
         out[f"{name}_constant_through_transpose"] = const
 
+    def pool_of_transpose(d, b):  # a random max pool over NCHW = NHWC input transposed
+        x = b.input((d(st.integers(1, 2)), d(st.integers(3, 7)), d(st.integers(3, 7)), d(st.integers(1, 4))))
+        k = d(st.integers(1, 3))
+        attrs = ((k, k), (d(st.integers(1, 2)),) * 2, tuple(d(st.integers(0, k - 1)) for _ in range(4)), (1, 1))
+        return T("max_pool2d", (T("transpose", (x,), ((0, 3, 1, 2),)),), attrs)
+
+    out["max_pool2d_through_transpose"] = pool_of_transpose
     bounds = st.sampled_from([(0.0, 6.0), (-1.0, 1.0), (0.25, 0.5)])
     out["clip_through_transpose"] = lambda d, b: T(
         "clip", (T("transpose", (b.input(s := d(shapes())),), (perm(d, len(s)),)),), d(bounds))

@@ -104,10 +104,19 @@ def _prim(expr) -> float | int | None:
 @register_converter("relax.nn.max_pool2d")
 def _max_pool2d(call: relax.Call, args: list[Arg]) -> Term | None:
     at = call.attrs
-    if at.layout != "NCHW" or at.ceil_mode or (at.out_layout or "NCHW") != "NCHW" or not _tensors(args[0]):
+    if at.layout != "NCHW" or (at.out_layout or "NCHW") != "NCHW" or not _tensors(args[0]):
         return None
-    return Term("max_pool2d", (args[0],), (_ints(at.pool_size), _ints(at.strides), _ints(at.padding),
-                                           _ints(at.dilation)))
+    pool, strides, dilation = _ints(at.pool_size), _ints(at.strides), _ints(at.dilation)
+    padding = list(_ints(at.padding))
+    if at.ceil_mode:  # the same windows in floor mode: more padding (-inf) after, up to the declared output size
+        out = static_type(call.ty, "max_pool2d")[0][2:]
+        for i in range(2):
+            span = dilation[i] * (pool[i] - 1) + 1
+            covered = args[0].ty[0][2 + i] + padding[i] + padding[i + 2]
+            padding[i + 2] += max((out[i] - 1) * strides[i] + span - covered, 0)
+        if max(padding) >= min(pool):
+            return None  # a window would hold padding only
+    return Term("max_pool2d", (args[0],), (pool, strides, tuple(padding), dilation))
 
 
 @register_converter("relax.nn.pad")

@@ -36,6 +36,7 @@ EMITTERS: dict[str, Emitter] = {
     "batch_norm": lambda a, at: relax.TupleGetItem(
         relax.op.nn.batch_norm(*a, axis=at[0], epsilon=at[1], training=False), 0),
     "max_pool2d": lambda a, at: relax.op.nn.max_pool2d(a[0], at[0], at[1], at[2], at[3]),
+    "max_pool2d_nhwc": lambda a, at: relax.op.nn.max_pool2d(a[0], at[0], at[1], at[2], at[3], layout="NHWC"),
     "pad": lambda a, at: relax.op.nn.pad(a[0], list(at[0])),
     "mean": lambda a, at: relax.op.mean(a[0], list(at[0]), keepdims=at[1]),
     "clip": lambda a, at: relax.op.clip(a[0], tvm.tirx.FloatImm("float32", at[0]),

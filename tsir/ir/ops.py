@@ -244,6 +244,20 @@ def _eval_max_pool2d(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
 
 _op(OpSpec("max_pool2d", 1, ("pool", "strides", "padding", "dilation"), _infer_max_pool2d, _eval_max_pool2d,
            lambda ins, out, a: float(numel(ins[0][0]))))  # the cost model passes no attributes
+TO_NCHW, TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
+
+
+def _infer_max_pool2d_nhwc(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    (x, dtype) = ins[0]
+    if len(x) != 4:
+        raise ValueError(f"max_pool2d_nhwc: input {x} is not NHWC")
+    out, _ = _infer_max_pool2d(((tuple(x[i] for i in TO_NCHW), dtype),), attrs)
+    return tuple(out[i] for i in TO_NHWC), dtype
+
+
+_op(OpSpec("max_pool2d_nhwc", 1, ("pool", "strides", "padding", "dilation"), _infer_max_pool2d_nhwc,
+           lambda xs, a: np.ascontiguousarray(_eval_max_pool2d([xs[0].transpose(TO_NCHW)], a).transpose(TO_NHWC)),
+           lambda ins, out, a: float(numel(ins[0][0]))))
 
 
 def _infer_pad(ins: tuple[TType, ...], attrs: tuple) -> TType:
@@ -350,9 +364,6 @@ def _act(x: np.ndarray, act: bool | tuple[float, float]) -> np.ndarray:
 def _eval_dnnl_conv2d(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
     out = _eval_conv2d(xs[:2], attrs[:4])
     return _act(out + xs[2].reshape(1, -1, 1, 1), attrs[4])
-
-
-TO_NCHW, TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
 
 
 def _infer_dnnl_conv2d_nhwc(ins: tuple[TType, ...], attrs: tuple) -> TType:
