@@ -19,6 +19,8 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
+from tsir.backends import fast_math
+
 LIBRARY_PREFIX = "tsir.dnnl."
 
 
@@ -110,6 +112,9 @@ def _numel(shape) -> int:
 
 
 def fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """``mod`` legalized and fused as the build does it (CPU targets: on the fast math forms, see ``fast_math``)."""
+    if target.kind.name == "llvm":
+        mod = fast_math.apply(mod)
     try:
         dispatch = relax.pipeline.library_dispatch_passes(target)
     except (ValueError, AttributeError):

@@ -27,6 +27,8 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
 
+from tsir.backends import fast_math
+
 PARALLEL_MIN_WORK = 32768  # loop iterations below which one thread is faster than waking the pool
 
 
@@ -35,12 +37,29 @@ def _extent(sch: s_tir.Schedule, loop) -> int | None:
     return int(extent) if isinstance(extent, tirx.IntImm) else None
 
 
+SMALL_BLOCK = 800  # characters of TVMScript: a block this short may be copied into a consumer several times
+
+
+def _copies_little(sch: s_tir.Schedule, block_rv) -> bool:
+    """Inlining copies a block's expression once per load of its output in each consumer; that is fine for a
+    short expression or a single load, but nested fast-math polynomials (each loads its input ~10 times)
+    would grow exponentially."""
+    block = sch.get(block_rv)
+    if len(block.script()) <= SMALL_BLOCK:
+        return True
+    name = block.writes[0].source.name
+    # a consumer's script names the buffer once in T.reads and once per load
+    return all(sch.get(c).script().count(f"{name}[") <= 2 for c in sch.get_consumers(block_rv))
+
+
 def _inline(sch: s_tir.Schedule, blocks: list) -> list:
     """Inline producers into their consumers while any can be; returns the blocks left. Only ``compute_inline``:
     TVM's ``reverse_compute_inline`` of an epilogue into a reduction puts it inside the accumulation (wrong
     values: found by the fuzzer)."""
     while True:
         for i, block in enumerate(blocks):
+            if not _copies_little(sch, block.block_rv):
+                continue
             try:
                 sch.compute_inline(block.block_rv)
             except Exception:  # not inlinable (a reduction, an output): stays
@@ -195,7 +214,8 @@ def calls_library(mod: tvm.IRModule) -> bool:
 
 
 def pipeline(target: Target, parallel: bool = True) -> tvm.transform.Pass:
-    """TVM's Relax CPU pipeline with the default schedules applied after FuseOps/FuseTIR.
+    """TVM's Relax CPU pipeline, on the fast forms of exp / tanh / erf / sigmoid (``fast_math``), with the
+    default schedules applied after FuseOps/FuseTIR.
 
     ``parallel=False`` for a module that also calls oneDNN: its kernels then run on OpenMP's threads,
     and a second pool (TVM's) spinning for the same cores between kernels would slow both; the TVM
@@ -207,7 +227,7 @@ def pipeline(target: Target, parallel: bool = True) -> tvm.transform.Pass:
         fuse = backend.library_dispatch_passes(target) + backend.legalize_passes(target)
         finish = backend.dataflow_lower_passes(target) + backend.finalize_passes(target)
         with target:
-            mod = apply(tvm.transform.Sequential(fuse)(mod), target, parallel)
+            mod = apply(tvm.transform.Sequential(fuse)(fast_math.apply(mod)), target, parallel)
             return tvm.transform.Sequential(finish)(mod)
 
     return _pipeline
