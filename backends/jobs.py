@@ -65,7 +65,56 @@ def time_library(path: str, context: dict) -> dict:
     return {"median_ms": statistics.median(timer(*args).results) * 1e3}
 
 
-_TUNING_POOLS: list = []  # MetaSchedule's builder and runner workers, started once per child
+_TUNING_WORKERS: list = []  # this child's MetaSchedule builder and runner, made once per child
+
+
+def _in_process_builder():
+    """A MetaSchedule builder that compiles candidates in this process.
+
+    ``LocalBuilder`` starts a fresh worker pool on every call, and its default build imports
+    ``tvm.s_tir.tensor_intrin`` (every target's tensor intrinsics: ~30 s, longer on a loaded machine) in
+    each new worker: with a few trials per call that cost every chunk its time. The tuning child is
+    already the crash boundary, so candidates are built here, as ``default_build`` builds them.
+    """
+    from tvm.driver import build as tvm_build
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_export
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        def build(self, build_inputs):
+            results = []
+            for given in build_inputs:
+                try:
+                    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(given.mod)
+                    results.append(BuilderResult(default_export(tvm_build(mod, target=given.target)), None))
+                except Exception as err:  # a candidate that does not build is scored failed by MetaSchedule
+                    results.append(BuilderResult(None, f"{type(err).__name__}: {err}"[:500]))
+            return results
+
+    return InProcessBuilder()
+
+
+def _cpu_tensor_intrinsics(target: tvm.target.Target) -> None:
+    """Register only this CPU's tensor intrinsics, before MetaSchedule's ``TuneContext`` imports them all.
+
+    ``import tvm.s_tir.tensor_intrin`` registers every target's intrinsics (CUDA's alone take ~20 s, all
+    of them ~30 s on a loaded machine): paid once per tuning child, it ate small tuning budgets whole.
+    The package is entered empty and only the x86 (or ARM) module is loaded; GPU targets load them all.
+    """
+    import importlib
+    import importlib.util
+    import sys
+
+    name = "tvm.s_tir.tensor_intrin"
+    if target.kind.name != "llvm" or name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    sys.modules[name] = importlib.util.module_from_spec(spec)  # the package, its __init__ not run
+    arm = "aarch64" in str(target.attrs.get("mtriple", ""))
+    importlib.import_module(f"{name}.{'arm_cpu' if arm else 'x86'}")
 
 
 def tune_kernel(item: dict, context: dict) -> dict:
@@ -73,6 +122,7 @@ def tune_kernel(item: dict, context: dict) -> dict:
 
     No xgboost here: the design space is sampled at random (``replay-trace``, ``random`` cost model).
     Each chunk commits its records, so a child killed at the tuning deadline keeps what it measured.
+    Candidates are built in this process and run in one runner worker kept for the child's life.
     """
     import logging
     import tempfile
@@ -80,13 +130,12 @@ def tune_kernel(item: dict, context: dict) -> dict:
     from tvm.s_tir import meta_schedule as ms
 
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-    if not _TUNING_POOLS:
-        timeout = context.get("timeout_s", 300)
-        _TUNING_POOLS.extend([ms.builder.LocalBuilder(max_workers=1, timeout_sec=timeout),
-                              ms.runner.LocalRunner(timeout_sec=timeout)])
-    builder, runner = _TUNING_POOLS
+    if not _TUNING_WORKERS:
+        _TUNING_WORKERS.extend([_in_process_builder(), ms.runner.LocalRunner(timeout_sec=context["timeout_s"])])
+    builder, runner = _TUNING_WORKERS
     mod = tvm.ir.load_json(item["module"])
     target = tvm.target.Target(context["target"])
+    _cpu_tensor_intrinsics(target)
     db = ms.database.JSONDatabase(path_workload=context["workload"], path_tuning_record=context["records"],
                                   module_equality="structural")
     done = 0

@@ -4,9 +4,11 @@
 (structural hash of a kernel -> digest of its best record) used as the kernel's source in the kernel
 cache. ``tune`` tunes the first few kernels it is given (GEMM/conv-class first, the heaviest first) that have
 not been tuned yet, in a child process killed at its deadline (records committed by then are kept);
-``build`` compiles a Relax program with the records applied (``MetaScheduleApplyDatabase`` after
-FuseOps/FuseTIR), untuned kernels keep TVM's default code. There is no xgboost here: the search samples
-the design space at random (``replay-trace`` with the ``random`` cost model), which needs no training.
+``build`` compiles a Relax program as ``runtime.build`` does, with the records applied after
+FuseOps/FuseTIR: a kernel without a record gets the default schedule (``schedules.py`` on CPUs).
+There is no xgboost here: the search samples the design space at random (``replay-trace`` with the
+``random`` cost model), which needs no training. MetaSchedule's candidates are built in the tuning
+child itself (``jobs.tune_kernel``), not in a pool of fresh processes per call.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import tvm
 from tvm import relax
 from tvm.s_tir import meta_schedule as ms
 
+from tsir.backends import runtime
 from tsir.backends.child import Worker
 from tsir.backends.kernel_cache import DEFAULT_DIR, write_atomic
 from tsir.backends.kernels import Kernel, fuse
 
-BUILD_TIMEOUT_S = 300  # a MetaSchedule worker imports TVM first: slow on a loaded machine
+RUN_TIMEOUT_S = 120  # one candidate's run in MetaSchedule's runner worker (whose start imports TVM)
 CHUNK_TRIALS = 4  # trials per MetaSchedule call; the deadline is checked between calls
 HEAVY_CLASSES = ("conv2d", "matmul")  # tuned first: where TVM's default code loses most
 
@@ -101,7 +104,7 @@ class TuningDatabase:
         items = [{"module": tvm.ir.save_json(k.module()), "trials": trials_per_task, "seed": seed} for k in order]
         context = {"target": self.target.export(), "workload": str(self.dir / "database_workload.json"),
                    "records": str(self.dir / "database_tuning_record.json"), "chunk": CHUNK_TRIALS,
-                   "timeout_s": BUILD_TIMEOUT_S}
+                   "timeout_s": RUN_TIMEOUT_S}
         own = worker is None
         worker = worker or Worker()
         try:
@@ -145,8 +148,8 @@ class TuningDatabase:
             return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
 
     def build(self, mod: tvm.IRModule) -> relax.VMExecutable:
-        """Compile ``mod`` with the records of this database applied (MetaSchedule's ``compile_relax``)."""
-        return ms.relax_integration.compile_relax(self.db, mod, self.target, None)
+        """Compile ``mod`` as ``runtime.build`` does, each kernel with a record built from its tuned schedule."""
+        return runtime.compile_for(mod, self.target, self.db)
 
 
 def _parses(line: str) -> bool:
