@@ -23,8 +23,9 @@ def build(mod: tvm.IRModule, spec: TargetSpec, database=None) -> relax.VMExecuta
 
     For CPUs (x86, and ARM as an LLVM cross-compile to the core's triple, mcpu and features) that is TVM's
     CPU pipeline with the database's records applied and default schedules for every other kernel
-    (``tsir.backends.schedules``: vectorized, and parallel over the cores unless the module also calls
-    oneDNN, whose OpenMP threads then own the cores); for CUDA it is TVM's default, which legalizes,
+    (``tsir.backends.schedules``: vectorized, and parallel over the cores), except in a module that also
+    calls oneDNN, whose OpenMP threads then own the cores: there every TVM kernel gets the serial default
+    schedule (a record's parallel loops would compete with OpenMP); for CUDA it is TVM's default, which legalizes,
     fuses, applies the records (MetaSchedule's ``compile_relax``) and gives every other kernel dlight's
     default GPU schedule (``tvm.s_tir.dlight``: Matmul, GEMV, Reduction, GeneralReduction, Fallback).
     """
@@ -34,8 +35,10 @@ def build(mod: tvm.IRModule, spec: TargetSpec, database=None) -> relax.VMExecuta
 def compile_for(mod: tvm.IRModule, target: tvm.target.Target, database=None) -> relax.VMExecutable:
     """``build`` for a bare TVM target."""
     if target.kind.name == "llvm":
+        # records are tuned on TVM's thread pool: beside oneDNN's OpenMP threads they would fight for the cores
         parallel = not schedules.calls_library(mod)
-        return tvm.compile(mod, target=target, relax_pipeline=schedules.pipeline(target, parallel, database))
+        records = database if parallel else None
+        return tvm.compile(mod, target=target, relax_pipeline=schedules.pipeline(target, parallel, records))
     if database is not None:
         from tvm.s_tir import meta_schedule as ms
 

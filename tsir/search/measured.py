@@ -155,10 +155,11 @@ class Evaluator:
         thread) or not; an untuned kernel is timed with the default schedule the final build gives it."""
         if call.library:
             source = f"library:{call.name}"
+        elif serial:  # built without its record, as ``runtime.build`` builds a module that calls oneDNN
+            source = "untuned:serial"
         else:
             source = self.tuning.source(call.structural_hash) if self.tuning is not None else "untuned"
-            if source == "untuned":
-                source = "untuned:serial" if serial else "untuned:parallel"
+            source = "untuned:parallel" if source == "untuned" else source
         return KernelKey(call.structural_hash, self.target, source)
 
     def keys(self, p: Program) -> list[tuple[Call, KernelKey]]:
@@ -168,12 +169,14 @@ class Evaluator:
         return [(c, self.key(c, serial)) for c in calls]
 
     def tune(self, programs: list[Program], trials: int, time_s: float, max_tasks: int | None = None) -> None:
-        """Tune the TVM kernels of ``programs`` (GEMM/conv first, heaviest first) within ``time_s``."""
+        """Tune the TVM kernels of ``programs`` (GEMM/conv first, heaviest first) within ``time_s``; programs
+        that call oneDNN are left out (their TVM kernels are built serial, without records)."""
         if self.tuning is None or trials <= 0 or time_s <= 0:
             return
         todo: list[Kernel] = []
         flops: dict[str, float] = {}
-        calls = {c.structural_hash: c for p in programs for c in self._calls(p) if not c.library}
+        programs = [p for p in programs if not any(c.library for c in self._calls(p))]
+        calls = {c.structural_hash: c for p in programs for c in self._calls(p)}
         ranked = sorted(calls.values(), key=lambda c: (c.features["op_class"] not in HEAVY_CLASSES,
                                                        -c.features["flops"], c.name))
         if all(c.structural_hash in self.tuning.index for c in ranked[:max_tasks]):
@@ -338,9 +341,10 @@ class Evaluator:
 def as_built(kernel: Kernel, tuning: TuningDatabase | None, target: tvm.target.Target,
              parallel: bool = True) -> tvm.IRModule:
     """``kernel`` alone, scheduled as the final build schedules it (``runtime.build``): from its tuning
-    record when it has one, else on CPUs with the default schedule (serial in a program that calls
-    oneDNN); on GPUs the kernel job gives it dlight's default schedule."""
-    mod = tuning.scheduled(kernel) if tuning is not None else kernel.module()
+    record when it has one, else on CPUs with the default schedule; in a program that calls oneDNN
+    (``parallel=False``) the serial default schedule, record or not. On GPUs the kernel job gives it
+    dlight's default schedule."""
+    mod = tuning.scheduled(kernel) if tuning is not None and parallel else kernel.module()
     return schedules.apply(mod, target, parallel) if target.kind.name == "llvm" else mod
 
 
