@@ -65,7 +65,7 @@ def time_library(path: str, context: dict) -> dict:
     return {"median_ms": statistics.median(timer(*args).results) * 1e3}
 
 
-_TUNING_WORKERS: list = []  # this child's MetaSchedule builder and runner, made once per child
+_TUNING_WORKERS: list = []  # this child's MetaSchedule builder and runner, made once
 
 
 def _in_process_builder():
@@ -97,6 +97,33 @@ def _in_process_builder():
     return InProcessBuilder()
 
 
+def _in_process_runner():
+    """A MetaSchedule runner that times candidates in this process, as ``LocalRunner``'s worker does.
+
+    ``LocalRunner`` first starts a worker process that imports TVM (seconds on a loaded machine, out of a
+    tuning budget of a few seconds); the tuning child is the crash boundary here too.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner
+    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture, _worker_func
+
+    @derived_object
+    class InProcessRunner(PyRunner):
+        def run(self, runner_inputs):
+            futures = []
+            for given in runner_inputs:
+                try:
+                    costs = _worker_func(None, None, None, EvaluatorConfig._normalized(None), 1,
+                                         str(given.artifact_path), str(given.device_type),
+                                         tuple(info.as_json() for info in given.args_info))
+                    futures.append(LocalRunnerFuture(res=costs, error_message=None))
+                except Exception as err:  # scored failed by MetaSchedule
+                    futures.append(LocalRunnerFuture(res=None, error_message=f"{type(err).__name__}: {err}"[:500]))
+            return futures
+
+    return InProcessRunner()
+
+
 def _cpu_tensor_intrinsics(target: tvm.target.Target) -> None:
     """Register only this CPU's tensor intrinsics, before MetaSchedule's ``TuneContext`` imports them all.
 
@@ -122,7 +149,7 @@ def tune_kernel(item: dict, context: dict) -> dict:
 
     No xgboost here: the design space is sampled at random (``replay-trace``, ``random`` cost model).
     Each chunk commits its records, so a child killed at the tuning deadline keeps what it measured.
-    Candidates are built in this process and run in one runner worker kept for the child's life.
+    Candidates are built and timed in this process (the child is killed at the tuning deadline).
     """
     import logging
     import tempfile
@@ -131,7 +158,7 @@ def tune_kernel(item: dict, context: dict) -> dict:
 
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     if not _TUNING_WORKERS:
-        _TUNING_WORKERS.extend([_in_process_builder(), ms.runner.LocalRunner(timeout_sec=context["timeout_s"])])
+        _TUNING_WORKERS.extend([_in_process_builder(), _in_process_runner()])
     builder, runner = _TUNING_WORKERS
     mod = tvm.ir.load_json(item["module"])
     target = tvm.target.Target(context["target"])

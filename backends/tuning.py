@@ -31,7 +31,6 @@ from tsir.backends.child import Worker
 from tsir.backends.kernel_cache import DEFAULT_DIR, write_atomic
 from tsir.backends.kernels import Kernel, fuse
 
-RUN_TIMEOUT_S = 120  # one candidate's run in MetaSchedule's runner worker (whose start imports TVM)
 CHUNK_TRIALS = 4  # trials per MetaSchedule call; the deadline is checked between calls
 HEAVY_CLASSES = ("conv2d", "matmul")  # tuned first: where TVM's default code loses most
 
@@ -103,8 +102,7 @@ class TuningDatabase:
             return report
         items = [{"module": tvm.ir.save_json(k.module()), "trials": trials_per_task, "seed": seed} for k in order]
         context = {"target": self.target.export(), "workload": str(self.dir / "database_workload.json"),
-                   "records": str(self.dir / "database_tuning_record.json"), "chunk": CHUNK_TRIALS,
-                   "timeout_s": RUN_TIMEOUT_S}
+                   "records": str(self.dir / "database_tuning_record.json"), "chunk": CHUNK_TRIALS}
         own = worker is None
         worker = worker or Worker()
         try:
