@@ -6,6 +6,7 @@ Loaded by file path in the child, so it imports only TVM and numpy (not the tsir
 from __future__ import annotations
 
 import statistics
+import time
 
 import numpy as np
 import tvm
@@ -49,8 +50,6 @@ def time_library(path: str, context: dict) -> dict:
     With ``max_ms`` in the context, a slow program gets fewer batches (at least 3), so that timing it
     takes about ``max_ms``.
     """
-    import time
-
     device = tvm.device(context.get("device", "cpu"), 0)
     vm = relax.VirtualMachine(tvm.runtime.load_module(path), device)
     with np.load(context["inputs"]) as data:
@@ -66,6 +65,7 @@ def time_library(path: str, context: dict) -> dict:
 
 
 _TUNING_WORKERS: list = []  # this child's MetaSchedule builder and runner, made once
+_CHUNK_S: list[float] = []  # how long each tuning chunk of this child took
 
 
 def _in_process_builder():
@@ -148,7 +148,9 @@ def tune_kernel(item: dict, context: dict) -> dict:
     """Child side: tune one kernel with MetaSchedule, ``chunk`` trials per call, records into the JSON database.
 
     No xgboost here: the design space is sampled at random (``replay-trace``, ``random`` cost model).
-    Each chunk commits its records, so a child killed at the tuning deadline keeps what it measured.
+    Each chunk commits its records, so a child killed at the tuning deadline keeps what it measured; with a
+    ``deadline`` (``time.monotonic()``, one clock for all processes) in the context, no chunk is begun that
+    would end after it, so the child usually stops in time and lives on to time kernels.
     Candidates are built and timed in this process (the child is killed at the tuning deadline).
     """
     import logging
@@ -165,12 +167,16 @@ def tune_kernel(item: dict, context: dict) -> dict:
     _cpu_tensor_intrinsics(target)
     db = ms.database.JSONDatabase(path_workload=context["workload"], path_tuning_record=context["records"],
                                   module_equality="structural")
-    done = 0
+    done, deadline = 0, context.get("deadline")
     while done < item["trials"]:
+        if deadline is not None and _CHUNK_S and time.monotonic() + max(_CHUNK_S) > deadline:
+            return {"trials": done, "skipped": "budget"}  # the next chunk would not end in time
         n = min(context.get("chunk", 4), item["trials"] - done)
+        began = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="tsir-tune-") as work_dir:
             ms.tir_integration.tune_tir(mod, target, work_dir, max_trials_global=n, num_trials_per_iter=n,
                                         database=db, seed=item.get("seed", 0) + done, num_tuning_cores=1,
                                         strategy="replay-trace", cost_model="random", builder=builder, runner=runner)
+        _CHUNK_S.append(time.monotonic() - began)
         done += n
     return {"trials": done}

@@ -85,9 +85,10 @@ class TuningDatabase:
              max_tasks: int | None = None) -> TuningReport:
         """Tune the kernels without a record, GEMM/conv first and heaviest first, within trials and ``time_s``.
 
-        Tuning runs in a child process (``worker``, or one of its own) that is killed when ``time_s`` has
-        passed; the records committed by then stay in the database (a torn last line is dropped). Only the
-        first ``max_tasks`` kernels in that order are tuned. Each of them counts as tuned afterwards, with
+        Tuning runs in a child process (``worker``, or one of its own) that begins no chunk of trials it
+        could not end within ``time_s`` and is killed if still tuning when ``time_s`` has passed; the
+        records committed by then stay in the database (a torn last line is dropped). Only the first
+        ``max_tasks`` kernels in that order are tuned. Each of them counts as tuned afterwards, with
         whatever record it got before the deadline (or none), so a rerun on the same cache tunes nothing.
         """
         report = TuningReport()
@@ -101,12 +102,14 @@ class TuningDatabase:
             report.skipped_for_budget = len(order)
             return report
         items = [{"module": tvm.ir.save_json(k.module()), "trials": trials_per_task, "seed": seed} for k in order]
+        deadline = time.monotonic() + time_s
         context = {"target": self.target.export(), "workload": str(self.dir / "database_workload.json"),
-                   "records": str(self.dir / "database_tuning_record.json"), "chunk": CHUNK_TRIALS}
+                   "records": str(self.dir / "database_tuning_record.json"), "chunk": CHUNK_TRIALS,
+                   "deadline": deadline}
         own = worker is None
         worker = worker or Worker()
         try:
-            rows = worker.run("tune", items, context, time.monotonic() + time_s, hard=True, timeout_s=time_s + 60)
+            rows = worker.run("tune", items, context, deadline, hard=True, timeout_s=time_s + 60)
         finally:
             if own:
                 worker.close()
