@@ -256,16 +256,17 @@ class Evaluator:
         return KernelKey(self.digest(p), self.target, sources)
 
     def prebuild(self, programs: list[Program]) -> None:
-        """Build ``programs`` whole ahead of the end-to-end tier (kept in the cache), noting in ``build_s``
-        the longest build, so that the search can leave the end-to-end tier the time it needs."""
+        """Build ``programs`` not timed yet whole ahead of the end-to-end tier (kept in the cache), noting in
+        ``build_s`` the longest build, so that the search can leave the end-to-end tier the time it needs."""
         e2e = KernelCache(self.cache.dir.parent, kind="e2e")
         for p in programs:
             try:
-                kept = e2e.path(self.e2e_key(p)).with_suffix(".so")
+                key = self.e2e_key(p)
             except Exception as err:
                 p.error = f"lowering failed: {type(err).__name__}: {err}".splitlines()[0]
                 continue
-            if not kept.exists():
+            kept = e2e.path(key).with_suffix(".so")
+            if not kept.exists() and e2e.get(key) is None:  # neither built nor timed yet
                 self._build_into(p, kept)
 
     def _build_into(self, p: Program, path: Path) -> bool:
