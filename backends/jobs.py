@@ -144,6 +144,25 @@ def _cpu_tensor_intrinsics(target: tvm.target.Target) -> None:
     importlib.import_module(f"{name}.{'arm_cpu' if arm else 'x86'}")
 
 
+def _commit_default(mod: tvm.IRModule, target: tvm.target.Target, db, builder, runner, trace: list) -> None:
+    """Time the default schedule (``trace``, JSON data) as MetaSchedule times its candidates and commit it
+    as a record, so that the database's best record is never slower than the default schedule."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    sch = s_tir.Schedule(mod)
+    s_tir.schedule.Trace.apply_json_to_schedule(trace, sch)
+    args = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+    [built] = builder.build([ms.builder.BuilderInput(sch.mod, target)])
+    if built.error_msg:
+        return
+    [future] = runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args)])
+    result = future.result()
+    if result.error_msg is None:
+        db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(mod), result.run_secs,
+                                                         target, args))
+
+
 def tune_kernel(item: dict, context: dict) -> dict:
     """Child side: tune one kernel with MetaSchedule, ``chunk`` trials per call, records into the JSON database.
 
@@ -151,7 +170,8 @@ def tune_kernel(item: dict, context: dict) -> dict:
     Each chunk commits its records, so a child killed at the tuning deadline keeps what it measured; with a
     ``deadline`` (``time.monotonic()``, one clock for all processes) in the context, no chunk is begun that
     would end after it, so the child usually stops in time and lives on to time kernels.
-    Candidates are built and timed in this process (the child is killed at the tuning deadline).
+    Candidates are built and timed in this process (the child is killed at the tuning deadline). The
+    default schedule (``item["default"]``, a trace) is timed and committed first, as one more candidate.
     """
     import logging
     import tempfile
@@ -167,6 +187,8 @@ def tune_kernel(item: dict, context: dict) -> dict:
     _cpu_tensor_intrinsics(target)
     db = ms.database.JSONDatabase(path_workload=context["workload"], path_tuning_record=context["records"],
                                   module_equality="structural")
+    if item.get("default") is not None:
+        _commit_default(tvm.ir.load_json(item["module"]), target, db, builder, runner, item["default"])
     done, deadline = 0, context.get("deadline")
     while done < item["trials"]:
         if deadline is not None and _CHUNK_S and time.monotonic() + max(_CHUNK_S) > deadline:

@@ -7,8 +7,9 @@ not been tuned yet, in a child process killed at its deadline (records committed
 ``build`` compiles a Relax program as ``runtime.build`` does, with the records applied after
 FuseOps/FuseTIR: a kernel without a record gets the default schedule (``schedules.py`` on CPUs).
 There is no xgboost here: the search samples the design space at random (``replay-trace`` with the
-``random`` cost model), which needs no training. MetaSchedule's candidates are built in the tuning
-child itself (``jobs.tune_kernel``), not in a pool of fresh processes per call.
+``random`` cost model), which needs no training. MetaSchedule's candidates are built and timed in the
+tuning child itself (``jobs.tune_kernel``), not in fresh processes per call, and the default CPU
+schedule is timed there as one more candidate, so the best record is never slower than the default.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import tvm
 from tvm import relax
 from tvm.s_tir import meta_schedule as ms
 
-from tsir.backends import runtime
+from tsir.backends import runtime, schedules
 from tsir.backends.child import Worker
 from tsir.backends.kernel_cache import DEFAULT_DIR, write_atomic
 from tsir.backends.kernels import Kernel, fuse
@@ -101,7 +102,8 @@ class TuningDatabase:
         if not order or time_s <= 0 or trials_per_task <= 0:
             report.skipped_for_budget = len(order)
             return report
-        items = [{"module": tvm.ir.save_json(k.module()), "trials": trials_per_task, "seed": seed} for k in order]
+        items = [{"module": tvm.ir.save_json(k.module()), "trials": trials_per_task, "seed": seed,
+                  "default": default_trace(k, self.target)} for k in order]
         deadline = time.monotonic() + time_s
         context = {"target": self.target.export(), "workload": str(self.dir / "database_workload.json"),
                    "records": str(self.dir / "database_tuning_record.json"), "chunk": CHUNK_TRIALS,
@@ -151,6 +153,32 @@ class TuningDatabase:
     def build(self, mod: tvm.IRModule) -> relax.VMExecutable:
         """Compile ``mod`` as ``runtime.build`` does, each kernel with a record built from its tuned schedule."""
         return runtime.compile_for(mod, self.target, self.db)
+
+
+def default_trace(kernel: Kernel, target: tvm.target.Target) -> list | None:
+    """The trace of ``kernel``'s default CPU schedule (``schedules.rules``) as JSON data; None when no rule
+    applies or the target is not a CPU. Tuning commits it as a candidate: a few random trials often find
+    nothing as fast, and the best record is what the build applies."""
+    if target.kind.name != "llvm":
+        return None
+    func = tvm.ir.load_json(tvm.ir.save_json(kernel.module()))["main"]  # a copy: scheduling edits in place
+    with target:
+        for rule in schedules.rules(parallel=True):
+            sch = rule.apply(func, target, False)
+            if sch is not None:
+                return _plain(sch.trace.as_json(remove_postproc=False))
+    return None
+
+
+def _plain(value):
+    """TVM FFI containers (arrays, maps, strings, numbers) as plain Python data."""
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if hasattr(value, "value"):
+        return value.value
+    return [_plain(v) for v in value]
 
 
 def _parses(line: str) -> bool:

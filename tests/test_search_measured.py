@@ -190,10 +190,13 @@ def test_tuning_stops_at_its_deadline_and_skips_what_does_not_fit(tmp_path):
 
 def test_tuning_records_a_schedule_that_the_build_applies(tmp_path):
     """A handful of MetaSchedule trials on one small matmul: the record lands in the per-target JSON
-    database, a new ``TuningDatabase`` on the same folder finds it, and the build uses the tuned schedule
-    (not TVM's default loop nest) and still computes the matmul."""
+    database, a new ``TuningDatabase`` on the same folder finds it, the default CPU schedule was timed as
+    one more candidate, and the build uses the best record (not TVM's loop nest) and still computes the
+    matmul."""
     import tvm_ffi
+    from tvm import s_tir
 
+    from tsir.backends import schedules
     from tsir.backends.kernels import fuse, kernels
     from tsir.backends.runtime import Runner
     from tsir.backends.tuning import TuningDatabase
@@ -217,6 +220,15 @@ def test_tuning_records_a_schedule_that_the_build_applies(tmp_path):
     assert not tvm_ffi.structural_equal(tuned, kernel.module()["main"]), "the tuned schedule is not the default one"
     applied = [f for f in database.apply(mod).functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
     assert any(tvm_ffi.structural_equal(f.body, tuned.body, map_free_vars=True) for f in applied)
+    records = database.db.get_top_k(database.db.commit_workload(kernel.module()), 10)
+    default = schedules.apply(kernel.module(), spec.target)["main"]
+    replayed = []
+    for record in records:
+        sch = s_tir.Schedule(tvm.ir.load_json(tvm.ir.save_json(kernel.module())))  # a copy: scheduling edits in place
+        record.trace.apply_to_schedule(sch, remove_postproc=False)
+        replayed.append(sch.mod["main"].body)
+    assert len(records) == 3, "two trials and the default schedule"
+    assert any(tvm_ffi.structural_equal(r, default.body, map_free_vars=True) for r in replayed), "the default competes"
     a, b = np.random.default_rng(0).standard_normal((2, 16, 64)).astype("float32")[0], np.eye(64, dtype="float32")
     np.testing.assert_allclose(Runner(database.build(mod))([a, b])[0], a, rtol=1e-5)
     assert tvm_ffi.structural_hash(tuned) != tvm_ffi.structural_hash(kernel.module()["main"])
