@@ -1,7 +1,8 @@
 """On-disk cache of per-kernel latencies, shared by candidates, runs and models.
 
 One small JSON file per kernel, named by a digest of (structural hash, target, kernel source), where
-the source says how the kernel is built: ``untuned``, ``tuned:<record digest>`` or ``library:<name>``.
+the source says how the kernel is built: ``untuned:parallel`` / ``untuned:serial`` (the default schedule,
+serial in a program that calls oneDNN), ``tuned:<record digest>`` or ``library:<name>``.
 Writes are atomic (temporary file + rename), so an interrupted run leaves either the old entry or
 the new one. A file that cannot be parsed or does not hold what its name promises is reported with a
 warning naming it, removed, and measured again. An entry may carry the kernel's features (op class,
@@ -34,7 +35,7 @@ class CorruptCacheWarning(UserWarning):
 class KernelKey:
     structural_hash: str
     target: str
-    source: str  # "untuned", "tuned:<digest>" or "library:<name>"
+    source: str  # "untuned:parallel", "untuned:serial", "tuned:<digest>" or "library:<name>"
 
     def digest(self) -> str:
         text = json.dumps([self.structural_hash, self.target, self.source])

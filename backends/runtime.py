@@ -18,19 +18,32 @@ from tsir.backends.targets import TargetSpec
 from tsir.errors import TsirError
 
 
-def build(mod: tvm.IRModule, spec: TargetSpec) -> relax.VMExecutable:
-    """``tvm.compile`` with the Relax pipeline for the target.
+def build(mod: tvm.IRModule, spec: TargetSpec, database=None) -> relax.VMExecutable:
+    """``tvm.compile`` with the Relax pipeline for the target (and a MetaSchedule ``database``'s records).
 
     For CPUs (x86, and ARM as an LLVM cross-compile to the core's triple, mcpu and features) that is TVM's
-    CPU pipeline with default schedules for every kernel (``tsir.backends.schedules``: vectorized, and
-    parallel over the cores unless the module also calls oneDNN, whose OpenMP threads then own the
-    cores); for CUDA it is TVM's default, which legalizes, fuses and gives every kernel dlight's
+    CPU pipeline with the database's records applied and default schedules for every other kernel
+    (``tsir.backends.schedules``: vectorized, and parallel over the cores), except in a module that also
+    calls oneDNN, whose OpenMP threads then own the cores: there every TVM kernel gets the serial default
+    schedule (a record's parallel loops would compete with OpenMP); for CUDA it is TVM's default, which legalizes,
+    fuses, applies the records (MetaSchedule's ``compile_relax``) and gives every other kernel dlight's
     default GPU schedule (``tvm.s_tir.dlight``: Matmul, GEMV, Reduction, GeneralReduction, Fallback).
     """
-    if spec.target.kind.name == "llvm":
+    return compile_for(mod, spec.target, database)
+
+
+def compile_for(mod: tvm.IRModule, target: tvm.target.Target, database=None) -> relax.VMExecutable:
+    """``build`` for a bare TVM target."""
+    if target.kind.name == "llvm":
+        # records are tuned on TVM's thread pool: beside oneDNN's OpenMP threads they would fight for the cores
         parallel = not schedules.calls_library(mod)
-        return tvm.compile(mod, target=spec.target, relax_pipeline=schedules.pipeline(spec.target, parallel))
-    return tvm.compile(mod, target=spec.target)
+        records = database if parallel else None
+        return tvm.compile(mod, target=target, relax_pipeline=schedules.pipeline(target, parallel, records))
+    if database is not None:
+        from tvm.s_tir import meta_schedule as ms
+
+        return ms.relax_integration.compile_relax(database, mod, target, None)
+    return tvm.compile(mod, target=target)
 
 
 def export(executable: relax.VMExecutable, path: str | os.PathLike, spec: TargetSpec) -> Path:

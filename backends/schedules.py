@@ -1,8 +1,8 @@
 """Default CPU schedules for kernels that have no tuning record (x86 and ARM, any ``llvm`` target).
 
 TVM's CPU pipeline compiles an unscheduled kernel as written: one thread, scalar loops. ``pipeline``
-is TVM's own CPU pipeline with one stage added after FuseOps/FuseTIR (where MetaSchedule applies its
-records): ``ApplyDefaultSchedule`` with dlight's CPU ``Reduction`` rule where it fits (softmax, layer
+is TVM's own CPU pipeline with two stages added after FuseOps/FuseTIR: the tuning records (when a
+database is given), then ``ApplyDefaultSchedule`` with dlight's CPU ``Reduction`` rule where it fits (softmax, layer
 norm, mean: see ``Normalization``) and then ``Fallback`` below for every other kernel:
 
 - inline what can be inlined (padding, elementwise producers and consumers);
@@ -213,13 +213,16 @@ def calls_library(mod: tvm.IRModule) -> bool:
     return bool(found)
 
 
-def pipeline(target: Target, parallel: bool = True) -> tvm.transform.Pass:
+def pipeline(target: Target, parallel: bool = True, database=None) -> tvm.transform.Pass:
     """TVM's Relax CPU pipeline, on the fast forms of exp / tanh / erf / sigmoid (``fast_math``), with the
     default schedules applied after FuseOps/FuseTIR.
 
-    ``parallel=False`` for a module that also calls oneDNN: its kernels then run on OpenMP's threads,
-    and a second pool (TVM's) spinning for the same cores between kernels would slow both; the TVM
-    kernels left in such a module (elementwise, pooling, normalization) stay vectorized on one thread."""
+    With a MetaSchedule ``database``, its records are applied first (``MetaScheduleApplyDatabase`` marks
+    those kernels scheduled), so a kernel with a record gets its tuned schedule and every other kernel
+    the default one. ``parallel=False`` for a module that also calls oneDNN: its kernels then run on
+    OpenMP's threads, and a second pool (TVM's) spinning for the same cores between kernels would slow
+    both; the TVM kernels left in such a module (elementwise, pooling, normalization) stay vectorized on
+    one thread."""
     backend = relax.backend.cpu_generic.pipeline
 
     @tvm.transform.module_pass(opt_level=0, name="TsirCpuPipeline")
@@ -227,7 +230,11 @@ def pipeline(target: Target, parallel: bool = True) -> tvm.transform.Pass:
         fuse = backend.library_dispatch_passes(target) + backend.legalize_passes(target)
         finish = backend.dataflow_lower_passes(target) + backend.finalize_passes(target)
         with target:
-            mod = apply(tvm.transform.Sequential(fuse)(fast_math.apply(mod)), target, parallel)
+            mod = tvm.transform.Sequential(fuse)(fast_math.apply(mod))
+            if database is not None:
+                with database:
+                    mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+            mod = apply(mod, target, parallel)
             return tvm.transform.Sequential(finish)(mod)
 
     return _pipeline

@@ -4,9 +4,12 @@
 (structural hash of a kernel -> digest of its best record) used as the kernel's source in the kernel
 cache. ``tune`` tunes the first few kernels it is given (GEMM/conv-class first, the heaviest first) that have
 not been tuned yet, in a child process killed at its deadline (records committed by then are kept);
-``build`` compiles a Relax program with the records applied (``MetaScheduleApplyDatabase`` after
-FuseOps/FuseTIR), untuned kernels keep TVM's default code. There is no xgboost here: the search samples
-the design space at random (``replay-trace`` with the ``random`` cost model), which needs no training.
+``build`` compiles a Relax program as ``runtime.build`` does, with the records applied after
+FuseOps/FuseTIR: a kernel without a record gets the default schedule (``schedules.py`` on CPUs).
+There is no xgboost here: the search samples the design space at random (``replay-trace`` with the
+``random`` cost model), which needs no training. MetaSchedule's candidates are built and timed in the
+tuning child itself (``jobs.tune_kernel``), not in fresh processes per call, and the default CPU
+schedule is timed there as one more candidate, so the best record is never slower than the default.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ import tvm
 from tvm import relax
 from tvm.s_tir import meta_schedule as ms
 
+from tsir.backends import runtime, schedules
 from tsir.backends.child import Worker
 from tsir.backends.kernel_cache import DEFAULT_DIR, write_atomic
 from tsir.backends.kernels import Kernel, fuse
 
-BUILD_TIMEOUT_S = 300  # a MetaSchedule worker imports TVM first: slow on a loaded machine
 CHUNK_TRIALS = 4  # trials per MetaSchedule call; the deadline is checked between calls
 HEAVY_CLASSES = ("conv2d", "matmul")  # tuned first: where TVM's default code loses most
 
@@ -83,9 +86,10 @@ class TuningDatabase:
              max_tasks: int | None = None) -> TuningReport:
         """Tune the kernels without a record, GEMM/conv first and heaviest first, within trials and ``time_s``.
 
-        Tuning runs in a child process (``worker``, or one of its own) that is killed when ``time_s`` has
-        passed; the records committed by then stay in the database (a torn last line is dropped). Only the
-        first ``max_tasks`` kernels in that order are tuned. Each of them counts as tuned afterwards, with
+        Tuning runs in a child process (``worker``, or one of its own) that begins no chunk of trials it
+        could not end within ``time_s`` and is killed if still tuning when ``time_s`` has passed; the
+        records committed by then stay in the database (a torn last line is dropped). Only the first
+        ``max_tasks`` kernels in that order are tuned. Each of them counts as tuned afterwards, with
         whatever record it got before the deadline (or none), so a rerun on the same cache tunes nothing.
         """
         report = TuningReport()
@@ -98,14 +102,16 @@ class TuningDatabase:
         if not order or time_s <= 0 or trials_per_task <= 0:
             report.skipped_for_budget = len(order)
             return report
-        items = [{"module": tvm.ir.save_json(k.module()), "trials": trials_per_task, "seed": seed} for k in order]
+        items = [{"module": tvm.ir.save_json(k.module()), "trials": trials_per_task, "seed": seed,
+                  "default": default_trace(k, self.target)} for k in order]
+        deadline = time.monotonic() + time_s
         context = {"target": self.target.export(), "workload": str(self.dir / "database_workload.json"),
                    "records": str(self.dir / "database_tuning_record.json"), "chunk": CHUNK_TRIALS,
-                   "timeout_s": BUILD_TIMEOUT_S}
+                   "deadline": deadline}
         own = worker is None
         worker = worker or Worker()
         try:
-            rows = worker.run("tune", items, context, time.monotonic() + time_s, hard=True, timeout_s=time_s + 60)
+            rows = worker.run("tune", items, context, deadline, hard=True, timeout_s=time_s + 60)
         finally:
             if own:
                 worker.close()
@@ -145,8 +151,34 @@ class TuningDatabase:
             return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
 
     def build(self, mod: tvm.IRModule) -> relax.VMExecutable:
-        """Compile ``mod`` with the records of this database applied (MetaSchedule's ``compile_relax``)."""
-        return ms.relax_integration.compile_relax(self.db, mod, self.target, None)
+        """Compile ``mod`` as ``runtime.build`` does, each kernel with a record built from its tuned schedule."""
+        return runtime.compile_for(mod, self.target, self.db)
+
+
+def default_trace(kernel: Kernel, target: tvm.target.Target) -> list | None:
+    """The trace of ``kernel``'s default CPU schedule (``schedules.rules``) as JSON data; None when no rule
+    applies or the target is not a CPU. Tuning commits it as a candidate: a few random trials often find
+    nothing as fast, and the best record is what the build applies."""
+    if target.kind.name != "llvm":
+        return None
+    func = tvm.ir.load_json(tvm.ir.save_json(kernel.module()))["main"]  # a copy: scheduling edits in place
+    with target:
+        for rule in schedules.rules(parallel=True):
+            sch = rule.apply(func, target, False)
+            if sch is not None:
+                return _plain(sch.trace.as_json(remove_postproc=False))
+    return None
+
+
+def _plain(value):
+    """TVM FFI containers (arrays, maps, strings, numbers) as plain Python data."""
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if hasattr(value, "value"):
+        return value.value
+    return [_plain(v) for v in value]
 
 
 def _parses(line: str) -> bool:

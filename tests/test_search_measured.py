@@ -190,10 +190,13 @@ def test_tuning_stops_at_its_deadline_and_skips_what_does_not_fit(tmp_path):
 
 def test_tuning_records_a_schedule_that_the_build_applies(tmp_path):
     """A handful of MetaSchedule trials on one small matmul: the record lands in the per-target JSON
-    database, a new ``TuningDatabase`` on the same folder finds it, and the build uses the tuned schedule
-    (not TVM's default loop nest) and still computes the matmul."""
+    database, a new ``TuningDatabase`` on the same folder finds it, the default CPU schedule was timed as
+    one more candidate, and the build uses the best record (not TVM's loop nest) and still computes the
+    matmul."""
     import tvm_ffi
+    from tvm import s_tir
 
+    from tsir.backends import schedules
     from tsir.backends.kernels import fuse, kernels
     from tsir.backends.runtime import Runner
     from tsir.backends.tuning import TuningDatabase
@@ -217,9 +220,79 @@ def test_tuning_records_a_schedule_that_the_build_applies(tmp_path):
     assert not tvm_ffi.structural_equal(tuned, kernel.module()["main"]), "the tuned schedule is not the default one"
     applied = [f for f in database.apply(mod).functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
     assert any(tvm_ffi.structural_equal(f.body, tuned.body, map_free_vars=True) for f in applied)
+    records = database.db.get_top_k(database.db.commit_workload(kernel.module()), 10)
+    default = schedules.apply(kernel.module(), spec.target)["main"]
+    replayed = []
+    for record in records:
+        sch = s_tir.Schedule(tvm.ir.load_json(tvm.ir.save_json(kernel.module())))  # a copy: scheduling edits in place
+        record.trace.apply_to_schedule(sch, remove_postproc=False)
+        replayed.append(sch.mod["main"].body)
+    assert len(records) == 3, "two trials and the default schedule"
+    assert any(tvm_ffi.structural_equal(r, default.body, map_free_vars=True) for r in replayed), "the default competes"
     a, b = np.random.default_rng(0).standard_normal((2, 16, 64)).astype("float32")[0], np.eye(64, dtype="float32")
     np.testing.assert_allclose(Runner(database.build(mod))([a, b])[0], a, rtol=1e-5)
     assert tvm_ffi.structural_hash(tuned) != tvm_ffi.structural_hash(kernel.module()["main"])
+
+
+def test_a_tuned_build_applies_records_and_gives_the_other_kernels_the_default_schedule(tmp_path):
+    """The matmul has a tuning record, the add has none: the build compiles the matmul from its record and
+    the add with the default CPU schedule (as ``runtime.build`` does), the search's kernel timing schedules
+    both exactly as built, and the outputs are right."""
+    import tvm_ffi
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from tsir.backends import schedules
+    from tsir.backends.kernels import fuse, kernels
+    from tsir.backends.runtime import Runner
+    from tsir.backends.tuning import TuningDatabase
+    from tsir.search.measured import as_built
+
+    spec = targets.resolve("x86")
+    bb = relax.BlockBuilder()
+    x, w = relax.Var("x", relax.TensorType((16, 64), "float32")), relax.Var("w", relax.TensorType((64, 64), "float32"))
+    a, b = (relax.Var(n, relax.TensorType((64, 256), "float32")) for n in "ab")
+    with bb.function("main", [x, w, a, b]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.Tuple([bb.emit(relax.op.matmul(x, w)), bb.emit(relax.op.add(a, b))]))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    matmul, add = sorted(kernels(fuse(mod, spec.target)), key=lambda k: k.op_class != "matmul")
+    assert (matmul.op_class, add.op_class) == ("matmul", "other")
+    database = TuningDatabase(spec.target, tmp_path)
+    sch = s_tir.Schedule(tvm.ir.load_json(tvm.ir.save_json(matmul.module())))  # a copy: scheduling edits in place
+    _, j, _ = sch.get_loops(sch.get_child_blocks(sch.get_sblock("root"))[0])
+    sch.split(j, factors=sch.sample_perfect_tile(j, n=2, max_innermost_factor=16, decision=[4, 16]))
+    workload = database.db.commit_workload(matmul.module())
+    database.db.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, workload, [1e-6], database.target, ms.arg_info.ArgInfo.from_prim_func(matmul.module()["main"])))
+    database = TuningDatabase(spec.target, tmp_path)  # reopened from disk
+
+    @tvm.instrument.pass_instrument
+    class Capture:  # the kernels as scheduled, just before the build lowers the Relax dataflow
+        kernels: dict = {}
+
+        def run_before_pass(self, module, info):
+            if info.name == "RewriteDataflowReshape":
+                Capture.kernels = {gv.name_hint: f for gv, f in module.functions.items()
+                                   if isinstance(f, tvm.tirx.PrimFunc)}
+
+    with tvm.transform.PassContext(instruments=[Capture()]):
+        executable = database.build(mod)
+    built = Capture.kernels
+    tuned, default = database.scheduled(matmul)["main"], schedules.apply(add.module(), spec.target)["main"]
+    assert not tvm_ffi.structural_equal(tuned.body, matmul.func.body, map_free_vars=True), "the record is a schedule"
+    assert not tvm_ffi.structural_equal(default.body, add.func.body, map_free_vars=True), "the default schedules"
+    assert tvm_ffi.structural_equal(built[matmul.name].body, tuned.body, map_free_vars=True), "record applied"
+    assert tvm_ffi.structural_equal(built[add.name].body, default.body, map_free_vars=True), "default schedule"
+    for kernel in (matmul, add):  # tier 2 times each kernel as it is built
+        timed = as_built(kernel, database, spec.target)["main"]
+        assert tvm_ffi.structural_equal(timed.body, built[kernel.name].body, map_free_vars=True), kernel.name
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal(s).astype("float32") for s in ((16, 64), (64, 64), (64, 256), (64, 256))]
+    got = Runner(executable)(args)
+    np.testing.assert_allclose(got[0], args[0] @ args[1], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got[1], args[2] + args[3], rtol=1e-6)
 
 
 def test_calibration_fits_efficiencies_and_overhead_and_round_trips(tmp_path):

@@ -137,8 +137,9 @@ def _measured(space, graph, original_mod, spec, config, options, inputs, measure
     """Tune, time kernels, search and time the finalists whole, all within ``config.time_s``.
 
     The budget is split by deadlines, all on one clock: tuning may use ``tuning_share`` of it, the
-    end-to-end tier keeps ``final_share`` for itself at the end, and the genetic search (with its kernel
-    timing) has what is left in between. A warm cache skips the tuning and timing already done, so the
+    baselines are built whole, the end-to-end tier keeps for itself at the end ``final_share`` or, when
+    more, what one more build and its timing rounds take (``end_to_end_s``), and the genetic search (with
+    its kernel timing) has what is left in between. A warm cache skips the tuning and timing already done, so the
     search then stops on its generation and patience limits long before the budget.
     """
     budget = config.time_s  # counted from ``start``, when the search stage began (seeds included)
@@ -163,7 +164,14 @@ def _measured_with(ev, space, spec, config, options, inputs, measurer, baselines
     ev.tune(seeds, options.tuning_trials, min(options.tuning_share * budget, final_at - time.monotonic()),
             options.tuning_tasks)
     phases["tuning"] = time.monotonic() - start
+    # the baselines are always built whole: build them now, and start the end-to-end tier early enough for
+    # one more build (the GA's winner) and the timing rounds, however long this model takes to build
+    ev.prebuild([ev.program(baselines[k]) for k in ("egglog", "greedy")])
+    phases["baseline_builds"] = time.monotonic() - start - sum(phases.values())
+    measurer = measurer or WorkerMeasurer(ev, deadline=start + budget)
+    final_at = ev.deadline = min(final_at, start + budget - end_to_end_s(ev, seeds))
     ev.measure_kernels(seeds)
+    final_at = ev.deadline = min(final_at, start + budget - end_to_end_s(ev, seeds))  # with measured latencies
     phases["seed_kernels"] = time.monotonic() - start - sum(phases.values())
 
     def feedback(generation: int, best_ms: float, population: list) -> bool:
@@ -202,7 +210,6 @@ def _measured_with(ev, space, spec, config, options, inputs, measurer, baselines
         if p not in finalists and (len(finalists) < 3 or len(finalists) < options.final_candidates + 2):
             finalists.append(p)
     required = len({id(p) for p in finalists[:3]})
-    measurer = measurer or WorkerMeasurer(ev, deadline=start + budget)
     ev.measure_end_to_end(finalists, measurer, inputs, start + budget, required)
     phases["end_to_end"] = time.monotonic() - start - sum(phases.values())
     timed = [p for p in finalists if p.e2e_ms is not None]
@@ -242,6 +249,13 @@ def _measured_with(ev, space, spec, config, options, inputs, measurer, baselines
         "phases_s": {k: round(v, 3) for k, v in phases.items()},
     })
     return genomes[id(winner)], report, winner.library
+
+
+def end_to_end_s(ev: Evaluator, seeds: list[Program]) -> float:
+    """Time the end-to-end tier needs for its required part: one whole build (as long as the longest so far)
+    and two timing rounds of the winner and both baselines, each about as long as the slowest seed's."""
+    slowest_ms = max((p.kernel_ms or p.analytic_ms * ev.calibration() for p in seeds), default=0.0)
+    return ev.build_s + 2 * 3 * WorkerMeasurer(ev).timing_s(slowest_ms)
 
 
 def _generations_log(cache_dir: Path, ev: Evaluator, target: str, config, options) -> Path:

@@ -33,7 +33,7 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
-from tsir.backends import runtime
+from tsir.backends import runtime, schedules
 from tsir.backends.child import Worker
 from tsir.backends.kernel_cache import KernelCache, KernelKey, KernelTiming, ProgramCache
 from tsir.backends.kernels import Kernel, LibraryCall, all_kernels, fuse
@@ -45,6 +45,7 @@ from tsir.lower import lower
 from tsir.search.extract import Genome, Space, to_term
 
 KERNEL_TIMING = {"number": 1, "repeat": 3, "min_repeat_ms": 2}
+LOAD_S = 0.3  # loading a built program in the timing child (dlopen, VM set-up), about
 
 
 @dataclass
@@ -97,6 +98,7 @@ class Evaluator:
     skipped_for_budget: int = 0  # kernels left untimed at the deadline
     _digests: dict[int, str] = field(default_factory=dict)
     worker: Worker | None = None  # the child process that times kernels, kept for the whole search
+    build_s: float = 0.0  # the longest whole-program build so far
 
     def __post_init__(self) -> None:
         self.target = str(self.spec.target.export())
@@ -148,20 +150,33 @@ class Evaluator:
                 self._prepare(p)
         return p.calls or []
 
-    def key(self, call: Call) -> KernelKey:
+    def key(self, call: Call, serial: bool) -> KernelKey:
+        """The cache key of ``call`` in a program that calls oneDNN (``serial``: its TVM kernels stay on one
+        thread) or not; an untuned kernel is timed with the default schedule the final build gives it."""
         if call.library:
             source = f"library:{call.name}"
+        elif serial:  # built without its record, as ``runtime.build`` builds a module that calls oneDNN
+            source = "untuned:serial"
         else:
             source = self.tuning.source(call.structural_hash) if self.tuning is not None else "untuned"
+            source = "untuned:parallel" if source == "untuned" else source
         return KernelKey(call.structural_hash, self.target, source)
 
+    def keys(self, p: Program) -> list[tuple[Call, KernelKey]]:
+        """``p``'s kernels with their cache keys."""
+        calls = self._calls(p)
+        serial = any(c.library for c in calls)
+        return [(c, self.key(c, serial)) for c in calls]
+
     def tune(self, programs: list[Program], trials: int, time_s: float, max_tasks: int | None = None) -> None:
-        """Tune the TVM kernels of ``programs`` (GEMM/conv first, heaviest first) within ``time_s``."""
+        """Tune the TVM kernels of ``programs`` (GEMM/conv first, heaviest first) within ``time_s``; programs
+        that call oneDNN are left out (their TVM kernels are built serial, without records)."""
         if self.tuning is None or trials <= 0 or time_s <= 0:
             return
         todo: list[Kernel] = []
         flops: dict[str, float] = {}
-        calls = {c.structural_hash: c for p in programs for c in self._calls(p) if not c.library}
+        programs = [p for p in programs if not any(c.library for c in self._calls(p))]
+        calls = {c.structural_hash: c for p in programs for c in self._calls(p)}
         ranked = sorted(calls.values(), key=lambda c: (c.features["op_class"] not in HEAVY_CLASSES,
                                                        -c.features["flops"], c.name))
         if all(c.structural_hash in self.tuning.index for c in ranked[:max_tasks]):
@@ -182,10 +197,10 @@ class Evaluator:
     def measure_kernels(self, programs: list[Program]) -> None:
         """Tier 2 for ``programs``: time every kernel not in the cache (until the deadline), then sum calls."""
         keyed: list[tuple[Program, list[tuple[Call, KernelKey]]]] = []
-        missing: dict[KernelKey, tuple[Program, Call]] = {}
+        missing: dict[KernelKey, tuple[Program, Call]] = {}  # the first program that has the kernel
         for p in programs:
             try:
-                pairs = [(c, self.key(c)) for c in self._calls(p)]
+                pairs = self.keys(p)
             except Exception as err:  # a program TVM cannot lower or fuse is scored failed
                 p.error = f"lowering failed: {type(err).__name__}: {err}".splitlines()[0]
                 continue
@@ -200,7 +215,7 @@ class Evaluator:
                     self._prepare(p)
                     c = next(k for k in p.calls or [] if k.structural_hash == c.structural_hash)
                 todo.append((key, c))
-            items = [{"module": tvm.ir.save_json(self._scheduled(c.kernel))} for _, c in todo]
+            items = [{"module": tvm.ir.save_json(self._timed(c.kernel, key))} for key, c in todo]
             context = {"target": self.spec.target.export(), "device": self.spec.device, **KERNEL_TIMING}
             if self.worker is None:
                 self.worker = Worker(self.kernel_timeout_s)
@@ -224,58 +239,89 @@ class Evaluator:
 
     def kernel_keys(self) -> set[KernelKey]:
         """Keys of every kernel of the programs measured by this evaluator."""
-        return {self.key(c) for p in self.programs.values() if p.calls for c in p.calls}
+        return {key for p in self.programs.values() if p.calls for _, key in self.keys(p)}
 
-    def _scheduled(self, kernel: Kernel | LibraryCall) -> tvm.IRModule:
-        if isinstance(kernel, Kernel) and self.tuning is not None:
-            return self.tuning.scheduled(kernel)
-        return kernel.module()
+    def _timed(self, kernel: Kernel | LibraryCall, key: KernelKey) -> tvm.IRModule:
+        if isinstance(kernel, LibraryCall):
+            return kernel.module()
+        return as_built(kernel, self.tuning, self.spec.target, parallel=key.source != "untuned:serial")
 
     def build(self, p: Program) -> runtime.relax.VMExecutable:
         self._prepare(p)
         return self.tuning.build(p.module) if self.tuning is not None else runtime.build(p.module, self.spec)
 
+    def e2e_key(self, p: Program) -> KernelKey:
+        """The key of ``p`` built whole: the program and how each of its kernels is built."""
+        sources = ",".join(sorted(f"{c.structural_hash}={key.source}" for c, key in self.keys(p)))
+        return KernelKey(self.digest(p), self.target, sources)
+
+    def prebuild(self, programs: list[Program]) -> None:
+        """Build ``programs`` not timed yet whole ahead of the end-to-end tier (kept in the cache), noting in
+        ``build_s`` the longest build, so that the search can leave the end-to-end tier the time it needs."""
+        e2e = KernelCache(self.cache.dir.parent, kind="e2e")
+        for p in programs:
+            try:
+                key = self.e2e_key(p)
+            except Exception as err:
+                p.error = f"lowering failed: {type(err).__name__}: {err}".splitlines()[0]
+                continue
+            kept = e2e.path(key).with_suffix(".so")
+            if not kept.exists() and e2e.get(key) is None:  # neither built nor timed yet
+                self._build_into(p, kept)
+
+    def _build_into(self, p: Program, path: Path) -> bool:
+        """Build ``p`` whole into ``path`` (atomically); a build error scores it failed."""
+        began = time.monotonic()
+        try:
+            with tempfile.TemporaryDirectory(prefix="tsir-build-") as tmp:
+                staged = Path(tmp) / "program.so"
+                self.build(p).export_library(str(staged))
+                p.library = _keep(staged, path)
+            return True
+        except Exception as err:
+            p.error = f"build failed: {type(err).__name__}: {err}".splitlines()[0]
+            return False
+        finally:
+            self.build_s = max(self.build_s, time.monotonic() - began)
+
     def measure_end_to_end(self, programs: list[Program], measurer: Measurer, inputs: list[np.ndarray],
                            deadline: float | None = None, required: int = 0) -> None:
         """Tier 3: build each program whole (cached by program + kernel sources) and time it.
 
-        The first ``required`` programs are always built; the others only while the last build's
-        duration still fits before ``deadline``. All built programs are timed in one child in two rounds,
-        the second in reverse order, and each gets the mean of its two medians.
+        The first ``required`` programs are always built (or taken from ``prebuild``); the others only
+        while the longest build so far still fits before ``deadline``. All built programs are timed in
+        one child in two rounds, the second in reverse order, and each gets the mean of its two medians.
         """
         e2e = KernelCache(self.cache.dir.parent, kind="e2e")
         todo: list[tuple[Program, KernelKey]] = []
         for p in programs:
             try:
-                sources = ",".join(sorted(f"{c.structural_hash}={self.key(c).source}" for c in self._calls(p)))
+                key = self.e2e_key(p)
             except Exception as err:
                 p.error = f"lowering failed: {type(err).__name__}: {err}".splitlines()[0]
                 continue
-            key = KernelKey(self.digest(p), self.target, sources)
             cached = e2e.get(key)
             if cached is not None:
                 p.e2e_ms, p.error = cached.median_ms, cached.error
                 library = e2e.path(key).with_suffix(".so")
                 p.library = library if library.exists() else None
-            else:
+            elif p.error is None or not p.error.startswith("build failed"):
                 todo.append((p, key))
         if not todo:
             return
         with tempfile.TemporaryDirectory(prefix="tsir-e2e-") as tmp:
-            libraries, built, build_s = [], [], 0.0
+            libraries, built = [], []
             for i, (p, key) in enumerate(todo):
-                if (i >= required and deadline is not None and time.monotonic() + 2 * build_s > deadline):
+                kept, path = e2e.path(key).with_suffix(".so"), Path(tmp) / f"candidate{i}.so"
+                if kept.exists():  # built by ``prebuild`` or by an earlier run cut short
+                    p.library = kept
+                elif i >= required and deadline is not None and time.monotonic() + 2 * self.build_s > deadline:
                     break
-                began = time.monotonic()
-                try:
-                    path = Path(tmp) / f"candidate{i}.so"
-                    self.build(p).export_library(str(path))
-                    libraries.append(path)
-                    built.append((p, key))
-                    p.library = _keep(path, e2e.path(key).with_suffix(".so"))
-                except Exception as err:  # a build error scores the program failed
-                    p.error = f"build failed: {type(err).__name__}: {err}".splitlines()[0]
-                build_s = time.monotonic() - began
+                elif not self._build_into(p, kept):
+                    continue
+                shutil.copyfile(kept, path)
+                libraries.append(path)
+                built.append((p, key))
             if not built:
                 return
             # two rounds, the second in reverse order; the required programs' first round ignores the deadline
@@ -291,6 +337,16 @@ class Evaluator:
                 p.error = None if times else (a.error or b.error)
                 if times or p.error != "budget":  # a program the deadline left untimed is not cached
                     e2e.put(key, KernelTiming(p.e2e_ms, p.error))
+
+
+def as_built(kernel: Kernel, tuning: TuningDatabase | None, target: tvm.target.Target,
+             parallel: bool = True) -> tvm.IRModule:
+    """``kernel`` alone, scheduled as the final build schedules it (``runtime.build``): from its tuning
+    record when it has one, else on CPUs with the default schedule; in a program that calls oneDNN
+    (``parallel=False``) the serial default schedule, record or not. On GPUs the kernel job gives it
+    dlight's default schedule."""
+    mod = tuning.scheduled(kernel) if tuning is not None and parallel else kernel.module()
+    return schedules.apply(mod, target, parallel) if target.kind.name == "llvm" else mod
 
 
 def _keep(path: Path, kept: Path) -> Path:
@@ -334,6 +390,13 @@ class WorkerMeasurer:
             rows = ev.worker.run("library", [str(p) for p in libraries], context,
                                  self.deadline if deadline else None)
         return [Measurement(r.get("median_ms"), r.get("error") or r.get("skipped")) for r in rows]
+
+    def timing_s(self, latency_ms: float) -> float:
+        """About how long ``measure`` takes for one program of ``latency_ms`` (``jobs.time_library``: loading,
+        one warm-up call, then ``repeat`` batches of at least ``min_repeat_ms``, fewer when slow)."""
+        batch_ms = max(latency_ms, self.settings.min_repeat_ms)
+        repeat = max(3, min(self.settings.repeat, int(self.max_ms / batch_ms)))
+        return LOAD_S + (latency_ms + repeat * batch_ms) / 1e3
 
 
 def spearman(pairs: list[tuple[float, float]]) -> float | None:
