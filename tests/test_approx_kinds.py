@@ -140,11 +140,12 @@ def test_every_kind_decodes_to_a_valid_program(families: tuple[str, ...]) -> Non
     space = approx.space
     n = len(space.view.classes)
     base = space.original()
+    sites = len(approx.sites)
     for pick in range(1, max(approx.knobs())):
-        genome = base[:n] + [min(pick, k - 1) for k in approx.knobs()]
+        genome = base[:n] + [min(pick, k - 1) for k in approx.knobs()[:sites]] + [0] * len(approx.pruning)
         applied = {s.kind: c.name for _, s, c in approx.applied(genome)}
         assert set(applied) == {"conv", "embedding", "matmul"}
-        graph2, root = approx.decode(genome)
+        graph2, root, _ = approx.decode(genome)
         mod = lower(graph2, root, source.module)
         out = runtime.Runner(runtime.build(mod, X86))([ids])[0]
         assert out.shape == reference.shape
