@@ -3,7 +3,8 @@
 A *producer* makes channels: an ungrouped ``conv2d`` (axis 1 of NCHW) or a ``matmul`` by a constant 2-D
 weight (the last axis). Channels flow unchanged through element-wise ops, per-channel constant operands
 (biases, scales), ``max_pool2d``, depthwise convs and a flattening ``reshape`` (NCHW -> (N, C*H*W), in
-blocks of H*W) until *consumers* read them: an ungrouped conv (weight axis 1) or a matmul (weight rows).
+blocks of H*W) and reshapes of the leading axes of a channels-last tensor (``(B, S, C) <-> (B*S, C)``)
+until *consumers* read them: an ungrouped conv (weight axis 1) or a matmul (weight rows).
 
 Dependency groups: a residual ``add`` of two computed tensors ties both sides' channels into one group, so
 every producer of the group keeps the same channels. A group whose channels reach anything else (the
@@ -116,6 +117,9 @@ class _Analysis:
             shape = t.args[0].ty[0]
             self.flow[id(t)] = _Flow(flows[0].group, math.prod(shape[2:]))
             return
+        if t.op == "reshape" and flows[0] is not None and flows[0].block == 1 and self._keeps_last_axis(t):
+            self.flow[id(t)] = flows[0]
+            return
         if not consumed:
             for a in t.args:
                 self._block(a, f"read by {t.op}" + (f" groups={t.attrs[3]}" if t.op == "conv2d" else ""))
@@ -184,6 +188,13 @@ class _Analysis:
     @staticmethod
     def _depthwise(t: Term) -> bool:
         return t.attrs[3] > 1 and t.attrs[3] == t.args[0].ty[0][1] == t.ty[0][1] and t.args[1].ty[0][1] == 1
+
+    @staticmethod
+    def _keeps_last_axis(t: Term) -> bool:
+        """A reshape of the leading axes only (``(B, S, C) <-> (B*S, C)``), channels last on both sides."""
+        before, after = t.args[0].ty[0], t.ty[0]
+        return 4 not in (len(before), len(after)) and len(before) >= 2 and len(after) >= 2 \
+            and before[-1] == after[-1]
 
     @staticmethod
     def _flattens(t: Term) -> bool:
@@ -301,7 +312,10 @@ class _Rewriter:
                         args[i] = self.const(a, axis, own)
         elif t.op == "reshape" and src is not None and self.analysis.flow.get(id(t)) is not None:
             shape = t.args[0].ty[0]
-            attrs = ((shape[0], len(src) * math.prod(shape[2:])),)
+            if block == 1 and self.analysis._keeps_last_axis(t):
+                attrs = ((*t.ty[0][:-1], len(src)),)
+            else:
+                attrs = ((shape[0], len(src) * math.prod(shape[2:])),)
         if all(n is o for n, o in zip(args, t.args, strict=True)) and attrs == t.attrs:
             return t
         return Term(t.op, tuple(args), attrs, t.ty)  # the type is inferred again, except for opaque calls
