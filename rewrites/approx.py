@@ -15,7 +15,8 @@ from the weight (and calibration activations for int8/bf16):
 - ``rank{r}`` (conv): spatial-then-pointwise: ``W`` as a matrix ``(O, I*kh*kw)`` factored by SVD into a
   ``kh x kw`` conv to ``r`` channels and a ``1 x 1`` conv to ``O``; same estimate (over im2col patches).
 - ``int8`` (matmul): per-output-channel symmetric int8 weights and a static per-tensor symmetric int8
-  activation scale calibrated on the calibration set (clipping chosen by ``activation_scale``); lowered to
+  activation scale calibrated on the calibration set (clipping chosen by ``activation_scale``), after a
+  SmoothQuant per-input-channel scale migration when that rounds with less error (``int8_matmul``); lowered to
   an ``int8 x int8 -> int32`` Relax matmul, or with ``library`` to oneDNN's VNNI int8 matmul
   (``tsir.dnnl.int8_matmul``, backends/native/dnnl/dnnl_int8.cc). The estimate combines the relative
   weight and activation rounding errors.
@@ -60,6 +61,7 @@ INT8_SPEEDUP = 4.0  # analytic model: int8 GEMMs at 4x the fp32 rate (VNNI); mea
 BF16_SPEEDUP = 2.0  # analytic model: bf16 GEMMs at 2x the fp32 rate (AVX512-BF16)
 COMBINED = 2  # the largest ranks also offered as rank+int8
 MIN_WEIGHT = 4096  # smaller weights are not worth approximating
+SMOOTHING = (None, 0.5, 0.75)  # SmoothQuant migration strengths tried per int8 matmul (None: none)
 MATMULS = ("matmul", "linear", "dnnl_matmul", "dnnl_linear")  # (x, W[, bias]) nodes a site replaces
 CONVS = ("conv2d", "dnnl_conv2d")  # (x, W[, bias]) conv nodes a site replaces
 
@@ -99,22 +101,28 @@ def _op(name: str) -> types.SimpleNamespace:
 
 @dataclass(frozen=True)
 class Int8Matmul:
-    """An ``int8 x int8 -> int32`` matmul with static scales, emitted as a Relax subgraph (an opaque kernel)."""
+    """An ``int8 x int8 -> int32`` matmul with static scales, emitted as a Relax subgraph (an opaque kernel).
 
-    x_scale: float  # activation step: x ~= x_scale * q(x)
+    ``smooth`` (SmoothQuant): per-input-channel factors ``s`` migrated from the activation into the weight,
+    ``x @ W = (x / s) @ (s W)``; the weight was quantized as ``s W`` and ``x / s`` is quantized here."""
+
+    x_scale: float  # activation step: x / smooth ~= x_scale * q(x / smooth)
     w_scale: np.ndarray  # (N,) per-output-channel weight step
     library: bool = False  # call oneDNN's s8 x s8 -> s32 matmul (tsir.dnnl.int8_matmul) instead of TVM code
+    smooth: np.ndarray | None = None  # (K,) SmoothQuant factors, or None
     call = _op("tsir.int8_matmul")
 
     def rebuild(self, args: list[relax.Expr]) -> relax.Expr:
         x, wq = args
         scale = relax.const((self.x_scale * self.w_scale).astype(np.float32))
+        kdim = int(x.ty.shape[-1])
+        smooth = np.ones(kdim, np.float32) if self.smooth is None else self.smooth
+        inv = relax.const((1.0 / (self.x_scale * smooth.astype(np.float64))).astype(np.float32))  # (K,)
         if self.library:
             shape = [*list(x.ty.shape)[:-1], len(self.w_scale)]
-            inv = relax.prim_value(tvm.tirx.FloatImm("float64", 1.0 / self.x_scale))
             return relax.call_dps_packed("tsir.dnnl.int8_matmul", relax.Tuple([x, wq, scale, inv]),
                                          relax.TensorType(shape, "float32"))
-        scaled = relax.op.multiply(x, relax.const(np.float32(1.0 / self.x_scale)))
+        scaled = relax.op.multiply(x, inv)
         clipped = relax.op.clip(relax.op.round(scaled), tvm.tirx.FloatImm("float32", -127.0),
                                 tvm.tirx.FloatImm("float32", 127.0))
         acc = relax.op.matmul(relax.op.astype(clipped, "int8"), wq, out_dtype="int32")
@@ -200,6 +208,30 @@ def activation_scale(x: np.ndarray) -> float:
     ax = np.abs(x).ravel()
     steps = [max(float(np.percentile(ax, q)), 1e-12) / 127.0 for q in (100.0, 99.99, 99.9)]
     return min(steps, key=lambda step: activation_error(x, step))
+
+
+def smoothing(x: np.ndarray, w: np.ndarray, alpha: float) -> np.ndarray:
+    """SmoothQuant's per-input-channel factors ``s = max|x_k|^alpha / max|W_k,:|^(1-alpha)``: ``x / s`` has
+    flatter channels (transformer activations have outlier channels) at the price of a less flat ``s W``."""
+    ax = np.abs(x.reshape(-1, x.shape[-1])).max(axis=0)
+    aw = np.abs(w).max(axis=1)
+    return (np.maximum(ax, 1e-5) ** alpha / np.maximum(aw, 1e-5) ** (1 - alpha)).astype(np.float32)
+
+
+def int8_matmul(w: np.ndarray, x: np.ndarray, library: bool) -> tuple[np.ndarray, Int8Matmul, list[float]]:
+    """The int8 weight, the kernel and the (weight, activation) relative rounding errors for ``x @ w``, with
+    the SmoothQuant strength of ``SMOOTHING`` (None: no migration) whose errors are the smallest."""
+    best = None
+    for alpha in SMOOTHING:
+        s = None if alpha is None else smoothing(x, w, alpha)
+        ws, xs = (w, x) if s is None else (w * s[:, None], x / s)
+        q, scale = quantize_weight(ws)
+        x_scale = activation_scale(xs)
+        errors = [float(np.linalg.norm(ws - q * scale) / max(np.linalg.norm(ws), 1e-30)),
+                  activation_error(xs, x_scale)]
+        if best is None or math.hypot(*errors) < math.hypot(*best[2]):
+            best = (q, Int8Matmul(x_scale, scale, library, s), errors)
+    return best
 
 
 def _is_take(graph: Graph, key: int) -> bool:
@@ -315,14 +347,11 @@ class Approximations:
                 return self._rank_int8(name, a, b, error, cost, x)
             return Choice(name, error, a.nbytes + b.nbytes, cost, self._add(a, b))
         if name == "int8":
-            q, scale = quantize_weight(w)
-            x_scale = activation_scale(x)
-            w_err = float(np.linalg.norm(w - q * scale) / max(np.linalg.norm(w), 1e-30))
-            error = math.hypot(w_err, activation_error(x, x_scale))
+            q, kernel, errors = int8_matmul(w, x, self.library)
             cost = max(exact / INT8_SPEEDUP, (type_bytes(xty) / 4 + q.nbytes + type_bytes(out_ty))
                        / self.roofline.bandwidth)
-            return Choice("int8", error, q.nbytes + scale.nbytes, cost, self._add(q),
-                          (self._kernel(Int8Matmul(x_scale, scale, self.library)),))
+            return Choice("int8", math.hypot(*errors), q.nbytes + kernel.w_scale.nbytes, cost, self._add(q),
+                          (self._kernel(kernel),))
         bits = to_bf16(w).view(np.uint16)
         error = math.hypot(bf16_error(w), bf16_error(x))
         cost = max(exact / BF16_SPEEDUP, (type_bytes(xty) / 2 + bits.nbytes + type_bytes(out_ty))
@@ -337,13 +366,11 @@ class Approximations:
         errors = [truncation]
         kernels, weights, size = [], [], 0
         for act, w in ((x, a), (x.reshape(-1, x.shape[-1]) @ a, b)):
-            q, scale = quantize_weight(w)
-            x_scale = activation_scale(act)
-            errors += [float(np.linalg.norm(w - q * scale) / max(np.linalg.norm(w), 1e-30)),
-                       activation_error(act, x_scale)]
-            kernels.append(self._kernel(Int8Matmul(x_scale, scale, self.library)))
+            q, kernel, rounding = int8_matmul(w, act, self.library)
+            errors += rounding
+            kernels.append(self._kernel(kernel))
             weights.append(q)
-            size += q.nbytes + scale.nbytes
+            size += q.nbytes + kernel.w_scale.nbytes
         return Choice(name, math.sqrt(sum(e * e for e in errors)), size, cost / INT8_SPEEDUP,
                       self._add(*weights), tuple(kernels))
 
