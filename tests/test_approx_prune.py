@@ -19,7 +19,7 @@ from tsir.convert import relax_to_tsir
 from tsir.egraph import Limits, TermEGraph
 from tsir.ir.term import Term, postorder
 from tsir.lower import lower
-from tsir.rewrites.approx import Approximations, Int8Matmul, quantize_weight
+from tsir.rewrites.approx import Approximations, Int8Matmul, int8_matmul
 from tsir.search.extract import Space
 from tsir.source import load
 
@@ -73,18 +73,35 @@ def test_pruning_gene_estimate_matches_measured_error(level: int) -> None:
     assert latency < full_latency
 
 
+class Wide(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.fc1, self.fc2 = nn.Linear(64, 96), nn.Linear(96, 64)  # both large enough to be int8 sites
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
 def test_int8_after_pruning_quantizes_the_pruned_weight() -> None:
     x = torch.randn(256, 64)
-    approx, source = _approximations(Mlp(), x)
-    (site,) = approx.sites  # fc1 (64x96); fc2 is too small to approximate
-    int8 = [c.name for c in site.choices].index("int8")
-    genome = approx.space.original() + [int8, 3]
+    model = Wide().eval()
+    approx, source = _approximations(model, x)
+    assert [s.shape for s in approx.sites] == [(64, 96), (96, 64)] and len(approx.pruning) == 1
+    int8 = [c.name for c in approx.sites[1].choices].index("int8")
+    genome = approx.space.original() + [0, int8, 3]  # fc2 int8, reading the 96 hidden channels cut to 48
     out, decoded = _run(approx, source, genome, x.numpy())
     keep = approx.pruning.keep[0][3]
     (kernel,) = [decoded.graph.opaque_calls[t.attrs[0]] for t in postorder(decoded.root) if t.op == "opaque"]
-    assert isinstance(kernel, Int8Matmul) and len(kernel.w_scale) == len(keep) == 48
-    w = Mlp().fc1.weight.detach().numpy().T
-    np.testing.assert_allclose(kernel.w_scale, quantize_weight(w[:, keep])[1], rtol=1e-6)  # scales of the pruned w
+    assert isinstance(kernel, Int8Matmul) and len(keep) == 48
+    with torch.no_grad():
+        act = torch.relu(model.fc1(x)).numpy()
+    w = model.fc2.weight.detach().numpy().T
+    pruned = int8_matmul(w[keep], act[:, keep], library=False)[1]  # prune, then quantize
+    unpruned = int8_matmul(w, act, library=False)[1]
+    np.testing.assert_allclose(kernel.w_scale, pruned.w_scale, rtol=1e-6)
+    assert kernel.x_scale == pytest.approx(pruned.x_scale)
+    assert not np.allclose(kernel.w_scale, unpruned.w_scale)  # the order matters for these scales
     reference = source.reference(x).detach().numpy()
     measured = np.linalg.norm(out - reference) / np.linalg.norm(reference)
     _, _, estimate = approx.objectives(genome)
