@@ -7,8 +7,8 @@
    group pruned to each level);
 3. a few candidates (the int8 seeds, then final-population programs spread over the error range)
    and the exact program are built, scored on the calibration data and, with ``measure``, timed on this
-   machine; within ``max_drop``, the fastest is picked (measured: the smallest of those within ``TIE`` of
-   the fastest; else by predicted latency);
+   machine round-robin (a batch of each in turn, several rounds); within ``max_drop``, the fastest is
+   picked (measured: the smallest of those within ``TIE`` of the fastest; else by predicted latency);
 4. the pick is checked on the held-out data (never seen before); if it exceeds the budget there, the
    next calibration-passing candidate is tried, and the exact program is the last resort.
 """
@@ -37,7 +37,7 @@ from tsir.search.genetic import GeneticConfig, genetic_search
 
 MAX_CANDIDATES = 7  # candidates built and scored on the calibration data
 LADDER = (1.0, 0.75, 0.5)  # shares of the layers made int8 in the seeded mixed-precision candidates
-MEASURE = (5, 10)  # repeat, min_repeat_ms when candidates are timed
+MEASURE = (5, 10)  # rounds, min_repeat_ms when candidates are timed (round-robin: one batch each per round)
 TIE = 1.15  # measured latencies within 15% of the fastest count as equal (the smaller program wins)
 
 
@@ -122,9 +122,11 @@ def approx_search(
         drop = 0.0 if genome is exact else base_cal - score(out, ref_cal, data.calibration_labels)
         return {"genome": genome, "decoded": decoded, "module": module, "calibration_drop": drop,
                 "objectives": approx.objectives(genome), "size_bytes": constant_bytes(module),
-                "kept": _kept(decoded.levels), "measured_ms": runner.median_ms(example, *MEASURE) if measure else None}
+                "kept": _kept(decoded.levels), "runner": runner, "measured_ms": None}
 
     scored = [evaluate(genome) for genome in candidates + [exact]]
+    if measure:
+        _time_round_robin(scored, example)
     exact_row = scored.pop()
     passing = _rank([c for c in scored if c["calibration_drop"] <= budget.max_drop], measure)
     passing.append(exact_row)
@@ -169,6 +171,19 @@ def approx_search(
         "evaluations": result.evaluations,
     }
     return ApproxOutcome(decoded.graph, decoded.root, pick["module"], report)
+
+
+def _time_round_robin(scored: list[dict], example: list[np.ndarray]) -> None:
+    """Each candidate's ``measured_ms``: the median over ``MEASURE[0]`` rounds in which every candidate times
+    one batch in turn, so that a load change on a shared machine hits all of them alike (timing one
+    candidate after another compared programs measured minutes apart)."""
+    rounds, min_ms = MEASURE
+    times: list[list[float]] = [[] for _ in scored]
+    for _ in range(rounds):
+        for c, row in zip(scored, times, strict=True):
+            row.append(c["runner"].median_ms(example, 1, min_ms))
+    for c, row in zip(scored, times, strict=True):
+        c["measured_ms"] = float(np.median(row))
 
 
 def _kept(levels: list[int]) -> list[float]:
