@@ -7,7 +7,7 @@
 // SmoothQuant factors migrated into the weight).
 // x: float32 [..., K] (flattened to [M, K]); wq: int8 [K, N]; scale: float32 [N] (activation step times the
 // per-output-channel weight step); out: float32 [..., N]. The activation is quantized here (s8, a loop that
-// vectorizes: no libm call per element, and threads for large activations), the product
+// vectorizes (-fno-trapping-math): no libm call per element; threads for large activations), the product
 // is s8 x s8 -> s32 in oneDNN (VNNI on AVX512-VNNI CPUs) with the per-channel scale applied to the f32 output.
 // Weights are given to oneDNN in its preferred (packed) layout: the packed copy is cached per weight buffer
 // address and shape, which is safe for tsir's use (the weights are constants of a loaded module).
