@@ -255,6 +255,7 @@ class _Rewriter:
         self.graph, self.analysis, self.keep = graph, analysis, keep
         self.constants = list(graph.constants)
         self.memo: dict = {}
+        self.cuts: dict[tuple, Term] = {}  # one leaf per (constant, cut): consumers sharing a weight still share it
         self.new: dict[int, Term] = {}
 
     def kept(self, term: Term) -> tuple[np.ndarray | None, int]:
@@ -272,8 +273,11 @@ class _Rewriter:
         """A constant ``term`` folded and cut to ``idx`` along ``axis`` (in blocks of ``block``)."""
         if idx is None:
             return self.new.get(id(term), term)
-        array = fold(term, self.graph.constants, self.memo)
-        return self.leaf(np.take(array, expand(idx, block), axis=axis))
+        key = (id(term), axis, id(idx), block)
+        if key not in self.cuts:
+            array = fold(term, self.graph.constants, self.memo)
+            self.cuts[key] = self.leaf(np.take(array, expand(idx, block), axis=axis))
+        return self.cuts[key]
 
     def run(self) -> Graph:
         for t in postorder(self.graph.root):
@@ -290,14 +294,9 @@ class _Rewriter:
         src, block = self.kept(t.args[0])
         kind = self.analysis.layer(t)
         if kind is not None and (src is not None or own is not None):
-            w = fold(t.args[1], self.graph.constants, self.memo)
-            if src is not None:  # a consumer: drop the weight's input rows / channels
-                w = np.take(w, expand(src, block), axis=0 if kind == "dense" else 1)
-            if own is not None:  # a producer: drop its output columns / filters, and their biases
-                w = np.take(w, own, axis=1 if kind == "dense" else 0)
-                if len(t.args) > 2:
-                    args[2] = self.channels(t.args[2], own)
-            args[1] = self.leaf(w)
+            args[1] = self.cut(t.args[1], kind, src, block, own)
+            if own is not None and len(t.args) > 2:  # a producer's biases go with its filters
+                args[2] = self.channels(t.args[2], own)
         elif t.op in CONVS and src is not None:  # depthwise: one filter (and bias) per kept channel
             args[1] = self.const(t.args[1], 0, src)
             if len(t.args) > 2:
@@ -320,11 +319,27 @@ class _Rewriter:
             return t
         return Term(t.op, tuple(args), attrs, t.ty)  # the type is inferred again, except for opaque calls
 
+    def cut(self, weight: Term, kind: str, src: np.ndarray | None, block: int, own: np.ndarray | None) -> Term:
+        """A layer's constant weight without the input rows / channels of a consumer (``src``, in blocks of
+        ``block``) and the output columns / filters of a producer (``own``)."""
+        key = (id(weight), kind, id(src), block, id(own))
+        if key not in self.cuts:
+            w = fold(weight, self.graph.constants, self.memo)
+            if src is not None:
+                w = np.take(w, expand(src, block), axis=0 if kind == "dense" else 1)
+            if own is not None:
+                w = np.take(w, own, axis=1 if kind == "dense" else 0)
+            self.cuts[key] = self.leaf(w)
+        return self.cuts[key]
+
     def channels(self, term: Term, idx: np.ndarray) -> Term:
         """A per-channel constant (one non-1 axis, e.g. a bias) cut to ``idx``."""
-        array = fold(term, self.graph.constants, self.memo)
-        shape = [len(idx) if d != 1 else 1 for d in array.shape]
-        return self.leaf(np.take(array.reshape(-1), idx).reshape(shape))
+        key = (id(term), "channels", id(idx))
+        if key not in self.cuts:
+            array = fold(term, self.graph.constants, self.memo)
+            shape = [len(idx) if d != 1 else 1 for d in array.shape]
+            self.cuts[key] = self.leaf(np.take(array.reshape(-1), idx).reshape(shape))
+        return self.cuts[key]
 
 
 def expand(idx: np.ndarray, block: int) -> np.ndarray:
