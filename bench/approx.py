@@ -47,10 +47,14 @@ def _same_kernels(approx: dict) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.approx", description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=list(REAL), choices=list(REAL))
+    # no choices=: with nargs="*", Python 3.11's argparse checks the whole (default or empty) list against them
+    parser.add_argument("models", nargs="*", help=f"any of {', '.join(REAL)} (default: all)")
     parser.add_argument("--budget", type=float, default=30.0, help="tsir search budget per model, seconds")
     args = parser.parse_args(argv)
-    rows = [run(name, args.budget) for name in args.models]
+    unknown = sorted(set(args.models) - set(REAL))
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(REAL)}")
+    rows = [run(name, args.budget) for name in args.models or list(REAL)]
     path = atomic_write(RESULTS_DIR / "approx.json", json.dumps({"results": rows}, indent=2))
     for r in rows:
         print(f"{r['model']}: {r['speedup']:.2f}x faster, {r['size_ratio']:.2f}x smaller, {r['metric']} "

@@ -15,7 +15,8 @@ from the weight (and calibration activations for int8/bf16):
 - ``rank{r}`` (conv): spatial-then-pointwise: ``W`` as a matrix ``(O, I*kh*kw)`` factored by SVD into a
   ``kh x kw`` conv to ``r`` channels and a ``1 x 1`` conv to ``O``; same estimate (over im2col patches).
 - ``int8`` (matmul): per-output-channel symmetric int8 weights and a static per-tensor symmetric int8
-  activation scale calibrated on the calibration set (clipping chosen by ``activation_scale``); lowered to
+  activation scale calibrated on the calibration set (clipping chosen by ``activation_scale``), after a
+  SmoothQuant per-input-channel scale migration when that rounds with less error (``int8_matmul``); lowered to
   an ``int8 x int8 -> int32`` Relax matmul, or with ``library`` to oneDNN's VNNI int8 matmul
   (``tsir.dnnl.int8_matmul``, backends/native/dnnl/dnnl_int8.cc). The estimate combines the relative
   weight and activation rounding errors.
@@ -26,9 +27,12 @@ from the weight (and calibration activations for int8/bf16):
 - ``int8`` (embedding): per-row symmetric int8 table and a per-row float32 scale; gather, then
   dequantize. The estimate is the relative Frobenius rounding error of the table.
 
-``Approximations.decode`` applies a knob vector while a genome is decoded (``to_term``'s hook): every
-chosen node on a site's weight class is replaced (with its bias and ReLU kept), whatever exact rewrites
-chose around it.
+Structured pruning adds one gene per prunable channel group of the input program
+(``tsir.approx.prune_genes``). ``Approximations.decode`` decodes a genome in the order the compression
+literature recommends: the exact program the class genes choose, pruned by the pruning genes
+(``prune.cut``), then every chosen node on a site's weight class replaced by its choice made from the
+*pruned* weight (``variant``: SVD, int8 scales and estimates of the pruned weight and activations), with
+its bias and ReLU kept, whatever exact rewrites chose around it.
 """
 
 from __future__ import annotations
@@ -36,15 +40,20 @@ from __future__ import annotations
 import math
 import types
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import ml_dtypes
 import numpy as np
 import tvm
 from tvm import relax
 
+from tsir.approx import prune
+from tsir.approx.prune import expand
+from tsir.approx.prune_genes import LEVELS, PruneGenes
 from tsir.cost import Roofline, type_bytes
 from tsir.egraph import list_items
-from tsir.ir.term import Graph, Term, fold
+from tsir.errors import TsirError
+from tsir.ir.term import Graph, Term, fold, postorder
 from tsir.search.extract import Genome, Space, to_term, walk
 
 RANK_FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2)  # ranks tried per layer, as fractions of min(K, N)
@@ -52,6 +61,7 @@ INT8_SPEEDUP = 4.0  # analytic model: int8 GEMMs at 4x the fp32 rate (VNNI); mea
 BF16_SPEEDUP = 2.0  # analytic model: bf16 GEMMs at 2x the fp32 rate (AVX512-BF16)
 COMBINED = 2  # the largest ranks also offered as rank+int8
 MIN_WEIGHT = 4096  # smaller weights are not worth approximating
+SMOOTHING = (None, 0.5, 0.75)  # SmoothQuant migration strengths tried per int8 matmul (None: none)
 MATMULS = ("matmul", "linear", "dnnl_matmul", "dnnl_linear")  # (x, W[, bias]) nodes a site replaces
 CONVS = ("conv2d", "dnnl_conv2d")  # (x, W[, bias]) conv nodes a site replaces
 
@@ -78,6 +88,12 @@ class Site:
     choices: list[Choice] = field(default_factory=list)
 
 
+class Decoded(NamedTuple):
+    graph: Graph  # with the approximations' constants and kernels
+    root: Term
+    levels: list[int]  # the pruning genes' levels the decoded program applies (0 where a gene did not apply)
+
+
 def _op(name: str) -> types.SimpleNamespace:
     """What ``tsir.report.layers`` reads from an opaque kernel (``.call.op.name``)."""
     return types.SimpleNamespace(op=types.SimpleNamespace(name=name))
@@ -85,22 +101,28 @@ def _op(name: str) -> types.SimpleNamespace:
 
 @dataclass(frozen=True)
 class Int8Matmul:
-    """An ``int8 x int8 -> int32`` matmul with static scales, emitted as a Relax subgraph (an opaque kernel)."""
+    """An ``int8 x int8 -> int32`` matmul with static scales, emitted as a Relax subgraph (an opaque kernel).
 
-    x_scale: float  # activation step: x ~= x_scale * q(x)
+    ``smooth`` (SmoothQuant): per-input-channel factors ``s`` migrated from the activation into the weight,
+    ``x @ W = (x / s) @ (s W)``; the weight was quantized as ``s W`` and ``x / s`` is quantized here."""
+
+    x_scale: float  # activation step: x / smooth ~= x_scale * q(x / smooth)
     w_scale: np.ndarray  # (N,) per-output-channel weight step
     library: bool = False  # call oneDNN's s8 x s8 -> s32 matmul (tsir.dnnl.int8_matmul) instead of TVM code
+    smooth: np.ndarray | None = None  # (K,) SmoothQuant factors, or None
     call = _op("tsir.int8_matmul")
 
     def rebuild(self, args: list[relax.Expr]) -> relax.Expr:
         x, wq = args
         scale = relax.const((self.x_scale * self.w_scale).astype(np.float32))
+        kdim = int(x.ty.shape[-1])
+        smooth = np.ones(kdim, np.float32) if self.smooth is None else self.smooth
+        inv = relax.const((1.0 / (self.x_scale * smooth.astype(np.float64))).astype(np.float32))  # (K,)
         if self.library:
             shape = [*list(x.ty.shape)[:-1], len(self.w_scale)]
-            inv = relax.prim_value(tvm.tirx.FloatImm("float64", 1.0 / self.x_scale))
             return relax.call_dps_packed("tsir.dnnl.int8_matmul", relax.Tuple([x, wq, scale, inv]),
                                          relax.TensorType(shape, "float32"))
-        scaled = relax.op.multiply(x, relax.const(np.float32(1.0 / self.x_scale)))
+        scaled = relax.op.multiply(x, inv)
         clipped = relax.op.clip(relax.op.round(scaled), tvm.tirx.FloatImm("float32", -127.0),
                                 tvm.tirx.FloatImm("float32", 127.0))
         acc = relax.op.matmul(relax.op.astype(clipped, "int8"), wq, out_dtype="int32")
@@ -188,6 +210,30 @@ def activation_scale(x: np.ndarray) -> float:
     return min(steps, key=lambda step: activation_error(x, step))
 
 
+def smoothing(x: np.ndarray, w: np.ndarray, alpha: float) -> np.ndarray:
+    """SmoothQuant's per-input-channel factors ``s = max|x_k|^alpha / max|W_k,:|^(1-alpha)``: ``x / s`` has
+    flatter channels (transformer activations have outlier channels) at the price of a less flat ``s W``."""
+    ax = np.abs(x.reshape(-1, x.shape[-1])).max(axis=0)
+    aw = np.abs(w).max(axis=1)
+    return (np.maximum(ax, 1e-5) ** alpha / np.maximum(aw, 1e-5) ** (1 - alpha)).astype(np.float32)
+
+
+def int8_matmul(w: np.ndarray, x: np.ndarray, library: bool) -> tuple[np.ndarray, Int8Matmul, list[float]]:
+    """The int8 weight, the kernel and the (weight, activation) relative rounding errors for ``x @ w``, with
+    the SmoothQuant strength of ``SMOOTHING`` (None: no migration) whose errors are the smallest."""
+    best = None
+    for alpha in SMOOTHING:
+        s = None if alpha is None else smoothing(x, w, alpha)
+        ws, xs = (w, x) if s is None else (w * s[:, None], x / s)
+        q, scale = quantize_weight(ws)
+        x_scale = activation_scale(xs)
+        errors = [float(np.linalg.norm(ws - q * scale) / max(np.linalg.norm(ws), 1e-30)),
+                  activation_error(xs, x_scale)]
+        if best is None or math.hypot(*errors) < math.hypot(*best[2]):
+            best = (q, Int8Matmul(x_scale, scale, library, s), errors)
+    return best
+
+
 def _is_take(graph: Graph, key: int) -> bool:
     call = graph.opaque_calls[key].call
     return getattr(getattr(call, "op", None), "name", "") == "relax.take"
@@ -207,8 +253,14 @@ class Approximations:
         self._weight_terms: dict[int, Term] = {}
         self._inputs: dict[int, Term] = {}  # matmul site class -> its activation term in the input program
         self._take_axis: dict[int, int] = {}
+        self._site_data: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}  # site -> (weight, activations)
+        self._variants: dict[tuple, Choice] = {}  # (site, choice, rows kept, columns kept) -> pruned choice
         terms: dict[int, Term] = {}
-        to_term_capture(space, space.original(), terms)
+        root = to_term_capture(space, space.original(), terms)
+        classes = {}
+        for c, t in terms.items():
+            classes.setdefault(id(t), c)
+        self.pruning = PruneGenes(Graph(root, graph.inputs, graph.constants, graph.opaque_calls), classes)
         for c, i in space.view.original.items():
             node = space.view.classes[c][i]
             kind = self._kind(node)
@@ -251,78 +303,91 @@ class Approximations:
         return list_items(self.space.view.classes, c)
 
     def activation_terms(self) -> list[Term]:
-        """Each matmul site's input activation in the input program (to calibrate int8/bf16)."""
-        return [self._inputs[s.eclass] for s in self.sites if s.kind == "matmul"]
+        """Each matmul site's input activation in the input program (to calibrate int8/bf16), then every
+        prunable group's consumer inputs (``PruneGenes.activation_terms``)."""
+        return [self._inputs[s.eclass] for s in self.sites if s.kind == "matmul"] + self.pruning.activation_terms()
 
     def build_choices(self, activations: list[np.ndarray] | None) -> None:
-        """Fill every site's choices; ``activations`` (one calibration array per matmul site, in the
-        order of ``activation_terms``) enable int8 and bf16 matmuls."""
+        """Fill every site's choices; ``activations`` (one calibration array per term of
+        ``activation_terms``) enable int8 and bf16 matmuls and the pruning genes' error estimates."""
         acts = iter(activations or [])
-        for site in self.sites:
+        for k, site in enumerate(self.sites):
             w = fold(self._weight_terms[site.eclass], self.graph.constants, {})
+            x = next(acts) if activations is not None and site.kind == "matmul" else None
+            self._site_data[k] = (w, x)
             if site.kind == "matmul":
-                self._matmul_choices(site, w, next(acts) if activations is not None else None)
+                site.choices = [self._matmul_choice(name, w, x, site.in_type, site.out_type)
+                                for name in self._matmul_names(w, x)]
             elif site.kind == "conv":
                 self._conv_choices(site, w)
             else:
                 self._embedding_choices(site, w)
+        if activations is not None:
+            self.pruning.set_activations(list(acts))
 
-    def _matmul_choices(self, site: Site, w: np.ndarray, x: np.ndarray | None) -> None:
-        xty, out_ty = site.in_type, site.out_type
+    def _matmul_names(self, w: np.ndarray, x: np.ndarray | None) -> list[str]:
+        ranks = [f"rank{r}" for r in self._ranks(w.shape)]
+        if x is None:
+            return ["exact", *ranks]
+        return ["exact", *ranks, "int8", *(f"{r}+int8" for r in ranks[-COMBINED:]), "bf16"]
+
+    def _matmul_choice(self, name: str, w: np.ndarray, x: np.ndarray | None, xty: tuple, out_ty: tuple) -> Choice:
+        """The choice ``name`` for weight ``w (K, N)`` read by calibration activations ``x``."""
         kdim, ndim = w.shape
         exact = self.roofline.kernel_s("matmul", [xty, ((kdim, ndim), "float32")], out_ty)
-        site.choices = [Choice("exact", 0.0, w.nbytes, exact)]
-        for rank in self._ranks(w.shape):
+        if name == "exact":
+            return Choice("exact", 0.0, w.nbytes, exact)
+        if name.startswith("rank"):
+            rank = min(int(name[4:].split("+")[0]), kdim, ndim)
             a, b, error = lowrank(w, rank)
             mid = ((*xty[0][:-1], rank), "float32")
             cost = (self.roofline.kernel_s("matmul", [xty, ((kdim, rank), "float32")], mid)
                     + self.roofline.kernel_s("matmul", [mid, ((rank, ndim), "float32")], out_ty))
-            site.choices.append(Choice(f"rank{rank}", error, a.nbytes + b.nbytes, cost, self._add(a, b)))
-        if x is None:
-            return
-        q, scale = quantize_weight(w)
-        x_scale = activation_scale(x)
-        w_err = float(np.linalg.norm(w - q * scale) / max(np.linalg.norm(w), 1e-30))
-        error = math.hypot(w_err, activation_error(x, x_scale))
-        cost = max(exact / INT8_SPEEDUP, (type_bytes(xty) / 4 + q.nbytes + type_bytes(out_ty))
-                   / self.roofline.bandwidth)
-        site.choices.append(Choice("int8", error, q.nbytes + scale.nbytes, cost, self._add(q),
-                                   (self._kernel(Int8Matmul(x_scale, scale, self.library)),)))
-        for choice in [c for c in site.choices if c.name.startswith("rank")][-COMBINED:]:
-            site.choices.append(self._rank_int8(choice, x, xty, out_ty))
+            if name.endswith("+int8"):
+                return self._rank_int8(name, a, b, error, cost, x)
+            return Choice(name, error, a.nbytes + b.nbytes, cost, self._add(a, b))
+        if name == "int8":
+            q, kernel, errors = int8_matmul(w, x, self.library)
+            cost = max(exact / INT8_SPEEDUP, (type_bytes(xty) / 4 + q.nbytes + type_bytes(out_ty))
+                       / self.roofline.bandwidth)
+            return Choice("int8", math.hypot(*errors), q.nbytes + kernel.w_scale.nbytes, cost, self._add(q),
+                          (self._kernel(kernel),))
         bits = to_bf16(w).view(np.uint16)
         error = math.hypot(bf16_error(w), bf16_error(x))
         cost = max(exact / BF16_SPEEDUP, (type_bytes(xty) / 2 + bits.nbytes + type_bytes(out_ty))
                    / self.roofline.bandwidth)
-        site.choices.append(Choice("bf16", error, bits.nbytes, cost, self._add(bits), (self._kernel(Bf16Matmul()),)))
+        return Choice("bf16", error, bits.nbytes, cost, self._add(bits), (self._kernel(Bf16Matmul()),))
 
-    def _rank_int8(self, lowrank_choice: Choice, x: np.ndarray, xty: tuple, out_ty: tuple) -> Choice:
-        """Low rank, then int8: both factors of ``lowrank_choice`` as int8 matmuls (prune-then-quantize
-        order); the middle activation ``x @ A`` is calibrated on the same data. The estimate adds the
-        rank truncation and the four rounding errors in quadrature."""
-        a, b = (self.constants[i] for i in lowrank_choice.weights)
-        errors = [lowrank_choice.error]
+    def _rank_int8(self, name: str, a: np.ndarray, b: np.ndarray, truncation: float, cost: float,
+                   x: np.ndarray) -> Choice:
+        """Low rank, then int8: both factors ``a``, ``b`` as int8 matmuls; the middle activation ``x @ a``
+        is calibrated on the same data. The estimate adds the rank truncation and the four rounding errors
+        in quadrature."""
+        errors = [truncation]
         kernels, weights, size = [], [], 0
         for act, w in ((x, a), (x.reshape(-1, x.shape[-1]) @ a, b)):
-            q, scale = quantize_weight(w)
-            x_scale = activation_scale(act)
-            errors += [float(np.linalg.norm(w - q * scale) / max(np.linalg.norm(w), 1e-30)),
-                       activation_error(act, x_scale)]
-            kernels.append(self._kernel(Int8Matmul(x_scale, scale, self.library)))
+            q, kernel, rounding = int8_matmul(w, act, self.library)
+            errors += rounding
+            kernels.append(self._kernel(kernel))
             weights.append(q)
-            size += q.nbytes + scale.nbytes
-        cost = lowrank_choice.cost_s / INT8_SPEEDUP
-        return Choice(f"{lowrank_choice.name}+int8", math.sqrt(sum(e * e for e in errors)), size, cost,
+            size += q.nbytes + kernel.w_scale.nbytes
+        return Choice(name, math.sqrt(sum(e * e for e in errors)), size, cost / INT8_SPEEDUP,
                       self._add(*weights), tuple(kernels))
 
     def _conv_choices(self, site: Site, w: np.ndarray) -> None:
         exact = self.space.node_cost[site.eclass][self.space.view.original[site.eclass]]
-        site.choices = [Choice("exact", 0.0, w.nbytes, exact)]
+        names = ["exact", *(f"rank{r}" for r in self._ranks((math.prod(w.shape[1:]), w.shape[0])))]
+        site.choices = [self._conv_choice(name, w, exact) for name in names]
+
+    def _conv_choice(self, name: str, w: np.ndarray, exact: float) -> Choice:
+        """The choice ``name`` for conv weight ``w (O, I, kh, kw)``; ``exact``: the exact conv's cost."""
+        if name == "exact":
+            return Choice("exact", 0.0, w.nbytes, exact)
         out_ch, kin = w.shape[0], math.prod(w.shape[1:])
-        for rank in self._ranks((kin, out_ch)):
-            a, b, error = lowrank_conv(w, rank)
-            share = rank * (kin + out_ch) / (kin * out_ch)  # the factors' FLOPs relative to the conv's
-            site.choices.append(Choice(f"rank{rank}", error, a.nbytes + b.nbytes, exact * share, self._add(a, b)))
+        rank = min(int(name[4:]), out_ch, kin)
+        a, b, error = lowrank_conv(w, rank)
+        share = rank * (kin + out_ch) / (kin * out_ch)  # the factors' FLOPs relative to the conv's
+        return Choice(name, error, a.nbytes + b.nbytes, exact * share, self._add(a, b))
 
     def _embedding_choices(self, site: Site, table: np.ndarray) -> None:
         exact = self.space.node_cost[site.eclass][self.space.view.original[site.eclass]]
@@ -339,8 +404,13 @@ class Approximations:
         return [r for r in ranks if r * (kdim + ndim) < kdim * ndim]
 
     def knobs(self) -> tuple[int, ...]:
-        """Number of choices per site (the genome's extra genes)."""
-        return tuple(len(s.choices) for s in self.sites)
+        """Number of choices per site, then per pruning gene (the genome's extra genes)."""
+        return tuple(len(s.choices) for s in self.sites) + (len(LEVELS),) * len(self.pruning)
+
+    def levels(self, genome: Genome) -> list[int]:
+        """The pruning genes of ``genome`` (indices into ``LEVELS``)."""
+        start = len(self.space.view.classes) + len(self.sites)
+        return list(genome[start:start + len(self.pruning)])
 
     def _add(self, *arrays: np.ndarray) -> tuple[int, ...]:
         self.constants.extend(arrays)
@@ -351,7 +421,7 @@ class Approximations:
         self.opaque[key] = kernel
         return key
 
-    def _site_of(self, genome: Genome, node) -> int | None:
+    def _site_of(self, node) -> int | None:
         if node.op in MATMULS or node.op in CONVS:
             k = self._by_weight.get(node.children[1])
             return k if k is not None and self.sites[k].kind == ("matmul" if node.op in MATMULS else "conv") else None
@@ -361,38 +431,124 @@ class Approximations:
             return k if k is not None and self.sites[k].kind == "embedding" else None
         return None
 
-    def applied(self, genome: Genome) -> list[tuple[int, Site, Choice]]:
-        """The (e-class, site, non-exact choice) triples that decoding ``genome`` applies."""
-        n = len(self.space.view.classes)
-        out = []
+    def _uses(self, genome: Genome) -> dict[int, int]:
+        """The site each chosen node reads the weight of, by e-class."""
+        uses = {}
         for c in walk(self.space, genome):
-            k = self._site_of(genome, self.space.node(genome, c))
-            if k is not None and genome[n + k] != 0:
-                out.append((c, self.sites[k], self.sites[k].choices[genome[n + k]]))
+            k = self._site_of(self.space.node(genome, c))
+            if k is not None:
+                uses[c] = k
+        return uses
+
+    def kept(self, k: int, levels: list[int]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The weight rows (input channels, after a flatten their elements) and output channels site ``k``
+        keeps under the pruning ``levels`` (None: all)."""
+        site = self.sites[k]
+        if site.kind == "embedding":
+            return None, None
+        gene, block = self.pruning.in_gene.get(site.eclass, (None, 1))
+        rows = self.pruning.kept(gene, levels)
+        cols = self.pruning.kept(self.pruning.out_gene.get(site.eclass), levels)
+        return (None if rows is None else expand(rows, block)), cols
+
+    def variant(self, k: int, i: int, levels: list[int]) -> Choice:
+        """Choice ``i`` of site ``k`` made from the weight pruned by ``levels`` (prune first, then factor or
+        quantize: estimates, int8 scales and sizes refer to the pruned weight)."""
+        rows, cols = self.kept(k, levels)
+        site = self.sites[k]
+        if rows is None and cols is None:
+            return site.choices[i]
+        key = (k, i, None if rows is None else len(rows), None if cols is None else len(cols))
+        if key not in self._variants:
+            w, x = self._site_data[k]
+            name = site.choices[i].name
+            if site.kind == "conv":
+                w = w[:, rows] if rows is not None else w
+                w = w[cols] if cols is not None else w
+                share = w.size / self._site_data[k][0].size
+                self._variants[key] = self._conv_choice(name, w, site.choices[0].cost_s * share)
+            else:
+                w = w[rows] if rows is not None else w
+                w = w[:, cols] if cols is not None else w
+                x = x[..., rows] if x is not None and rows is not None else x
+                xty = ((*site.in_type[0][:-1], w.shape[0]), site.in_type[1])
+                out_ty = ((*site.out_type[0][:-1], w.shape[1]), site.out_type[1])
+                self._variants[key] = self._matmul_choice(name, w, x, xty, out_ty)
+        return self._variants[key]
+
+    def applied(self, genome: Genome) -> list[tuple[int, Site, Choice]]:
+        """The (e-class, site, choice) triples that decoding ``genome`` approximates or prunes (a pruned
+        exact layer's choice is named "exact")."""
+        n, levels = len(self.space.view.classes), self.levels(genome)
+        out = []
+        for c, k in self._uses(genome).items():
+            choice = self.variant(k, genome[n + k], levels)
+            if choice is not self.sites[k].choices[0]:
+                out.append((c, self.sites[k], choice))
         return out
 
     def objectives(self, genome: Genome) -> tuple[float, float, float]:
-        """(latency s, size bytes, summed error estimate) of the approximate program."""
-        latency, size, error = self.space.cost(genome), float(self.space.size_bytes(genome)), 0.0
-        sites = {}
-        for c, site, choice in self.applied(genome):
-            latency += choice.cost_s - self.space.node_cost[c][genome[c]]
-            sites[site.weight_class] = (site, choice)
+        """(latency s, size bytes, summed error estimate) of the approximate, pruned program: a pruned
+        node's cost scales with the channels it keeps (``PruneGenes.work_share``)."""
+        levels = self.levels(genome)
+        applied = {c: (site, choice) for c, site, choice in self.applied(genome)}
+        latency = 0.0
+        for c in walk(self.space, genome):
+            site, choice = applied.get(c, (None, None))
+            if choice is None or choice.name == "exact":
+                latency += self.space.node_cost[c][genome[c]] * self.pruning.work_share(c, levels)
+            else:
+                latency += choice.cost_s
+        sites = {site.weight_class: (site, choice) for site, choice in applied.values()}
+        size = float(self.space.size_bytes(genome)) - self.pruning.bytes_saved(levels, {s.eclass for s in self.sites})
+        error = self.pruning.total_error(levels)
         for site, choice in sites.values():
             size += choice.size_bytes - site.choices[0].size_bytes
             error += choice.error
         return latency, size, error
 
-    def decode(self, genome: Genome) -> tuple[Graph, Term]:
-        """The approximate program: its graph (extended tables) and root."""
-        chosen = {c: choice for c, _, choice in self.applied(genome)}
+    def decode(self, genome: Genome) -> Decoded:
+        """The approximate program: the chosen exact program, pruned (``prune.cut``), then every site's
+        choice made from its pruned weight."""
+        n, uses, classes, sites = len(self.space.view.classes), self._uses(genome), {}, {}
 
-        def substitute(c: int, term: Term) -> Term:
-            choice = chosen.get(c)
-            return term if choice is None else self._replace(term, choice)
+        def record(c: int, term: Term) -> Term:
+            classes.setdefault(id(term), c)
+            if c in uses:
+                sites[id(term)] = uses[c]
+            return term
 
-        root = to_term(self.space, genome, substitute)
-        return Graph(root, self.graph.inputs, self.constants, self.opaque), root
+        root = to_term(self.space, genome, record)
+        keep, levels = self.pruning.keep_for(Graph(root, self.graph.inputs, self.graph.constants,
+                                                   self.graph.opaque_calls), classes, self.levels(genome))
+        variants = {t: self.variant(k, genome[n + k], levels) for t, k in sites.items()}  # before the cut's copy
+        exact = Graph(root, self.graph.inputs, self.constants, self.opaque)
+        pruned, new = prune.cut(exact, keep)
+        chosen = {id(new[t]): (sites[t], v) for t, v in variants.items() if v.name != "exact"}
+        out: dict[int, Term] = {}
+        for t in postorder(pruned.root):
+            args = tuple(out[id(a)] for a in t.args)
+            term = t if all(a is b for a, b in zip(args, t.args, strict=True)) else Term(t.op, args, t.attrs, t.ty)
+            if id(t) in chosen:
+                k, choice = chosen[id(t)]
+                term = self._replace(self._checked(term, k, levels), choice)
+            out[id(t)] = term
+        root = out[id(pruned.root)]
+        return Decoded(Graph(root, self.graph.inputs, pruned.constants, self.opaque), root, levels)
+
+    def _checked(self, term: Term, k: int, levels: list[int]) -> Term:
+        """``term`` (a pruned site node), after checking that its weight has the shape its choice was made for."""
+        rows, cols = self.kept(k, levels)
+        shape = list(self._site_data[k][0].shape)
+        if self.sites[k].kind != "embedding":
+            out_axis, in_axis = (1, 0) if self.sites[k].kind == "matmul" else (0, 1)
+            shape[in_axis] = shape[in_axis] if rows is None else len(rows)
+            shape[out_axis] = shape[out_axis] if cols is None else len(cols)
+        weight = term.args[0] if self.sites[k].kind == "embedding" else term.args[1]
+        if tuple(weight.ty[0]) != tuple(shape):
+            raise TsirError(f"decoding {self.sites[k].label}: its pruned weight is {weight.ty[0]}, not the "
+                            f"{tuple(shape)} its approximation was made for (a tsir bug: please report it)")
+        return term
 
     def _leaf(self, i: int) -> Term:
         return Term("weight", (), (i,), (self.constants[i].shape, str(self.constants[i].dtype)))

@@ -22,7 +22,9 @@ from tsir.rewrites.approx import (
     Bf16Matmul,
     Int8Matmul,
     Int8Take,
+    activation_scale,
     bf16_error,
+    int8_matmul,
     lowrank_conv,
     quantize_rows,
     quantize_weight,
@@ -140,11 +142,12 @@ def test_every_kind_decodes_to_a_valid_program(families: tuple[str, ...]) -> Non
     space = approx.space
     n = len(space.view.classes)
     base = space.original()
+    sites = len(approx.sites)
     for pick in range(1, max(approx.knobs())):
-        genome = base[:n] + [min(pick, k - 1) for k in approx.knobs()]
+        genome = base[:n] + [min(pick, k - 1) for k in approx.knobs()[:sites]] + [0] * len(approx.pruning)
         applied = {s.kind: c.name for _, s, c in approx.applied(genome)}
         assert set(applied) == {"conv", "embedding", "matmul"}
-        graph2, root = approx.decode(genome)
+        graph2, root, _ = approx.decode(genome)
         mod = lower(graph2, root, source.module)
         out = runtime.Runner(runtime.build(mod, X86))([ids])[0]
         assert out.shape == reference.shape
@@ -182,3 +185,32 @@ def test_int8_library_kernel_is_integer_onednn_and_matches_tvm_int8() -> None:
     np.testing.assert_allclose(outs[1], (qx @ q.astype(np.int32)) * (x_scale * w_scale), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-4)
     assert tvm_ffi.get_global_func("tsir.dnnl.int8_impl")()  # oneDNN named the int8 implementation it chose
+
+
+@pytest.mark.parametrize("library", [False, True])
+def test_smoothquant_migrates_outlier_channels_into_the_weight(library: bool) -> None:
+    if library:
+        from tsir.backends import dnnl
+
+        try:
+            dnnl.load()
+        except Exception as err:  # the oneDNN extension is not built here
+            pytest.skip(f"oneDNN extension unavailable: {err}")
+    rng = np.random.default_rng(5)
+    k, n = 128, 64
+    outliers = np.ones(k, np.float32)
+    outliers[rng.choice(k, 4, replace=False)] = 40.0  # a few huge channels, as after LayerNorm in transformers
+    calib = (rng.standard_normal((512, k)) * outliers).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32) / np.sqrt(k)
+    q, kernel, errors = int8_matmul(w, calib, library)
+    assert kernel.smooth is not None and kernel.smooth.shape == (k,)  # migration rounds with less error here
+    plain = Int8Matmul(activation_scale(calib), quantize_weight(w)[1], library)
+    x = (rng.standard_normal((32, k)) * outliers).astype(np.float32)
+    measured = []
+    for kern, weight in ((kernel, q), (plain, quantize_weight(w)[0])):
+        mod = _module([relax.Var("x", relax.TensorType([32, k], "float32"))],
+                      lambda v, kern=kern, weight=weight: kern.rebuild([v, relax.const(weight)]))
+        out = runtime.Runner(runtime.build(mod, X86))([x])[0]
+        measured.append(np.linalg.norm(out - x @ w) / np.linalg.norm(x @ w))
+    assert measured[0] < 0.5 * measured[1]  # smoothing beats the plain per-tensor activation scale
+    assert 0.3 * np.hypot(*errors) <= measured[0] <= 3 * np.hypot(*errors)

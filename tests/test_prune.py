@@ -218,3 +218,36 @@ def test_pruning_any_fractions_keeps_a_valid_program(width, hidden, depthwise, r
                       if t.op == "matmul" or (t.op == "conv2d" and t.attrs[3] == 1))
     assert produced == expected  # every producer of a group keeps exactly its group's channels
     assert sum(c.nbytes for c in _used(pruned)) <= sum(c.nbytes for c in _used(graph))
+
+
+class Ffn(nn.Module):
+    """A transformer feed-forward block on (batch, tokens, channels): torch.export reshapes around each linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.up, self.down = nn.Linear(16, 48), nn.Linear(48, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(nn.functional.gelu(self.up(x)))
+
+
+def test_channels_last_reshapes_carry_channels() -> None:
+    x = torch.randn(4, 6, 16)
+    model = Ffn().eval()
+    source, graph = _graph(model, x)
+    assert "reshape" in {t.op for t in postorder(graph.root)}
+    (group,) = [g for g in P.groups(graph) if not g.blocked]  # the residual's 16 channels reach the output
+    assert group.channels == 48
+    pruned = P.prune(graph, {P.groups(graph).index(group): 0.5})
+    assert sorted(_weights(pruned)["matmul"]) == [(16, 24), (24, 16)]
+    out = _run(source, pruned, x.numpy())
+    reference = source.reference(x).detach().numpy()
+    (consumer, block), = group.consumers
+    with torch.no_grad():
+        act = nn.functional.gelu(model.up(x)).numpy().reshape(-1, 48)
+    keep = P.keep_channels(graph, group, 0.5)
+    w = model.down.weight.detach().numpy().T
+    estimate = P.consumer_error(consumer, block, act, w, keep)
+    measured = np.linalg.norm(out - reference) / np.linalg.norm(act @ w)  # relative to the matmul's output
+    assert estimate > 0 and measured == pytest.approx(estimate, rel=1e-2)

@@ -243,11 +243,13 @@ def approx_markdown(approx: dict) -> list[str]:
            ""]
     if approx["fell_back_to_exact"]:
         out += ["No approximate candidate met the budget: the exact program was kept.", ""]
-    if approx.get("pruned_to", 1.0) < 1.0:
-        out += [f"Structured pruning on top: every prunable channel group keeps {approx['pruned_to']:.1%} of its "
-                "channels (by magnitude; residual groups pruned together).", ""]
-    out += _table(["layer", "e-class", "choice", "error estimate", "alternatives"],
-                  [[layer["layer"], layer["eclass"], layer["choice"], f"{layer['error_estimate']:.3g}",
+    out += _table(["layer", "e-class", "choice", "kept in / out", "error estimate", "alternatives"],
+                  [[layer["layer"], layer["eclass"], layer["choice"],
+                    f"{layer['kept_in']:.3g} / {layer['kept_out']:.3g}", f"{layer['error_estimate']:.3g}",
                     ", ".join(c["name"] for c in site["choices"])]
                    for layer, site in zip(approx["layers"], approx["sites"], strict=True)])
+    if approx["pruning"]:
+        out += ["", "Structured pruning (one gene per channel group; residual groups prune together):", ""]
+        out += _table(["channel group", "channels kept", "error estimate"],
+                      [[g["group"], f"{g['kept']:.3g}", f"{g['error_estimate']:.3g}"] for g in approx["pruning"]])
     return out

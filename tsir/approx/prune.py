@@ -3,26 +3,25 @@
 A *producer* makes channels: an ungrouped ``conv2d`` (axis 1 of NCHW) or a ``matmul`` by a constant 2-D
 weight (the last axis). Channels flow unchanged through element-wise ops, per-channel constant operands
 (biases, scales), ``max_pool2d``, depthwise convs and a flattening ``reshape`` (NCHW -> (N, C*H*W), in
-blocks of H*W) until *consumers* read them: an ungrouped conv (weight axis 1) or a matmul (weight rows).
+blocks of H*W) and reshapes of the leading axes of a channels-last tensor (``(B, S, C) <-> (B*S, C)``)
+until *consumers* read them: an ungrouped conv (weight axis 1) or a matmul (weight rows).
 
 Dependency groups: a residual ``add`` of two computed tensors ties both sides' channels into one group, so
 every producer of the group keeps the same channels. A group whose channels reach anything else (the
 model output, concat, a grouped conv, a reduction, an opaque call, another reshape) is *blocked* and is
 never pruned, so the result is always a valid program. Grouped (non-depthwise) convs are boundaries.
 
-``groups(graph)`` finds the groups; ``prune(graph, {group: keep_fraction})`` returns a new ``Graph`` whose
-tensors really are smaller (new constants, new shapes), keeping the channels with the largest weight
-magnitude (the L2 norms of their producer filters times those of their consumer rows, summed over the
-group). ``consumer_error`` is the layer-level error estimate from calibration activations.
+``groups(graph)`` finds the groups; ``prune(graph, {group: keep_fraction})`` (or ``cut(graph, {group:
+channel indices})``) returns a new ``Graph`` whose tensors really are smaller (new constants, new
+shapes), keeping the channels with the largest weight magnitude (the L2 norms of their producer
+filters, summed over the group). ``consumer_error`` is the layer-level error estimate from calibration activations.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
-import ml_dtypes
 import numpy as np
 
 from tsir.ir.ops import evaluate
@@ -31,14 +30,6 @@ from tsir.ir.term import Graph, Term, fold, is_constant, postorder
 ELEMENTWISE = ("relu", "gelu", "sigmoid", "tanh", "clip", "sqrt", "exp")
 DENSE = ("matmul", "linear", "dnnl_matmul", "dnnl_linear")  # (x, W (K, N)[, bias]) layers
 CONVS = ("conv2d", "dnnl_conv2d")  # (x, W (O, I, kh, kw)[, bias]) layers
-
-
-def _kernel(graph: Graph, t: Term):
-    """The approximate-mode matmul kernel behind an opaque term (int8 / bf16), or None."""
-    from tsir.rewrites.approx import Bf16Matmul, Int8Matmul
-
-    kernel = graph.opaque_calls.get(t.attrs[0])
-    return kernel if isinstance(kernel, (Int8Matmul, Bf16Matmul)) else None
 BINARY = ("add", "subtract", "multiply", "divide")
 
 
@@ -126,17 +117,20 @@ class _Analysis:
             shape = t.args[0].ty[0]
             self.flow[id(t)] = _Flow(flows[0].group, math.prod(shape[2:]))
             return
+        if t.op == "reshape" and flows[0] is not None and flows[0].block == 1 and self._keeps_last_axis(t):
+            self.flow[id(t)] = flows[0]
+            return
         if not consumed:
             for a in t.args:
                 self._block(a, f"read by {t.op}" + (f" groups={t.attrs[3]}" if t.op == "conv2d" else ""))
 
     def layer(self, t: Term) -> str | None:
         """"dense" (a matmul-like op by a constant 2-D weight ``(K, N)``), "conv" (an ungrouped conv by a
-        constant weight) or None. Library ops and approximate-mode kernels count (pruning composes with
-        them: per-column int8 scales are pruned with their columns)."""
+        constant weight) or None. Library ops count (pruning runs before any approximation, so it meets
+        float32 weights only)."""
         if len(t.args) < 2 or not self._is_const(t.args[1]):
             return None
-        if t.op in DENSE or (t.op == "opaque" and _kernel(self.graph, t) is not None):
+        if t.op in DENSE:
             return "dense" if len(t.args[1].ty[0]) == 2 and len(t.ty[0]) >= 2 else None
         if t.op in CONVS and t.attrs[3] == 1:
             return "conv"
@@ -196,6 +190,13 @@ class _Analysis:
         return t.attrs[3] > 1 and t.attrs[3] == t.args[0].ty[0][1] == t.ty[0][1] and t.args[1].ty[0][1] == 1
 
     @staticmethod
+    def _keeps_last_axis(t: Term) -> bool:
+        """A reshape of the leading axes only (``(B, S, C) <-> (B*S, C)``), channels last on both sides."""
+        before, after = t.args[0].ty[0], t.ty[0]
+        return 4 not in (len(before), len(after)) and len(before) >= 2 and len(after) >= 2 \
+            and before[-1] == after[-1]
+
+    @staticmethod
     def _flattens(t: Term) -> bool:
         shape = t.args[0].ty[0]
         return len(shape) == 4 and t.ty[0] == (shape[0], math.prod(shape[1:]))
@@ -203,19 +204,17 @@ class _Analysis:
 
 def groups(graph: Graph) -> list[Group]:
     """The channel dependency groups of ``graph``'s program (blocked ones included, with the reason)."""
+    return channel_flow(graph)[0]
+
+
+def channel_flow(graph: Graph) -> tuple[list[Group], dict[int, tuple[int, int]]]:
+    """``groups(graph)`` and, by term id, each computed tensor's channels as (index into those groups,
+    block size)."""
     analysis = _Analysis(graph)
-    return [g for i, g in enumerate(analysis.groups) if analysis.find(i) == i]
-
-
-def _float_weight(graph: Graph, t: Term, memo: dict) -> np.ndarray:
-    """``t``'s weight as float32 values (int8 weights times their scales, bf16 bits widened)."""
-    w = fold(t.args[1], graph.constants, memo)
-    kernel = _kernel(graph, t) if t.op == "opaque" else None
-    if kernel is not None and hasattr(kernel, "w_scale"):
-        return w.astype(np.float32) * kernel.w_scale
-    if kernel is not None:
-        return w.view(ml_dtypes.bfloat16).astype(np.float32)
-    return w
+    roots = [i for i, _ in enumerate(analysis.groups) if analysis.find(i) == i]
+    index = {r: k for k, r in enumerate(roots)}
+    flow = {t: (index[analysis.find(f.group)], f.block) for t, f in analysis.flow.items()}
+    return [analysis.groups[r] for r in roots], flow
 
 
 def keep_channels(graph: Graph, group: Group, fraction: float) -> np.ndarray:
@@ -223,7 +222,7 @@ def keep_channels(graph: Graph, group: Group, fraction: float) -> np.ndarray:
     memo: dict = {}
     score = np.zeros(group.channels)
     for p in group.producers:
-        w = _float_weight(graph, p, memo)
+        w = fold(p.args[1], graph.constants, memo)
         score += np.linalg.norm(w.reshape(w.shape[0], -1), axis=1) if p.op in CONVS else np.linalg.norm(w, axis=0)
     n = max(1, math.ceil(fraction * group.channels))
     return np.sort(np.argsort(-score, kind="stable")[:n])
@@ -231,24 +230,32 @@ def keep_channels(graph: Graph, group: Group, fraction: float) -> np.ndarray:
 
 def prune(graph: Graph, fractions: dict[int, float]) -> Graph:
     """``graph`` with group ``g`` of ``groups(graph)`` cut to ``fractions[g]`` of its channels (dense)."""
+    found = groups(graph)
+    for k in fractions:
+        if found[k].blocked:
+            raise ValueError(f"group {k} ({found[k].label}) cannot be pruned: {found[k].blocked}")
+    return cut(graph, {k: keep_channels(graph, found[k], f) for k, f in fractions.items() if f < 1.0})[0]
+
+
+def cut(graph: Graph, keep: dict[int, np.ndarray]) -> tuple[Graph, dict[int, Term]]:
+    """``graph`` with group ``g`` of ``groups(graph)`` cut to the channels ``keep[g]`` (sorted indices), and
+    every term's replacement in the new graph, by the old term's id."""
     analysis = _Analysis(graph)
     roots = [i for i, _ in enumerate(analysis.groups) if analysis.find(i) == i]
-    keep: dict[int, np.ndarray] = {}
-    for k, frac in fractions.items():
-        group = analysis.groups[roots[k]]
-        if group.blocked:
+    for k in keep:
+        if analysis.groups[roots[k]].blocked:
+            group = analysis.groups[roots[k]]
             raise ValueError(f"group {k} ({group.label}) cannot be pruned: {group.blocked}")
-        if frac < 1.0:
-            keep[roots[k]] = keep_channels(graph, group, frac)
-    return _Rewriter(graph, analysis, keep).run()
+    rewriter = _Rewriter(graph, analysis, {roots[k]: idx for k, idx in keep.items()})
+    return rewriter.run(), rewriter.new
 
 
 class _Rewriter:
     def __init__(self, graph: Graph, analysis: _Analysis, keep: dict[int, np.ndarray]) -> None:
         self.graph, self.analysis, self.keep = graph, analysis, keep
         self.constants = list(graph.constants)
-        self.opaque = dict(graph.opaque_calls)
         self.memo: dict = {}
+        self.cuts: dict[tuple, Term] = {}  # one leaf per (constant, cut): consumers sharing a weight still share it
         self.new: dict[int, Term] = {}
 
     def kept(self, term: Term) -> tuple[np.ndarray | None, int]:
@@ -266,14 +273,17 @@ class _Rewriter:
         """A constant ``term`` folded and cut to ``idx`` along ``axis`` (in blocks of ``block``)."""
         if idx is None:
             return self.new.get(id(term), term)
-        array = fold(term, self.graph.constants, self.memo)
-        return self.leaf(np.take(array, _expand(idx, block), axis=axis))
+        key = (id(term), axis, id(idx), block)
+        if key not in self.cuts:
+            array = fold(term, self.graph.constants, self.memo)
+            self.cuts[key] = self.leaf(np.take(array, expand(idx, block), axis=axis))
+        return self.cuts[key]
 
     def run(self) -> Graph:
         for t in postorder(self.graph.root):
             self.new[id(t)] = self.rebuild(t)
         root = self.new[id(self.graph.root)]
-        return Graph(root, self.graph.inputs, self.constants, self.opaque)
+        return Graph(root, self.graph.inputs, self.constants, self.graph.opaque_calls)
 
     def rebuild(self, t: Term) -> Term:
         if not t.args or is_constant(t, self.analysis.const):
@@ -283,19 +293,10 @@ class _Rewriter:
         own, _ = self.kept(t)
         src, block = self.kept(t.args[0])
         kind = self.analysis.layer(t)
-        ty = t.ty
         if kind is not None and (src is not None or own is not None):
-            w = fold(t.args[1], self.graph.constants, self.memo)
-            if src is not None:  # a consumer: drop the weight's input rows / channels
-                w = np.take(w, _expand(src, block), axis=0 if kind == "dense" else 1)
-            if own is not None:  # a producer: drop its output columns / filters, and their biases
-                w = np.take(w, own, axis=1 if kind == "dense" else 0)
-                if len(t.args) > 2:
-                    args[2] = self.channels(t.args[2], own)
-                if t.op == "opaque":
-                    ty = ((*t.ty[0][:-1], len(own)), t.ty[1])
-                    attrs = (self.kernel(t, own),)
-            args[1] = self.leaf(w)
+            args[1] = self.cut(t.args[1], kind, src, block, own)
+            if own is not None and len(t.args) > 2:  # a producer's biases go with its filters
+                args[2] = self.channels(t.args[2], own)
         elif t.op in CONVS and src is not None:  # depthwise: one filter (and bias) per kept channel
             args[1] = self.const(t.args[1], 0, src)
             if len(t.args) > 2:
@@ -310,28 +311,39 @@ class _Rewriter:
                         args[i] = self.const(a, axis, own)
         elif t.op == "reshape" and src is not None and self.analysis.flow.get(id(t)) is not None:
             shape = t.args[0].ty[0]
-            attrs = ((shape[0], len(src) * math.prod(shape[2:])),)
+            if block == 1 and self.analysis._keeps_last_axis(t):
+                attrs = ((*t.ty[0][:-1], len(src)),)
+            else:
+                attrs = ((shape[0], len(src) * math.prod(shape[2:])),)
         if all(n is o for n, o in zip(args, t.args, strict=True)) and attrs == t.attrs:
             return t
-        return Term(t.op, tuple(args), attrs, None if t.op != "opaque" else ty)
+        return Term(t.op, tuple(args), attrs, t.ty)  # the type is inferred again, except for opaque calls
+
+    def cut(self, weight: Term, kind: str, src: np.ndarray | None, block: int, own: np.ndarray | None) -> Term:
+        """A layer's constant weight without the input rows / channels of a consumer (``src``, in blocks of
+        ``block``) and the output columns / filters of a producer (``own``)."""
+        key = (id(weight), kind, id(src), block, id(own))
+        if key not in self.cuts:
+            w = fold(weight, self.graph.constants, self.memo)
+            if src is not None:
+                w = np.take(w, expand(src, block), axis=0 if kind == "dense" else 1)
+            if own is not None:
+                w = np.take(w, own, axis=1 if kind == "dense" else 0)
+            self.cuts[key] = self.leaf(w)
+        return self.cuts[key]
 
     def channels(self, term: Term, idx: np.ndarray) -> Term:
         """A per-channel constant (one non-1 axis, e.g. a bias) cut to ``idx``."""
-        array = fold(term, self.graph.constants, self.memo)
-        shape = [len(idx) if d != 1 else 1 for d in array.shape]
-        return self.leaf(np.take(array.reshape(-1), idx).reshape(shape))
-
-    def kernel(self, t: Term, own: np.ndarray) -> int:
-        """A copy of ``t``'s int8/bf16 kernel for the kept output columns, under a new opaque key."""
-        kernel = _kernel(self.graph, t)
-        if hasattr(kernel, "w_scale"):
-            kernel = dataclasses.replace(kernel, w_scale=kernel.w_scale[own])
-        key = max(self.opaque, default=-1) + 1
-        self.opaque[key] = kernel
-        return key
+        key = (id(term), "channels", id(idx))
+        if key not in self.cuts:
+            array = fold(term, self.graph.constants, self.memo)
+            shape = [len(idx) if d != 1 else 1 for d in array.shape]
+            self.cuts[key] = self.leaf(np.take(array.reshape(-1), idx).reshape(shape))
+        return self.cuts[key]
 
 
-def _expand(idx: np.ndarray, block: int) -> np.ndarray:
+def expand(idx: np.ndarray, block: int) -> np.ndarray:
+    """Channel indices ``idx`` as the element indices of their blocks of ``block`` (after a flatten)."""
     return (idx[:, None] * block + np.arange(block)).ravel() if block > 1 else idx
 
 
@@ -339,11 +351,13 @@ def consumer_error(consumer: Term, block: int, x: np.ndarray, w: np.ndarray, kee
     """Relative output error of ``consumer`` (a matmul or conv reading pruned channels in blocks of
     ``block``) on calibration input ``x`` when only the ``keep`` channels remain: the removed channels'
     contribution ``||f(x_removed, w)|| / ||f(x, w)||`` (``f`` is linear in ``x``)."""
-    axis = 1 if consumer.op == "conv2d" else x.ndim - 1
+    conv = consumer.op in CONVS
+    axis = 1 if conv else x.ndim - 1
     removed = x.copy()
     index = [slice(None)] * x.ndim
-    index[axis] = _expand(keep, block)
+    index[axis] = expand(keep, block)
     removed[tuple(index)] = 0
-    full = evaluate(consumer.op, [x, w], consumer.attrs)
-    return float(np.linalg.norm(evaluate(consumer.op, [removed, w], consumer.attrs))
+    op, attrs = ("conv2d", consumer.attrs) if consumer.op == "conv2d" else ("matmul", ())
+    full = evaluate(op, [x, w], attrs)
+    return float(np.linalg.norm(evaluate(op, [removed, w], attrs))
                  / max(np.linalg.norm(full), 1e-30))
