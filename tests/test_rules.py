@@ -50,8 +50,10 @@ def conv_case(draw, b: GraphBuilder, x: Term | None = None, groups: int | None =
     k = k or draw(st.sampled_from([1, 3]))
     cout = cout or groups * draw(st.integers(1, 3))
     w = b.weight((cout, x.ty[0][1] // groups, k, k), fan_in=x.ty[0][1] // groups * k * k)
-    attrs = ((stride or draw(st.integers(1, 2)),) * 2, (draw(st.integers(0, 1)) if pad is None else pad,) * 4,
-             (dilation or draw(st.integers(1, 2)),) * 2, groups)
+    pad = draw(st.integers(0, 1)) if pad is None else pad
+    fits = [d for d in (1, 2) if (k - 1) * d < min(x.ty[0][2:]) + 2 * pad]  # the dilated kernel fits the input
+    attrs = ((stride or draw(st.integers(1, 2)),) * 2, (pad,) * 4, (dilation or draw(st.sampled_from(fits)),) * 2,
+             groups)
     return x, w, attrs
 
 

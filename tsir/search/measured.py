@@ -250,9 +250,14 @@ class Evaluator:
         self._prepare(p)
         return self.tuning.build(p.module) if self.tuning is not None else runtime.build(p.module, self.spec)
 
-    def e2e_key(self, p: Program) -> KernelKey:
-        """The key of ``p`` built whole: the program and how each of its kernels is built."""
-        sources = ",".join(sorted(f"{c.structural_hash}={key.source}" for c, key in self.keys(p)))
+    def e2e_key(self, p: Program) -> KernelKey | None:
+        """The key of ``p`` built whole: the program and how each of its kernels is built; None (and ``p``
+        scored failed) when TVM cannot lower or fuse it."""
+        try:
+            sources = ",".join(sorted(f"{c.structural_hash}={key.source}" for c, key in self.keys(p)))
+        except Exception as err:
+            p.error = f"lowering failed: {type(err).__name__}: {err}".splitlines()[0]
+            return None
         return KernelKey(self.digest(p), self.target, sources)
 
     def prebuild(self, programs: list[Program]) -> None:
@@ -260,10 +265,8 @@ class Evaluator:
         ``build_s`` the longest build, so that the search can leave the end-to-end tier the time it needs."""
         e2e = KernelCache(self.cache.dir.parent, kind="e2e")
         for p in programs:
-            try:
-                key = self.e2e_key(p)
-            except Exception as err:
-                p.error = f"lowering failed: {type(err).__name__}: {err}".splitlines()[0]
+            key = self.e2e_key(p)
+            if key is None:
                 continue
             kept = e2e.path(key).with_suffix(".so")
             if not kept.exists() and e2e.get(key) is None:  # neither built nor timed yet
@@ -295,10 +298,8 @@ class Evaluator:
         e2e = KernelCache(self.cache.dir.parent, kind="e2e")
         todo: list[tuple[Program, KernelKey]] = []
         for p in programs:
-            try:
-                key = self.e2e_key(p)
-            except Exception as err:
-                p.error = f"lowering failed: {type(err).__name__}: {err}".splitlines()[0]
+            key = self.e2e_key(p)
+            if key is None:
                 continue
             cached = e2e.get(key)
             if cached is not None:
