@@ -61,7 +61,7 @@ def run_model(name: str, batch: int, workers: dict[str, Worker], args: argparse.
         if row["error"] is None:
             ready[system] = worker
     samples, errors = interleaved({s: w.sample for s, w in ready.items()}, warmup=args.warmup,
-                                  rounds=args.rounds, block_ms=args.block_ms, cap_s=args.cap_s)
+                                  rounds=args.rounds, block_ms=args.block_ms, cap_s=args.cap_s, pause_ms=args.pause_ms)
     for system, values in samples.items():
         rows[system].update(summary(values))
     for system, error in errors.items():
@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--block-ms", type=float, default=20.0, help="length of one timed block of calls")
     parser.add_argument("--cap-s", type=float, default=6.0, help="stop sampling a slow system after this (>= 3)")
+    parser.add_argument("--pause-ms", type=float, default=50.0,
+                        help="idle time before each block, so that the last system's spinning threads go to sleep")
     parser.add_argument("--prepare-timeout-s", type=float, default=600, help="per system, model and batch")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_MODELS}, batch 1, 5 rounds, 5 s budget")
     parser.add_argument("--out", default=str(RESULTS_DIR / "latest"), help="path stem of .json/.md/.png")

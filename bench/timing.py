@@ -1,11 +1,15 @@
 """Interleaved timing: every system of one (model, batch) is sampled in turn, round after round, so
-drifting machine load hits all of them alike. Each sample is a block of calls sized to ``block_ms``.
+drifting machine load hits all of them alike. Each sample is a block of calls sized to ``block_ms``,
+after ``pause_ms`` of idle time: the previous system's threads may still spin-wait for work for a while
+(OpenMP, ONNX Runtime), and on two cores a spinning thread of another process stalls every parallel
+region of the system being timed.
 
 A sampler runs ``n`` calls and returns the time per call in ms (here: in the system's own process).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -15,7 +19,7 @@ SLOW_MS = 500.0
 
 
 def interleaved(samplers: dict[str, Sampler], *, warmup: int, rounds: int, block_ms: float,
-                cap_s: float) -> tuple[dict[str, list[float]], dict[str, str]]:
+                cap_s: float, pause_ms: float = 0.0) -> tuple[dict[str, list[float]], dict[str, str]]:
     """Per system, ``rounds`` samples of per-call ms (fewer, but at least 3, once a system used ``cap_s``),
     and the error of each system whose sampler raised (it is sampled no further)."""
     number, spent, samples, errors = {}, dict.fromkeys(samplers, 0.0), {name: [] for name in samplers}, {}
@@ -31,6 +35,7 @@ def interleaved(samplers: dict[str, Sampler], *, warmup: int, rounds: int, block
         for name in names[r % len(names):] + names[:r % len(names)]:  # rotate who goes first
             if name in errors or (spent[name] > cap_s and len(samples[name]) >= 3):
                 continue
+            time.sleep(pause_ms / 1e3)
             try:
                 per_call = samplers[name](number[name])
             except Exception as err:

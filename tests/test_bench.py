@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 
@@ -32,6 +33,18 @@ def test_interleaved_keeps_failures_and_caps_slow_systems():
     assert "bad" not in samples and "kernel crashed" in errors["bad"]
     timed = order[4:]  # after warm-up and calibration
     assert timed[:2] == ["fast", "slow"] and timed[2:4] == ["slow", "fast"]  # who goes first rotates
+
+
+def test_interleaved_leaves_each_block_a_pause_before_it():
+    starts = []
+
+    def sample(n):
+        starts.append(time.monotonic())
+        return 0.01
+
+    interleaved({"a": sample, "b": sample}, warmup=1, rounds=4, block_ms=1, cap_s=5, pause_ms=30)
+    timed = starts[4:]  # after warm-up and calibration
+    assert len(timed) == 8 and min(b - a for a, b in zip(timed, timed[1:], strict=False)) >= 0.03
 
 
 def _row(model, batch, system, ms):
