@@ -247,16 +247,25 @@ _op(OpSpec("max_pool2d", 1, ("pool", "strides", "padding", "dilation"), _infer_m
 TO_NCHW, TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
 
 
-def _infer_max_pool2d_nhwc(ins: tuple[TType, ...], attrs: tuple) -> TType:
-    (x, dtype) = ins[0]
-    if len(x) != 4:
-        raise ValueError(f"max_pool2d_nhwc: input {x} is not NHWC")
-    out, _ = _infer_max_pool2d(((tuple(x[i] for i in TO_NCHW), dtype),), attrs)
-    return tuple(out[i] for i in TO_NHWC), dtype
+def _nhwc_infer(name: str, infer: Callable[[tuple[TType, ...], tuple], TType]):
+    """The type rule of ``name``: ``infer`` (an NCHW op's rule) on an NHWC first input, its output NHWC."""
+    def rule(ins: tuple[TType, ...], attrs: tuple) -> TType:
+        (x, dtype), rest = ins[0], ins[1:]
+        if len(x) != 4:
+            raise ValueError(f"{name}: input {x} is not NHWC")
+        out, dtype = infer(((tuple(x[i] for i in TO_NCHW), dtype), *rest), attrs)
+        return tuple(out[i] for i in TO_NHWC), dtype
+
+    return rule
 
 
-_op(OpSpec("max_pool2d_nhwc", 1, ("pool", "strides", "padding", "dilation"), _infer_max_pool2d_nhwc,
-           lambda xs, a: np.ascontiguousarray(_eval_max_pool2d([xs[0].transpose(TO_NCHW)], a).transpose(TO_NHWC)),
+def _nhwc_eval(evaluate: Callable[[list[np.ndarray], tuple], np.ndarray]):
+    """``evaluate`` (an NCHW op's semantics) on an NHWC first input, its output NHWC."""
+    return lambda xs, a: np.ascontiguousarray(evaluate([xs[0].transpose(TO_NCHW), *xs[1:]], a).transpose(TO_NHWC))
+
+
+_op(OpSpec("max_pool2d_nhwc", 1, ("pool", "strides", "padding", "dilation"),
+           _nhwc_infer("max_pool2d_nhwc", _infer_max_pool2d), _nhwc_eval(_eval_max_pool2d),
            lambda ins, out, a: float(numel(ins[0][0]))))
 
 
@@ -366,24 +375,11 @@ def _eval_dnnl_conv2d(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
     return _act(out + xs[2].reshape(1, -1, 1, 1), attrs[4])
 
 
-def _infer_dnnl_conv2d_nhwc(ins: tuple[TType, ...], attrs: tuple) -> TType:
-    (x, dtype), rest = ins[0], ins[1:]
-    if len(x) != 4:
-        raise ValueError(f"dnnl_conv2d_nhwc: input {x} must be NHWC")
-    (out, dtype) = _infer_dnnl_conv2d(((tuple(x[i] for i in TO_NCHW), dtype), *rest), attrs)
-    return tuple(out[i] for i in TO_NHWC), dtype
-
-
-def _eval_dnnl_conv2d_nhwc(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
-    out = _eval_dnnl_conv2d([xs[0].transpose(TO_NCHW), *xs[1:]], attrs)
-    return np.ascontiguousarray(out.transpose(TO_NHWC))
-
-
 _op(OpSpec("dnnl_matmul", 2, (), _infer_matmul, lambda xs, a: np.matmul(xs[0], xs[1]), _matmul_flops))
 _op(OpSpec("dnnl_linear", 3, ("relu",), _infer_dnnl_linear,
            lambda xs, a: _act(np.matmul(xs[0], xs[1]) + xs[2], a[0]), _matmul_flops))
 _op(OpSpec("dnnl_conv2d", 3, ("strides", "padding", "dilation", "groups", "act"), _infer_dnnl_conv2d,
            _eval_dnnl_conv2d, _conv2d_flops))
-_op(OpSpec("dnnl_conv2d_nhwc", 3, ("strides", "padding", "dilation", "groups", "act"), _infer_dnnl_conv2d_nhwc,
-           _eval_dnnl_conv2d_nhwc, _conv2d_flops))
+_op(OpSpec("dnnl_conv2d_nhwc", 3, ("strides", "padding", "dilation", "groups", "act"),
+           _nhwc_infer("dnnl_conv2d_nhwc", _infer_dnnl_conv2d), _nhwc_eval(_eval_dnnl_conv2d), _conv2d_flops))
 LIBRARY_OPS = frozenset({"dnnl_matmul", "dnnl_linear", "dnnl_conv2d", "dnnl_conv2d_nhwc"})
