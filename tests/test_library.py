@@ -3,10 +3,12 @@ module that calls oneDNN running in a fresh process."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 import textwrap
+import weakref
 
 import numpy as np
 import pytest
@@ -109,22 +111,60 @@ def test_native_conv2d(c, act, const_w, pads, nhwc, seed):
     _close(got, [x, w, bias], op, attrs)
 
 
+def _packs_per_tensor(call, weights: list[np.ndarray], expected: list[np.ndarray]) -> None:
+    """``call(w_tensor) -> output`` packs each constant weight once (``weights`` is emptied, so that only the
+    tensors hold them): every weight (same shape, one after another)
+    gets its own packed copy, never a stale one, and the cache holds each weight tensor (so its address cannot
+    be reused) until a later weight comes while nobody else holds it."""
+    alive = []
+    for want in expected:
+        w = weights.pop(0)  # the only reference to it from here on
+        alive.append(weakref.ref(w))
+        w_tensor = tvm_ffi.from_dlpack(w)  # shares w's buffer: w lives as long as the tensor
+        for _ in range(2):  # the second call reads the packed copy
+            np.testing.assert_allclose(call(w_tensor), want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+        del w, w_tensor
+        gc.collect()
+        assert [ref() is not None for ref in alive] == [False] * (len(alive) - 1) + [True]
+
+
 def test_native_packed_weights_follow_their_tensor():
-    """const_w packs a weight tensor once; another tensor of the same shape (or a freed one's successor) gets
-    its own packed copy, never a stale one."""
     rng = np.random.default_rng(0)
     x, bias = rng.standard_normal((2, 16, 9, 9), "float32"), rng.standard_normal(32, "float32")
     conv = tvm_ffi.get_global_func("tsir.dnnl.conv2d")
-    for _ in range(3):
-        w = rng.standard_normal((32, 16, 3, 3), "float32")
-        w_tensor, args = tvm.runtime.tensor(w), [tvm.runtime.tensor(x), None, tvm.runtime.tensor(bias)]
-        args[1] = w_tensor
-        for _ in range(2):  # the second call reads the packed copy
-            out = tvm.runtime.tensor(np.full((2, 32, 9, 9), np.nan, "float32"))
-            conv(*args, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0.0, 0.0, 1, out)
-            _close(out.numpy(), [x, w, bias], "dnnl_conv2d", ((1, 1), (1, 1, 1, 1), (1, 1), 1, False))
-        del w_tensor, args
+    attrs = ((1, 1), (1, 1, 1, 1), (1, 1), 1, False)
+    weights = [rng.standard_normal((32, 16, 3, 3), "float32") for _ in range(3)]
+    expected = [evaluate("dnnl_conv2d", [a.astype(np.float64) for a in (x, w, bias)], attrs) for w in weights]
+
+    def call(w_tensor) -> np.ndarray:
+        out = tvm.runtime.tensor(np.full((2, 32, 9, 9), np.nan, "float32"))
+        conv(tvm.runtime.tensor(x), w_tensor, tvm.runtime.tensor(bias), 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0.0, 0.0, 1,
+             out)
+        return out.numpy()
+
+    _packs_per_tensor(call, weights, expected)
     assert tvm_ffi.get_global_func("tsir.dnnl.packed_weights")() >= 1
+
+
+def test_native_int8_packed_weights_follow_their_tensor():
+    """The int8 matmul of approximate mode keys its packed weights like the fp32 path."""
+    rng = np.random.default_rng(1)
+    k, n = 64, 40
+    x = rng.standard_normal((8, k), "float32")
+    scale, inv = np.full(n, 0.01, "float32"), np.full(k, 40.0, "float32")
+    qx = np.clip(np.round(x * inv), -127, 127).astype(np.int64)
+    # |w| <= 60: without VNNI oneDNN sums pairs of u8 x s8 products in int16, which larger weights can saturate
+    weights = [rng.integers(-60, 61, (k, n)).astype(np.int8) for _ in range(3)]
+    expected = [(qx @ w.astype(np.int64)) * scale for w in weights]
+    int8 = tvm_ffi.get_global_func("tsir.dnnl.int8_matmul")
+
+    def call(w_tensor) -> np.ndarray:
+        out = tvm.runtime.tensor(np.full((8, n), np.nan, "float32"))
+        int8(tvm.runtime.tensor(x), w_tensor, tvm.runtime.tensor(scale), tvm.runtime.tensor(inv), out)
+        return out.numpy()
+
+    _packs_per_tensor(call, weights, expected)
+    assert tvm_ffi.get_global_func("tsir.dnnl.int8_packed_weights")() >= 1
 
 
 def test_native_rejects_bad_arguments():

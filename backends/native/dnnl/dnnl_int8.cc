@@ -2,6 +2,8 @@
 //
 //   tsir.dnnl.int8_matmul(x, wq, scale, inv, out)
 //       out[m, n] = scale[n] * sum_k q(x)[m, k] * wq[k, n],  q(x)[m, k] = clamp(round(x[m, k] * inv[k]), -127, 127)
+//   tsir.dnnl.int8_impl() -> str            oneDNN's implementation of the latest int8 matmul primitive
+//   tsir.dnnl.int8_packed_weights() -> int  how many int8 weight tensors are held pre-packed
 //
 // inv: float32 [K], the inverse activation step per input channel (one value repeated, or divided by
 // SmoothQuant factors migrated into the weight).
@@ -9,8 +11,11 @@
 // per-output-channel weight step); out: float32 [..., N]. The activation is quantized here (s8, a loop that
 // vectorizes (-fno-trapping-math): no libm call per element; threads for large activations), the product
 // is s8 x s8 -> s32 in oneDNN (VNNI on AVX512-VNNI CPUs) with the per-channel scale applied to the f32 output.
-// Weights are given to oneDNN in its preferred (packed) layout: the packed copy is cached per weight buffer
-// address and shape, which is safe for tsir's use (the weights are constants of a loaded module).
+// Weights are given to oneDNN in its preferred (packed) layout, like the fp32 path's constant weights
+// (dnnl_ops.cc): `wq` must be a constant of the calling module (never written); its packed copy is kept keyed by
+// the buffer's address and shape, and the entry holds a reference to the tensor, so that address cannot be
+// reused by another tensor while the entry lives; an entry whose tensor nobody else holds (its module was freed)
+// is dropped.
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>
@@ -46,7 +51,11 @@ struct Prim {
 
 std::mutex mutex;
 std::map<std::tuple<int64_t, int64_t, int64_t>, Prim> prims;
-std::map<std::tuple<const void*, int64_t, int64_t>, dnnl::memory> packed;  // weight address, K, N
+struct Packed {
+  tvm::ffi::Tensor owner;
+  dnnl::memory mem;
+};
+std::map<std::tuple<const void*, int64_t, int64_t>, Packed> packed;  // weight address, K, N
 const std::string* last_impl = nullptr;  // of the latest primitive (std::map nodes never move)
 
 void Check(const TensorView& t, uint8_t code, int bits, const char* name) {
@@ -107,7 +116,8 @@ void Quantize(const float* xs, int8_t* xq, int64_t m, int64_t k, const float* in
   }
 }
 
-void Int8Matmul(TensorView x, TensorView wq, TensorView scale, TensorView inv, TensorView out) {
+void Int8Matmul(TensorView x, tvm::ffi::Tensor wq_ref, TensorView scale, TensorView inv, TensorView out) {
+  TensorView wq(wq_ref);
   Check(x, kDLFloat, 32, "x");
   Check(wq, kDLInt, 8, "wq");
   Check(scale, kDLFloat, 32, "scale");
@@ -134,14 +144,15 @@ void Int8Matmul(TensorView x, TensorView wq, TensorView scale, TensorView inv, T
     last_impl = &p.impl;
     auto wkey = std::make_tuple(static_cast<const void*>(Data(wq)), k, n);
     auto it = packed.find(wkey);
-    if (it == packed.end() || it->second.get_desc() != p.weights) {
+    if (it == packed.end() || it->second.mem.get_desc() != p.weights) {
+      for (auto e = packed.begin(); e != packed.end();) e = e->second.owner.use_count() == 1 ? packed.erase(e) : ++e;
       dnnl::memory user({{k, n}, dt::s8, tag::ab}, eng, Data(wq));
       dnnl::memory mem(p.weights, eng);
       dnnl::reorder(user, mem).execute(stream, user, mem);
       stream.wait();
-      it = packed.insert_or_assign(wkey, mem).first;
+      it = packed.insert_or_assign(wkey, Packed{wq_ref, mem}).first;
     }
-    weights = it->second;
+    weights = it->second.mem;
   }
   const Prim& p = *prim;
   p.prim.execute(stream, {{DNNL_ARG_SRC, dnnl::memory(p.src, eng, xq.data())},
@@ -149,6 +160,11 @@ void Int8Matmul(TensorView x, TensorView wq, TensorView scale, TensorView inv, T
                           {DNNL_ARG_DST, dnnl::memory(p.dst, eng, Data(out))},
                           {DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, dnnl::memory(p.scale, eng, Data(scale))}});
   stream.wait();
+}
+
+int64_t Int8PackedCount() {
+  std::lock_guard<std::mutex> lock(mutex);
+  return static_cast<int64_t>(packed.size());
 }
 
 tvm::ffi::String Int8Impl() {
@@ -162,5 +178,6 @@ TVM_FFI_STATIC_INIT_BLOCK() {
   namespace refl = tvm::ffi::reflection;
   refl::GlobalDef()
       .def("tsir.dnnl.int8_matmul", Int8Matmul)
-      .def("tsir.dnnl.int8_impl", Int8Impl);
+      .def("tsir.dnnl.int8_impl", Int8Impl)
+      .def("tsir.dnnl.int8_packed_weights", Int8PackedCount);
 }
