@@ -16,6 +16,7 @@ from tsir.backends.runner import NativeRunner
 from tsir.backends.targets import TargetSpec, gpu_present, resolve
 
 Run = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+ON_TARGET = ("host cpu", "local cuda gpu")  # where ``on_device`` runs the target itself (not a stand-in for it)
 
 
 def on_device(mod: tvm.IRModule, executable: relax.VMExecutable, spec: TargetSpec, workdir: Path) -> tuple[Run, str]:

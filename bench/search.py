@@ -43,7 +43,7 @@ def run(models: list[str], cache_dir: Path, budget_s: float | None, tuning_trial
         s = report["search"]
         rows.append({"model": name, "ga_ms": s["winner_ms"], "egglog_ms": s["baselines_ms"]["egglog"],
                      "greedy_ms": s["baselines_ms"]["greedy"], "search_s": s["search_s"], "tuning_s": s["tuning_s"],
-                     "rank_corr": s["rank_corr"], "verified": report["verification"]["passed"]})
+                     "rank_corr": s["rank_corr"], "verified": report["verification"]["status"]})
         details[name] = {"optimize_s": round(time.perf_counter() - began, 2), "budget_s": report["search"]["budget_s"],
                          "winner_source": s["winner_source"], "rank_corr_uncalibrated": s["rank_corr_uncalibrated"],
                          "tuning": s["tuning"], "kernel_cache": s["kernel_cache"], "generations": s["generations"],

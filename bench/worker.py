@@ -14,6 +14,8 @@ from multiprocessing.connection import Connection
 
 from bench.systems import SYSTEMS, THREADS, Prepared
 
+VERIFIED = ("verified", "verified-on-host", "within-budget")  # tsir's statuses of a verified result
+
 
 def _error(err: BaseException) -> str:
     text = str(err).strip()
@@ -30,8 +32,10 @@ def _prepare(system: str, model: str, batch: int, budget_s: float) -> tuple[Prep
         prepared = SYSTEMS[system](entry, budget_s)
         check = compare(reference_outputs(entry.module, entry.example_inputs), prepared.outputs())
         info = {"verified": check.passed, "max_abs_err": check.max_abs_error, **prepared.notes}
+        if not check.passed:
+            info["verification_problem"] = check.problem
         if "tsir_verification" in info:  # tsir also verified itself on fresh inputs while optimizing
-            info["verified"] = check.passed and info["tsir_verification"]["passed"]
+            info["verified"] = check.passed and info["tsir_verification"]["status"] in VERIFIED
         if "approx" in info:  # approximate outputs differ by design: its held-out budget is the check
             info["verified"] = info["approx"]["within_budget"]
     except Exception as err:  # a failing system is a result, not a crash

@@ -9,6 +9,7 @@ import tvm
 from tvm import relax
 
 import tsir
+from tsir import report as report_files
 from tsir.approx import digits, minilm
 from tsir.approx.budget import Budget, Data, cosine, top1
 from tsir.backends import runtime, targets
@@ -121,7 +122,15 @@ def test_digits_approx_respects_budget_on_heldout(tmp_path) -> None:
     original = digits.accuracy(model, data.heldout_x, data.heldout_y)
     assert original - optimized <= 0.005
     assert report["heldout"]["optimized"] == pytest.approx(optimized)
-    assert result.report["verification"]["passed"]
+    verification = result.report["verification"]
+    assert verification["status"] == "within-budget"  # the held-out budget, not the fp32 check, passed it
+    held = report["heldout"]
+    assert verification["heldout"] == {"metric": "top1", "max_drop": 0.005, "examples": 360,
+                                       "original": held["original"], "optimized": pytest.approx(optimized),
+                                       "drop": held["drop"]}
+    rows = dict(report_files.verification_rows(verification))  # the CLI summary's and report.md's rows
+    assert rows["held-out top1 (360 examples)"] == (f"{held['original']:.4f} -> {optimized:.4f}, drop "
+                                                     f"{held['drop']:.4f} (budget 0.005)")
     text = (tmp_path / "report.md").read_text()
     assert "## Approximations (per layer)" in text and (tmp_path / "pareto.png").stat().st_size > 0
     assert all(f"| {layer['layer']} | {layer['eclass']} | {layer['choice']} | {layer['kept_in']:.3g} / " in text

@@ -63,6 +63,21 @@ def test_ratio_table_and_geomeans():
     assert "| c | 1 | 1.000 | 1.00 | fail |" in text and "c b1 onnxruntime: boom" in text
 
 
+def test_unverified_rows_are_shown_but_left_out_of_ratios_and_geomeans():
+    results = [_row("a", 1, "tsir_exact", 1.0), _row("a", 1, "onnxruntime", 2.0),
+               _row("b", 1, "tsir_exact", 2.0), {**_row("b", 1, "onnxruntime", 0.5), "verified": False},
+               {**_row("c", 1, "tsir_exact", 1.0), "verified": False}, _row("c", 1, "onnxruntime", 8.0)]
+    table = ratios(results)
+    assert table[("b", 1)]["onnxruntime"] is None  # the unverified system
+    assert table[("c", 1)]["onnxruntime"] is None and table[("c", 1)]["tsir_exact"] is None  # unverified reference
+    assert geomeans(table)[(1, "onnxruntime")] == 2.0  # model a alone
+    text = markdown({"machine": {"threads": 2}, "results": results})
+    assert "| b | 1 | 2.000 | 1.00 | unverified (0.25) |" in text
+    assert "| c | 1 | 1.000 unverified | unverified (1.00) | unverified (8.00) |" in text
+    assert "| **geomean** | 1 | | 1.00 | 2.00 |" in text
+    assert "- b b1 onnxruntime: max abs err 0" in text and "- c b1 tsir_exact" in text
+
+
 def test_a_failing_system_is_recorded_not_fatal():
     worker = Worker("no_such_system")
     try:

@@ -112,9 +112,8 @@ def summary(report: dict) -> Table:
                   f"{eg['iterations']} iterations ({eg['stop_reason']})")
     table.add_row("search time", f"{search['time_s']:.2f} s ({search['evaluations']} programs, "
                   f"{search['cost_tier']} cost)")
-    table.add_row("verified: max abs error", f"{ver['max_abs_error']:.3g} "
-                  f"({ver['relative_error']:.2g} of output scale, tolerance {ver['tolerance']:g}, "
-                  f"against {ver['reference']})")
+    for name, value in report_files.verification_rows(ver):
+        table.add_row(name, value)
     return table
 
 
@@ -131,6 +130,9 @@ def optimize(
         "build"),
     rpc: Annotated[str | None, typer.Option(help="measure on a device: tracker host:port:key")] = None,
     seed: Annotated[int, typer.Option(help="search seed")] = 0,
+    verify_data: Annotated[Path | None, typer.Option(help="verify on these inputs: a .npz with one array per model "
+                                                     "input (named like it), example-shaped or stacked")] = None,
+    verify_draws: Annotated[int, typer.Option(help="random input draws to verify on (without --verify-data)")] = 3,
 ) -> None:
     """Optimize MODEL for --target, verify it, write the library and the report to --out."""
     import tsir
@@ -162,7 +164,8 @@ def optimize(
                 progress.update(tasks[stage], completed=1, description=f"{stage} ({seconds:.2f} s)")
 
         result = tsir.optimize(loaded, inputs, target=target, mode=mode.value, budget_s=budget_s, seed=seed,
-                               out_dir=out_dir, model_name=name, on_stage=on_stage, **options)
+                               out_dir=out_dir, model_name=name, on_stage=on_stage, verify_data=verify_data,
+                               verify_draws=verify_draws, **options)
     out.print(summary(result.report))
     written = [f for f in report_files.FILES if (out_dir / f).exists()]
     out.print(f"wrote {', '.join(written)} to {out_dir}/")

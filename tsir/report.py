@@ -189,9 +189,7 @@ def markdown(report: dict) -> str:
     size = report["size_bytes"]
     rows += [["size (constants), original", f"{size['original']:,} bytes"],
              ["size (constants), optimized", f"{size['optimized']:,} bytes"],
-             ["verification", f"{'passed' if ver['passed'] else 'FAILED'} against {ver['reference']}: max abs error "
-              f"{ver['max_abs_error']:.3g}, {ver['relative_error']:.3g} of output scale "
-              f"(tolerance {ver['tolerance']:g})"]]
+             *verification_rows(ver)]
     out += _table(["", "value"], rows)
     fired = [[fam, rule, n] for fam, rules in report["rules_fired"].items() for rule, n in sorted(rules.items())]
     out += ["", "## Rules fired", ""]
@@ -230,6 +228,29 @@ def markdown(report: dict) -> str:
     out += ["", "## Stages", ""]
     out += _table(["stage", "seconds"], [[k, f"{v:.2f}"] for k, v in report["stages_s"].items()])
     return "\n".join(out) + "\n"
+
+
+def verification_rows(ver: dict) -> list[list[str]]:
+    """The status, the inputs it was checked on, and the check: the held-out metric (approx) or the
+    comparison with the original (exact). Rows of ``report.md`` and of the CLI's summary."""
+    used = ver["inputs"]
+    inputs = (f"random draws, seeds {', '.join(map(str, used['seeds']))}" if used["kind"] == "random"
+              else f"{used['examples']} examples of {used['source']}")
+    rows = [["verification", f"{ver['status']} on {ver['verified_on']}, against {ver['reference']}"]]
+    if ver["status"] == "within-budget":
+        held = ver["heldout"]
+        return rows + [[f"held-out {held['metric']} ({held['examples']} examples)",
+                        f"{held['original']:.4f} -> {held['optimized']:.4f}, drop {held['drop']:.4f} "
+                        f"(budget {held['max_drop']:g})"],
+                       ["distance to the original (information)", f"max abs error {ver['max_abs_error']:.3g} on "
+                        f"{inputs}"]]
+    worst = ver["worst"]
+    where = (f"; worst element: output {worst['output']} at {worst['index']}, {worst['actual']:.6g} vs "
+             f"{worst['reference']:.6g}" if worst else "")
+    return rows + [["verification inputs", inputs],
+                   ["verification error", f"max abs error {ver['max_abs_error']:.3g}, {ver['relative_error']:.3g} "
+                    f"of output scale (bound {ver['tolerance']:g}; per element atol {ver['atol']:g} x scale + rtol "
+                    f"{ver['rtol']:g}){where}"]]
 
 
 def approx_markdown(approx: dict) -> list[str]:

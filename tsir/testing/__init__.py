@@ -17,10 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tsir.egraph import EGraphView, TermEGraph
+from tsir.errors import VerificationError
 from tsir.ir import lang
 from tsir.ir.ops import OPS, evaluate
 from tsir.ir.term import Graph, Term, postorder
 from tsir.search.extract import min_depth_nodes
+from tsir.verify import Tolerance, compare
 
 
 class Case:
@@ -60,14 +62,19 @@ def _node_value(node, values: list, inputs: dict, constants: list[np.ndarray], d
 
 
 def _rel_diff(a, b) -> float:
-    if isinstance(a, (list, tuple)):
-        return max((_rel_diff(x, y) for x, y in zip(a, b, strict=True)), default=0.0)
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape:
+    """The largest difference of two values (arrays or nested lists of them) relative to the reference's scale
+    (at least 1), by ``tsir.verify.compare``: inf where non-finite values disagree or shapes differ."""
+    try:
+        result = compare(_flat(a), _flat(b), Tolerance(rtol=0.0, atol=0.0, scale=0.0, floor=1.0))
+    except VerificationError:  # another number or shape of values
         return np.inf
-    if np.array_equal(a, b, equal_nan=True):
-        return 0.0
-    return float(np.max(np.abs(a - b), initial=0.0) / max(np.max(np.abs(a), initial=0.0), 1.0))
+    return result.relative_error
+
+
+def _flat(value) -> list[np.ndarray]:
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _flat(v)]
+    return [np.asarray(value, np.float64)]
 
 
 def egraph_disagreement(view: EGraphView, graph: Graph, inputs: dict[str, np.ndarray], dtype=np.float64) -> float:

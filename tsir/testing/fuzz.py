@@ -22,14 +22,18 @@ from tvm import relax
 
 from tsir.backends import dnnl, runtime, targets
 from tsir.egraph import Limits, TermEGraph
+from tsir.errors import VerificationError
 from tsir.ir.term import Graph, Term, fold
 from tsir.lower import lower
 from tsir.rewrites import FAMILIES
 from tsir.search.extract import Space, to_term
 from tsir.testing import Case, program_text
 from tsir.testing.strategies import graphs
+from tsir.verify import Tolerance, compare
 
-TOLERANCE = 1e-3  # relative (to max(|reference|, 1)): the widest per-rule fp32 tolerance, CONTRACTION
+# fp32 programs against the float64 reference, scale max(|reference|, 1): the whole output within the widest
+# per-rule fp32 tolerance (CONTRACTION, 1e-3), each element within 1e-4 of the scale plus 1e-3 of itself
+TOLERANCE = Tolerance(rtol=1e-3, atol=1e-4, scale=1e-3, floor=1.0)
 LIMITS = Limits(iterations=6, nodes=4000, time_s=5.0)
 
 
@@ -38,10 +42,12 @@ class Stats:
     graphs: int = 0
     extractions: int = 0
     mismatches: int = 0
+    worst_ratio: float = 0.0  # the worst element's error over its bound, over every comparison (1 fails)
     failures: list[str] = field(default_factory=list)
 
     def line(self) -> str:
-        return f"graphs tried: {self.graphs}, extractions compared: {self.extractions}, mismatches: {self.mismatches}"
+        return (f"graphs tried: {self.graphs}, extractions compared: {self.extractions}, mismatches: "
+                f"{self.mismatches}, worst element at {self.worst_ratio:.3g} of its bound")
 
 
 def extractions(graph: Graph, count: int, seed: int) -> list[Term]:
@@ -83,14 +89,15 @@ def _reference(case: Case) -> list[np.ndarray]:
     return list(fold(case.graph.root, constants, values))
 
 
-def _relative(ref: list[np.ndarray], out: list[np.ndarray]) -> float:
-    worst = 0.0
-    for r, o in zip(ref, out, strict=True):
-        if r.shape != o.shape:
-            return np.inf
-        scale = max(float(np.max(np.abs(r), initial=0.0)), 1.0)
-        worst = max(worst, float(np.max(np.abs(r.astype(np.float64) - o), initial=0.0)) / scale)
-    return worst
+def _problem(reference: list[np.ndarray], outputs: list[np.ndarray], stats: Stats) -> str:
+    """Why ``outputs`` do not match ``reference`` ("" when they do); records the worst element in ``stats``."""
+    try:
+        result = compare(reference, outputs, TOLERANCE)
+    except VerificationError as err:  # a different number or shape of outputs
+        return str(err)
+    if result.worst is not None:
+        stats.worst_ratio = max(stats.worst_ratio, result.worst.ratio)
+    return "" if result.passed else f"{result.problem} ({result.describe()})"
 
 
 def check_batch(batch: list[Case], stats: Stats, per_graph: int = 4, seed: int = 0) -> None:
@@ -108,12 +115,12 @@ def check_batch(batch: list[Case], stats: Stats, per_graph: int = 4, seed: int =
     stats.graphs += len(batch)
     for case, name, root in jobs:
         args = [tvm.runtime.tensor(case.inputs[t.attrs[0]], tvm.cpu()) for t in case.graph.inputs]
-        error = _relative(_reference(case), runtime.flatten(vm[name](*args)))
+        problem = _problem(_reference(case), runtime.flatten(vm[name](*args)), stats)
         stats.extractions += 0 if root is case.graph.root else 1
-        if not error <= TOLERANCE:
+        if problem:
             stats.mismatches += 1
             what = "the original program (lowering)" if root is case.graph.root else "an extraction"
-            stats.failures.append(f"{what} differs by {error:.3g} from the reference of\n{case!r}\n"
+            stats.failures.append(f"{what} differs from the reference: {problem} on\n{case!r}\n"
                                   f"extracted program:\n{program_text(root)}")
             raise AssertionError(stats.failures[-1])
 
