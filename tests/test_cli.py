@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from tsir import cli, zoo
@@ -15,7 +17,7 @@ from tsir.rewrites import FAMILIES, rule_names
 
 TSIR = Path(sys.executable).parent / "tsir"  # the console script installed by `pip install -e .`
 ROWS = ("original latency", "optimized latency", "speed-up", "rules fired", "e-graph size", "search time",
-        "verified: max abs error")
+        "verification", "verification inputs", "verification error")
 
 
 def run_tsir(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -39,6 +41,20 @@ def test_optimize_prints_table_and_writes_everything(optimized):
     written = ["model.so", "pareto.png", "report.json", "report.md", "search_curve.png"]
     assert sorted(p.name for p in out.iterdir()) == written
     assert json.loads((out / "report.json").read_text())["input"]["name"] == "mlp"
+    assert "verified on host cpu" in proc.stdout and "random draws, seeds 1, 2, 3" in proc.stdout
+
+
+def test_approx_summary_shows_the_heldout_metric_not_the_fp32_check(optimized):
+    report = json.loads((optimized[0] / "report.json").read_text())
+    report["mode"] = "approx"
+    report["verification"].update(status="within-budget", heldout={
+        "metric": "top1", "max_drop": 0.005, "examples": 360, "original": 0.9722, "optimized": 0.9694, "drop": 0.0028})
+    console = Console(width=200, record=True)
+    console.print(cli.summary(report))
+    text = console.export_text()
+    row = next(line for line in text.splitlines() if "held-out top1 (360 examples)" in line)
+    assert "0.9722 -> 0.9694, drop 0.0028 (budget 0.005)" in row
+    assert "within-budget" in text and "verification error" not in text
 
 
 def test_report_rerenders_a_saved_run(optimized):
@@ -57,12 +73,14 @@ def test_python_dash_m_tsir_optimizes_a_factory_file(tmp_path):
         "def build():\n"
         "    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU())\n"
         "    return model, (torch.randn(2, 8),)\n")
-    proc = subprocess.run([sys.executable, "-m", "tsir", "mymodel.py:build", "--out", "o", "--budget", "5s"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    np.savez(tmp_path / "inputs.npz", np.random.default_rng(0).standard_normal((5, 2, 8)).astype(np.float32))
+    proc = subprocess.run([sys.executable, "-m", "tsir", "mymodel.py:build", "--out", "o", "--budget", "5s",
+                           "--verify-data", "inputs.npz"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert all(row in proc.stdout for row in ROWS)
     report = json.loads((tmp_path / "o" / "report.json").read_text())
-    assert report["input"]["name"] == "mymodel:build" and report["verification"]["passed"]
+    assert report["input"]["name"] == "mymodel:build" and report["verification"]["status"] == "verified"
+    assert report["verification"]["inputs"] == {"kind": "data", "source": "inputs.npz", "examples": 5}
     optimized = report["program"]["optimized"]  # the matmul + bias became one linear layer (TVM or oneDNN)
     assert optimized.get("linear", 0) + optimized.get("dnnl_linear", 0) == 1 and "matmul" not in optimized
 
@@ -110,6 +128,19 @@ def test_bad_input_exits_2_and_names_the_fix(args, message, tmp_path, monkeypatc
     assert cli.main(args) == 2
     assert message in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "build").exists()  # nothing half-written
+
+
+def test_bad_verify_data_exits_2_and_names_the_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "misnamed.npz", x=np.ones((1, 64), np.float32))
+    np.savez(tmp_path / "misshaped.npz", input=np.ones((3, 3), np.float32))
+    for data in ("missing.npz", "misnamed.npz", "misshaped.npz"):
+        assert cli.main(["optimize", "mlp", "--verify-data", data]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "verify data file 'missing.npz' does not exist" in err
+    assert "verify data (misnamed.npz) has no array for input(s) 'input' and arrays 'x' that are no model" in err
+    assert "array 'input' is (3, 3) float32; the model takes (1, 64) float32" in err
+    assert not any((tmp_path / "build").glob("*"))  # nothing written
 
 
 def test_bad_factory_and_bad_report_exit_2(tmp_path, monkeypatch, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 
 from tsir.backends import targets
 from tsir.egraph import TermEGraph
@@ -35,6 +36,21 @@ def test_fuzz_reports_a_mismatch(monkeypatch):
     except AssertionError as err:
         assert "differs" in str(err) and "relu" in str(err)
     assert stats.mismatches == 1
+
+
+def test_fuzz_catches_an_emitter_that_returns_nan(monkeypatch):
+    """relu emitted as NaN * x: "max(worst, nan)" once swallowed NaN; the fuzzer's run now stops on it."""
+    from tvm import relax
+
+    from tsir import lower
+
+    monkeypatch.setitem(lower.EMITTERS, "relu", lambda a, at: relax.op.multiply(a[0], relax.const(np.nan, "float32")))
+    b = GraphBuilder(0)
+    case = b.case(Term("add", (Term("relu", (b.input((3, 4)),)), b.weight((4,)))))
+    stats = fuzz.Stats()
+    with pytest.raises(AssertionError, match="has NaN at \\[0, 0\\] where the original has"):
+        fuzz.check_batch([case], stats)
+    assert stats.mismatches == 1 and "relu" in stats.failures[0]
 
 
 def _has_cycle(view) -> bool:

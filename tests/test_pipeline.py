@@ -38,7 +38,8 @@ def test_opaque_op_passes_through_and_verifies():
     opaque = [t for t in graph.nodes() if t.op == "opaque"]
     assert [graph.opaque_calls[t.attrs[0]].call.op.name for t in opaque] == ["relax.nn.log_softmax"]
     result = optimize(model, inputs, budget_s=10, measure=False)
-    assert result.report["verification"]["passed"]
+    assert result.report["verification"]["status"] == "verified"
+    assert result.report["verification"]["inputs"]["seeds"] == [1, 2, 3]
     assert result.report["program"]["optimized"]["opaque"] == 1
     assert "batch_norm" not in result.report["program"]["optimized"]
 
@@ -70,18 +71,23 @@ def test_export_and_report_written(tmp_path):
     written = ["model.so", "pareto.png", "report.json", "report.md", "search_curve.png"]
     assert sorted(p.name for p in out.iterdir()) == written
     report = json.loads((out / "report.json").read_text())
-    assert report["verification"]["passed"] and report["latency_ms"]["optimized"] > 0
+    assert report["verification"]["status"] == "verified" and report["latency_ms"]["optimized"] > 0
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / "model.so")), tvm.cpu())
     got = flatten(vm["main"](tvm.runtime.tensor(entry.example_inputs[0].numpy())))[0]
     want = entry.module(*entry.example_inputs).detach().numpy()
     assert abs(got - want).max() <= 1e-4 * abs(want).max()
 
 
-def test_optimized_program_is_smaller_or_equal_in_kernels():
+def test_resnext_block_runs_fewer_kernels_than_the_original():
+    """Batch norms fold into the convolutions and a ReLU into a oneDNN conv: fewer run-time kernels, and a
+    program the cost model rates strictly cheaper than the original (the original is only a seed of the search)."""
     entry = zoo.load("resnext_block")
     result = optimize(entry.module, entry.example_inputs, budget_s=10, measure=False)
+    original = sum(n for op, n in result.report["program"]["original"].items() if op != "tuple")
+    kernels = [layer["op"] for layer in result.report["layers"]]
+    assert "batch_norm" not in kernels and len(kernels) < original == 10
     search = result.report["search"]
-    assert search["predicted_s"] <= min(search["seeds_predicted_s"].values())
+    assert search["predicted_s"] < search["seeds_predicted_s"]["original"]
 
 
 def test_graph_inputs_keep_their_names_and_types():

@@ -52,6 +52,7 @@ class SearchResult:
     ranked: list[tuple[Genome, Objectives]] = field(default_factory=list)  # final population, best first
     evaluations: int = 0
     time_s: float = 0.0
+    stopped_by: str = "generations"  # or "time" (the budget ``time_s`` ran out) or "patience"
 
 
 def analytic_objectives(space: Space) -> Callable[[Genome], Objectives]:
@@ -106,7 +107,9 @@ def genetic_search(
     result = SearchResult(best(population)[0], best(population)[1][0], {k: score(list(g))[0] for k, g in seeds.items()})
     stale = 0
     for generation in range(config.generations):
-        if clock() - start >= config.time_s or stale >= config.patience:
+        elapsed = clock() - start
+        if elapsed >= config.time_s or stale >= config.patience:
+            result.stopped_by = "time" if elapsed >= config.time_s else "patience"
             break
         order = rank([o for _, o in population])
         children = []
