@@ -39,7 +39,7 @@ from tsir.search.driver import SearchOptions, run_search
 from tsir.search.extract import Space, to_term
 from tsir.search.genetic import GeneticConfig
 from tsir.source import Model, Source, load
-from tsir.verify import Tolerance, Verification, as_report, distance, verify, verify_all
+from tsir.verify import Tolerance, Verification, as_report, check_reference, distance, verify, verify_all
 
 REPORT_VERSION = report_files.SCHEMA_VERSION
 MODES = ("exact", "approx")
@@ -182,6 +182,7 @@ def optimize(
     model, example_inputs, original_mod = source.reference, source.example_inputs, source.module
     draws, inputs_used = (user_draws(verify_data, original_mod, example_inputs) if verify_data is not None else
                           random_draws(original_mod, example_inputs, range(seed + 1, seed + 1 + verify_draws)))
+    check_reference(model, draws)  # inputs the original cannot be checked on fail now, not after the search
     graph = stage("tsir", lambda: relax_to_tsir(original_mod))
     egraph = TermEGraph(graph, tuple(families))
     limits = Limits(time_s=max(0.3 * budget_s, 0.1))

@@ -180,6 +180,18 @@ def distance(model: Callable, run: Callable[[list[np.ndarray]], list[np.ndarray]
 def _check(model: Callable, run: Callable[[list[np.ndarray]], list[np.ndarray]], inputs: Sequence[torch.Tensor],
            tolerance: Tolerance | None, label: str) -> Verification:
     """``compare`` on ``inputs``; raises when the original's outputs are not all finite."""
+    reference = _finite_reference(model, inputs, label)
+    return compare(reference, run([t.numpy() for t in inputs]), tolerance)
+
+
+def check_reference(model: Callable, draws: dict[str, Sequence[torch.Tensor]]) -> None:
+    """Raise the error of ``verify`` when the original's outputs are not all finite on some draw (called before
+    the search, so that unusable inputs are reported before the budget is spent)."""
+    for label, inputs in draws.items():
+        _finite_reference(model, inputs, label)
+
+
+def _finite_reference(model: Callable, inputs: Sequence[torch.Tensor], label: str) -> list[np.ndarray]:
     reference = reference_outputs(model, inputs)
     for k, ref in enumerate(reference):
         values = ref.astype(np.float64, copy=False)
@@ -189,7 +201,7 @@ def _check(model: Callable, run: Callable[[list[np.ndarray]], list[np.ndarray]],
                 f"the original model's output {k} is {values[i]:g} at {list(i)} on {label}: a comparison there "
                 "proves nothing. Give inputs the model is meant for: optimize(..., verify_data=...) or "
                 "tsir optimize --verify-data inputs.npz")
-    return compare(reference, run([t.numpy() for t in inputs]), tolerance)
+    return reference
 
 
 def _merge(results: list[Verification]) -> Verification:
