@@ -45,6 +45,10 @@ def test_saved_report_validates_and_has_the_run(run_dir):
     assert len(convs) == 2
     assert all(c["kernel_source"] == ("tvm-default" if c["op"] == "conv2d" else "library") for c in convs)
     assert report["size_bytes"]["original"] > 0 and report["latency_ms"]["optimized"] > 0
+    verification = report["verification"]
+    assert verification["status"] == "verified" and verification["verified_on"] == "host cpu"
+    assert verification["inputs"] == {"kind": "random", "seeds": [1, 2, 3], "integer_ranges": {}}
+    assert verification["worst"]["output"] == 0 and len(verification["worst"]["index"]) == 2  # (1, 10) logits
 
 
 def test_markdown_has_every_section_and_embeds_the_curve(run_dir):
@@ -73,6 +77,9 @@ def test_pareto_front_is_plotted_and_tabled(run_dir, tmp_path):
     (lambda r: r.update(version=2), "version"),
     (lambda r: r.pop("verification"), "(top level)"),
     (lambda r: r["search"].update(cost_tier="guessed"), "search/cost_tier"),
+    (lambda r: r["verification"].update(status="passed"), "verification/status"),
+    (lambda r: r["verification"].pop("inputs"), "verification"),
+    (lambda r: r["verification"].update(inputs={"kind": "random", "seeds": []}), "verification/inputs"),
     (lambda r: r["latency_ms"].update(optimized=-1.0), "latency_ms/optimized"),
     (lambda r: r["search"]["curve"].append({"generation": 0}), "search/curve/"),
 ])

@@ -209,21 +209,7 @@ def optimize(
     if spec.kind == "cuda":
         stage("nvcc", lambda: runtime.nvcc_compile(executable, spec))
     run, verified_on = execute.on_device(optimized_mod, executable, spec, Path(workdir.name))
-    exact = approx is None or approx.report["fell_back_to_exact"]
-    checked = stage("verify", lambda: verify_all(model, run, draws) if exact else distance(model, run, draws))
-    verification = {"status": "verified" if verified_on in execute.ON_TARGET else "verified-on-host",
-                    "verified_on": verified_on, "inputs": inputs_used, **as_report(checked), "passed": True,
-                    "reference": source.reference_name}
-    if approx is not None:
-        held = approx.report["heldout"]
-        verification["heldout"] = {"metric": approx.report["metric"], "max_drop": approx.report["max_drop"],
-                                   **{k: held[k] for k in ("examples", "original", "optimized", "drop")}}
-    if not exact:  # approximate outputs differ by design: the budget on held-out data is the check
-        if not held["within_budget"]:
-            raise VerificationError(f"the approximate program's held-out {approx.report['metric']} drops by "
-                                    f"{held['drop']:.4g}, over the budget {approx.report['max_drop']:g}; raise "
-                                    "max_drop or give more calibration data")
-        verification["status"] = "within-budget"
+    verification = stage("verify", lambda: _verification(model, run, draws, approx, verified_on))
     report = {
         "version": REPORT_VERSION,
         "input": {"kind": source.kind, "name": model_name,
@@ -241,7 +227,7 @@ def optimize(
         "layers": report_files.layers(lowered_graph, chosen, tuned=tuning_trials > 0),
         "size_bytes": {"original": report_files.constant_bytes(original_mod),
                        "optimized": report_files.constant_bytes(optimized_mod)},
-        "verification": verification,
+        "verification": {**verification, "inputs": inputs_used, "passed": True, "reference": source.reference_name},
         "stages_s": stages,
     }
     if approx is not None:
@@ -261,6 +247,25 @@ def optimize(
         result.export(Path(out_dir) / "model.so")
         result.save_report(Path(out_dir) / "report.json")
     return result
+
+
+def _verification(model: Callable, run: execute.Run, draws: dict, approx, verified_on: str) -> dict:
+    """The verify stage: the check that applies and the status it earns; raises when none holds."""
+    exact = approx is None or approx.report["fell_back_to_exact"]
+    checked = verify_all(model, run, draws) if exact else distance(model, run, draws)
+    status = "verified" if verified_on in execute.ON_TARGET else "verified-on-host"
+    out = {"status": status, "verified_on": verified_on, **as_report(checked)}
+    if approx is None:
+        return out
+    held, metric, max_drop = approx.report["heldout"], approx.report["metric"], approx.report["max_drop"]
+    out["heldout"] = {"metric": metric, "max_drop": max_drop,
+                      **{k: held[k] for k in ("examples", "original", "optimized", "drop")}}
+    if exact:
+        return out
+    if not held["within_budget"]:  # approximate outputs differ by design: the held-out budget is the check
+        raise VerificationError(f"the approximate program's held-out {metric} drops by {held['drop']:.4g}, over "
+                                f"the budget {max_drop:g}; raise max_drop or give more calibration data")
+    return {**out, "status": "within-budget"}
 
 
 def _fired_by_family(matches: dict[str, int], families: Sequence[str]) -> dict[str, dict[str, int]]:
