@@ -106,9 +106,10 @@ def user_draws(data: UserData, mod: tvm.IRModule, examples: Sequence[torch.Tenso
     if isinstance(data, Mapping):
         missing, extra = [n for n in names if n not in data], [k for k in data if k not in names]
         if missing or extra:
-            raise TsirError(f"verify data ({source}) has no array for input(s) {', '.join(map(repr, missing)) or '-'}"
-                            f" and arrays {', '.join(map(repr, extra)) or '-'} that are no model input; the model "
-                            f"takes {', '.join(names)}: save one array per input, e.g. np.savez(path, "
+            problems = ([f"no array for input(s) {', '.join(map(repr, missing))}"] if missing else []) + (
+                [f"arrays {', '.join(map(repr, extra))} that are no model input"] if extra else [])
+            raise TsirError(f"verify data ({source}) has {' and '.join(problems)}; the model takes "
+                            f"{', '.join(names)}: save one array per input, e.g. np.savez(path, "
                             f"{', '.join(f'{n}=...' for n in names)})")
         arrays = [np.asarray(data[n]) for n in names]
     else:
