@@ -126,7 +126,7 @@ def measure(case: OpCase, road: str, spec, rng: np.random.Generator, repeat: int
 
 def _times_ms(run: runtime.Runner, inputs: list[np.ndarray], repeat: int, number: int = 0) -> list[float]:
     """Sorted per-call times of ``main``; ``number`` calls per sample (0: enough for ~10 ms)."""
-    args = run._tensors(inputs)
+    args = run.tensors(inputs)
     run.vm["main"](*args)
     timer = run.vm.time_evaluator("main", run.device, number=max(number, 1), repeat=repeat,
                                   min_repeat_ms=0 if number else 10)

@@ -10,7 +10,8 @@ import torch
 
 from tsir import optimize, zoo
 from tsir.backends import runtime, targets
-from tsir.backends.runner import BUILD_DIR, QEMU_AARCH64, NativeRunner
+from tsir.backends.runner import BUILD_DIR, NativeRunner
+from tsir.backends.targets import QEMU_AARCH64
 from tsir.frontend import export, to_relax
 from tsir.verify import DEFAULT_TOLERANCE, compare, fresh_inputs, reference_outputs
 

@@ -140,7 +140,7 @@ def optimize(
     if not isinstance(budget_s, (int, float)) or budget_s <= 0:
         raise TsirError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
     spec = targets.resolve(target)
-    if spec.kind != "x86" or rpc is not None:  # oneDNN kernels: x86 code in tsir's extension, not on RPC devices
+    if not spec.library_kernels or rpc is not None:  # oneDNN kernels: x86 code in tsir's extension, not on RPC
         families = tuple(f for f in families if f != "library")
     if "library" in families:
         dnnl.load()  # library kernels run in this process (verify, measure); a clear error if not built
@@ -193,7 +193,7 @@ def optimize(
     build = TuningDatabase(spec.target, options.cache_dir).build if tuning_trials else partial(runtime.build, spec=spec)
     built = search.executable() if approx is None else None  # the measured tier's build of the same program
     executable = stage("build", lambda: built if built is not None else build(optimized_mod))
-    if spec.kind == "cuda":
+    if spec.nvcc_check:
         stage("nvcc", lambda: runtime.nvcc_compile(executable, spec))
     run, verified_on = execute.on_device(optimized_mod, executable, spec, Path(workdir.name))
     if approx is None:
@@ -217,8 +217,8 @@ def optimize(
         "search": search.report,
         "program": {"original": _op_counts(graph.root), "optimized": _op_counts(chosen)},
         "layers": report_files.layers(lowered_graph, chosen, tuned=tuning_trials > 0),
-        "size_bytes": {"original": report_files.constant_bytes(original_mod),
-                       "optimized": report_files.constant_bytes(optimized_mod)},
+        "size_bytes": {"original": runtime.constant_bytes(original_mod),
+                       "optimized": runtime.constant_bytes(optimized_mod)},
         "verification": {"max_abs_error": checked.max_abs_error, "relative_error": checked.relative_error,
                          "tolerance": checked.tolerance,
                          "passed": checked.passed if approx is None else approx.report["heldout"]["within_budget"],
