@@ -5,8 +5,8 @@ MODEL ?= resnet18
 setup:
 	@bash scripts/setup.sh
 
-# Native parts (CMakeLists.txt), incremental: the C++ runner for the host and aarch64
-# (build/native/{host,aarch64}/tsir_runner) and the oneDNN extension (build/native/host/lib).
+# Native parts (CMakeLists.txt), incremental: the C++ runner for the host and aarch64 and the oneDNN extension,
+# built in build/native/{host,aarch64} and installed into backends/_native (the package data tsir loads).
 native: setup
 	@bash scripts/build_native.sh
 

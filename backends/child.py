@@ -148,8 +148,9 @@ def _complete_lines(path: Path) -> list[dict]:
 
 def _load_library_kernels() -> None:
     """Load the oneDNN extension when it is built, so programs and kernels that call ``tsir.dnnl.*`` run here."""
-    path = Path(os.environ.get("TSIR_DNNL_LIB", Path(__file__).resolve().parent.parent / "build" / "native" / "host"
-                               / "lib" / "libtsir_dnnl.so"))
+    from tsir.backends.dnnl import library_path
+
+    path = library_path()
     if path.is_file():
         import ctypes
 

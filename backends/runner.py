@@ -4,7 +4,6 @@ inputs, natively or under ``qemu-aarch64``, and read back its outputs and timing
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -14,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tsir.backends import native_files
 from tsir.backends.targets import TargetSpec
 from tsir.errors import TsirError
-
-BUILD_DIR = Path(os.environ.get("TSIR_NATIVE_BUILD", Path(__file__).resolve().parents[1] / "build" / "native"))
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,7 @@ class NativeRunner:
 
 
 def _binary(arch: str) -> Path:
-    path = BUILD_DIR / arch / "tsir_runner"
+    path = native_files.runner(arch)
     if not path.is_file():
-        raise TsirError(f"native runner {path} is not built; run `make native` (or scripts/build_native.sh)")
+        raise TsirError(f"native runner {path} is not built; {native_files.BUILD_HINT}")
     return path

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 from tvm import relax
 
-from bench.io import RESULTS_DIR, atomic_write
 from tsir import zoo
 from tsir.backends import dnnl, runtime, targets
 from tsir.convert import relax_to_tsir
@@ -30,6 +29,8 @@ from tsir.frontend import export, to_relax
 from tsir.ir.ops import OPS, TO_NCHW, TO_NHWC
 from tsir.ir.term import postorder
 from tsir.lower import EMITTERS, LIBRARY_EMITTERS
+
+from .io import RESULTS_DIR, atomic_write
 
 GEMM_CLASS = {"matmul": "dnnl_matmul", "conv2d": "dnnl_conv2d"}
 # road -> the library op computing each GEMM-class op on it ("tvm": TVM's own code)

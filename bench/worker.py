@@ -12,7 +12,7 @@ import time
 import traceback
 from multiprocessing.connection import Connection
 
-from bench.systems import SYSTEMS, THREADS, Prepared
+from .systems import SYSTEMS, THREADS, Prepared
 
 
 def _error(err: BaseException) -> str:

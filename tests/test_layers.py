@@ -12,7 +12,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # package name -> its source directory (pyproject.toml's package-dir)
-ROOTS = {"tsir": REPO / "tsir", "tsir.rewrites": REPO / "rewrites", "tsir.backends": REPO / "backends"}
+ROOTS = {"tsir": REPO / "tsir", "tsir.rewrites": REPO / "rewrites", "tsir.backends": REPO / "backends",
+         "tsir.bench": REPO / "bench"}
 
 # layer -> the modules in it (a name covers its submodules); the longest matching prefix decides
 LAYERS = {
@@ -23,7 +24,8 @@ LAYERS = {
     "rewrites": ("tsir.rewrites",),
     "search": ("tsir.egraph", "tsir.search", "tsir.approx"),
     "pipeline": ("tsir.frontend", "tsir.source", "tsir.verify", "tsir.report", "tsir.pipeline", "tsir.options"),
-    "api": ("tsir", "tsir.api", "tsir.cli", "tsir.__main__", "tsir.transform", "tsir.zoo", "tsir.testing"),
+    "api": ("tsir", "tsir.api", "tsir.cli", "tsir.__main__", "tsir.transform", "tsir.zoo", "tsir.testing",
+            "tsir.bench"),
 }
 # layer -> the layers it may import (besides itself)
 MAY_IMPORT = {

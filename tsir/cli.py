@@ -28,7 +28,6 @@ app = typer.Typer(help="TensorSynth: optimize a model for a target, verified; re
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 out = Console()
 err = Console(stderr=True)
-REPO = Path(__file__).resolve().parent.parent
 
 
 class Mode(StrEnum):
@@ -196,10 +195,8 @@ def rules() -> None:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(ctx: typer.Context) -> None:
-    """Run the benchmark harness (python -m bench, from the source checkout); arguments go to it."""
-    if not (REPO / "bench" / "__main__.py").is_file():
-        raise TsirError("the benchmark harness lives in the tsir source checkout; run tsir bench from a clone")
-    code = subprocess.run([sys.executable, "-m", "bench", *ctx.args], cwd=REPO).returncode
+    """Run the benchmark harness (python -m tsir.bench; results in ./bench/results); arguments go to it."""
+    code = subprocess.run([sys.executable, "-m", "tsir.bench", *ctx.args]).returncode
     raise typer.Exit(code)
 
 
