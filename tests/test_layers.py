@@ -23,7 +23,7 @@ LAYERS = {
     "backends": ("tsir.backends",),
     "rewrites": ("tsir.rewrites",),
     "search": ("tsir.egraph", "tsir.search", "tsir.approx"),
-    "pipeline": ("tsir.frontend", "tsir.source", "tsir.verify", "tsir.report", "tsir.pipeline", "tsir.options"),
+    "pipeline": ("tsir.frontend", "tsir.source", "tsir.verify", "tsir.report", "tsir.stages", "tsir.options"),
     "api": ("tsir", "tsir.api", "tsir.cli", "tsir.__main__", "tsir.transform", "tsir.zoo", "tsir.testing",
             "tsir.bench"),
 }

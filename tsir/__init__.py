@@ -11,21 +11,22 @@ from typing import TYPE_CHECKING
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "Result": "tsir.api", "optimize": "tsir.api",
+    "Result": "tsir.api", "optimize": "tsir.api", "Options": "tsir.options",
     "Budget": "tsir.approx.budget", "Data": "tsir.approx.budget",
     "StaticShapeError": "tsir.errors", "TargetError": "tsir.errors", "TsirError": "tsir.errors",
     "UnsupportedOpError": "tsir.errors", "VerificationError": "tsir.errors",
     "Synthesize": "tsir.transform", "pipeline": "tsir.transform",
 }
 __all__ = [
-    "Budget", "Data", "Result", "StaticShapeError", "Synthesize", "TargetError", "TsirError", "UnsupportedOpError",
-    "VerificationError", "optimize", "pipeline",
+    "Budget", "Data", "Options", "Result", "StaticShapeError", "Synthesize", "TargetError", "TsirError",
+    "UnsupportedOpError", "VerificationError", "optimize", "pipeline",
 ]
 
 if TYPE_CHECKING:
     from tsir.api import Result, optimize
     from tsir.approx.budget import Budget, Data
     from tsir.errors import StaticShapeError, TargetError, TsirError, UnsupportedOpError, VerificationError
+    from tsir.options import Options
     from tsir.transform import Synthesize, pipeline
 
 

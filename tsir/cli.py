@@ -6,7 +6,6 @@ Exit codes: 0 success, 2 bad input (the message names the fix), 1 internal error
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import re
 import subprocess
 import sys
@@ -138,8 +137,6 @@ def optimize(
     options = {}
     if rpc is not None:
         options["rpc"] = parse_rpc(rpc)
-        if "rpc" not in inspect.signature(tsir.optimize).parameters:
-            raise TsirError("--rpc needs the RPC measurement backend, which this build does not have; drop --rpc")
     if mode == Mode.approx:
         from tsir.approx.real import REAL
 
