@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 MODEL ?= resnet18
 
-.PHONY: setup native run test bench bench-search bench-approx fuzz lint
+.PHONY: setup native run test check-install bench bench-search bench-approx fuzz lint
 setup:
 	@bash scripts/setup.sh
 
@@ -15,6 +15,10 @@ run: native
 
 test: native
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+
+# pip install of the committed HEAD into a fresh venv outside the checkout, then tsir optimize mlp (minutes)
+check-install:
+	@bash scripts/check_pip_install.sh
 
 # The zoo under every system (bench/results/latest.*), then every GEMM-class op on each road (bench/results/ops.*)
 bench: native
