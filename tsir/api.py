@@ -107,10 +107,10 @@ def optimize(model: Model, example_inputs: Sequence[torch.Tensor | np.ndarray] |
     with tempfile.TemporaryDirectory(prefix="tsir-") as workdir:
         checked = stages.verify_stage(stage, source, chosen, executable, plan.spec, options.seed, Path(workdir))
         report = stages.make_report(options, plan, model_name, source, graph, saturation, space, search, chosen,
-                                      checked, stage)
+                                    checked, stage)
         if options.measure:
             latency, report["target"]["measured_on"] = stages.measure(stage, options, plan, source, executable,
-                                                                        checked, Path(workdir))
+                                                                      checked, Path(workdir))
             if latency is not None:
                 report["latency_ms"] = latency
     result = Result(chosen.module, executable, report, source.reference, source.example_inputs, plan.spec)
