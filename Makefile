@@ -1,12 +1,12 @@
 PY := .venv/bin/python
 MODEL ?= resnet18
 
-.PHONY: setup native run test bench bench-search bench-approx fuzz lint
+.PHONY: setup native run test check-install bench bench-search bench-approx fuzz lint
 setup:
 	@bash scripts/setup.sh
 
-# Native parts (CMakeLists.txt), incremental: the C++ runner for the host and aarch64
-# (build/native/{host,aarch64}/tsir_runner) and the oneDNN extension (build/native/host/lib).
+# Native parts (CMakeLists.txt), incremental: the C++ runner for the host and aarch64 and the oneDNN extension,
+# built in build/native/{host,aarch64} and installed into backends/_native (the package data tsir loads).
 native: setup
 	@bash scripts/build_native.sh
 
@@ -15,6 +15,10 @@ run: native
 
 test: native
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+
+# pip install of the committed HEAD into a fresh venv outside the checkout, then tsir optimize mlp (minutes)
+check-install:
+	@bash scripts/check_pip_install.sh
 
 # The zoo under every system (bench/results/latest.*), then every GEMM-class op on each road (bench/results/ops.*)
 bench: native

@@ -1,6 +1,6 @@
 """Crash isolation: run work items in a child process, one JSON line of result per item.
 
-A ``Worker`` keeps one child (this file run as a script) alive across batches: each batch is pickled
+A ``Worker`` keeps one child (``python -m tsir.backends.child``) alive across batches: each batch is pickled
 to a file whose name the child reads on its stdin; the child calls ``JOBS[job](item, context)`` for
 each item and appends its result to the batch's output as one JSON line. When the child dies
 (segfault, abort) or an item runs past ``timeout_s``, the parent kills it, scores that item as failed
@@ -13,7 +13,6 @@ deadline passes and the items not begun get ``{"skipped": "budget"}`` (not a fai
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pickle
@@ -84,7 +83,7 @@ class Worker:
         ready = self.dir / "ready"
         ready.unlink(missing_ok=True)
         with open(self.dir / "stderr.txt", "w") as err:
-            self.proc = subprocess.Popen([sys.executable, __file__, str(self.dir)], stdin=subprocess.PIPE,
+            self.proc = subprocess.Popen([sys.executable, "-m", __name__, str(self.dir)], stdin=subprocess.PIPE,
                                          stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, text=True)
 
     def _kill(self) -> None:
@@ -149,8 +148,9 @@ def _complete_lines(path: Path) -> list[dict]:
 
 def _load_library_kernels() -> None:
     """Load the oneDNN extension when it is built, so programs and kernels that call ``tsir.dnnl.*`` run here."""
-    path = Path(os.environ.get("TSIR_DNNL_LIB", Path(__file__).resolve().parent.parent / "build" / "native" / "host"
-                               / "lib" / "libtsir_dnnl.so"))
+    from tsir.backends.dnnl import library_path
+
+    path = library_path()
     if path.is_file():
         import ctypes
 
@@ -160,9 +160,8 @@ def _load_library_kernels() -> None:
 
 
 def main(work_dir: str) -> None:
-    spec = importlib.util.spec_from_file_location("tsir_child_jobs", Path(__file__).with_name("jobs.py"))
-    jobs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(jobs)
+    from tsir.backends import jobs  # here, not at the top: the parent never needs TVM's build stack for it
+
     _load_library_kernels()
     Path(work_dir, "ready").touch()
     for line in sys.stdin:

@@ -1,6 +1,7 @@
 """The oneDNN extension (``libtsir_dnnl.so``): load it so its ``tsir.dnnl.*`` global functions exist.
 
-The extension is built by the top-level ``CMakeLists.txt`` (``make native``) into ``build/native/host/lib``.
+The extension is built by the top-level ``CMakeLists.txt`` (``pip install``, or ``make native`` in a checkout)
+and installed as package data (``tsir.backends.native_files``).
 A module that calls a library kernel (``R.call_dps_packed("tsir.dnnl.linear", ...)``) needs it loaded
 in the process before it runs: ``tsir.backends.dnnl.load()`` does that, also for an exported ``.so``
 loaded later with ``tvm.runtime.load_module``. ``TSIR_DNNL_LIB`` overrides the library's path.
@@ -14,11 +15,11 @@ from pathlib import Path
 
 import tvm_ffi
 
+from tsir.backends import native_files
 from tsir.errors import TsirError
 
 FUNCTIONS = ("tsir.dnnl.matmul", "tsir.dnnl.linear", "tsir.dnnl.conv2d", "tsir.dnnl.conv2d_nhwc", "tsir.dnnl.impl",
              "tsir.dnnl.packed_weights")
-BUILT = Path(__file__).resolve().parent.parent / "build" / "native" / "host" / "lib" / "libtsir_dnnl.so"
 _loaded: ctypes.CDLL | None = None
 
 
@@ -27,8 +28,8 @@ class DnnlUnavailableError(TsirError):
 
 
 def library_path() -> Path:
-    """Where the extension is looked for: ``$TSIR_DNNL_LIB`` or the CMake build folder of this checkout."""
-    return Path(os.environ.get("TSIR_DNNL_LIB", BUILT))
+    """Where the extension is looked for: ``$TSIR_DNNL_LIB``, else the installed package data."""
+    return Path(os.environ.get("TSIR_DNNL_LIB", native_files.DNNL_LIBRARY))
 
 
 def load() -> Path:
@@ -38,8 +39,8 @@ def load() -> Path:
     if _loaded is None:
         if not path.is_file():
             raise DnnlUnavailableError(
-                f"oneDNN extension {path} is not built; run `make native` (or scripts/setup.sh) in the tsir "
-                "checkout, or point TSIR_DNNL_LIB at a built libtsir_dnnl.so")
+                f"oneDNN extension {path} is not built; {native_files.BUILD_HINT}, or point TSIR_DNNL_LIB at a "
+                "built libtsir_dnnl.so")
         try:
             _loaded = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
         except OSError as err:

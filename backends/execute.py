@@ -21,10 +21,10 @@ ON_TARGET = ("host cpu", "local cuda gpu")  # where ``on_device`` runs the targe
 
 def on_device(mod: tvm.IRModule, executable: relax.VMExecutable, spec: TargetSpec, workdir: Path) -> tuple[Run, str]:
     """A function running ``main`` on numpy inputs, and where it runs (for the report)."""
-    if spec.kind == "x86":
+    if spec.verify_on == "in_process":
         return runtime.Runner(executable), "host cpu"
-    if spec.kind == "arm":
-        library = runtime.export(executable, Path(workdir) / "verify_arm.so", spec)
+    if spec.verify_on == "native_runner":
+        library = runtime.export(executable, Path(workdir) / f"verify_{spec.kind}.so", spec)
         runner = NativeRunner.for_target(spec)
         return (lambda inputs: runner(library, inputs)), "qemu-aarch64 (native runner)"
     if gpu_present():

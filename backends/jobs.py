@@ -1,6 +1,7 @@
 """Child-side jobs of ``backends/child.py``: build and time one kernel, time one library.
 
-Loaded by file path in the child, so it imports only TVM and numpy (not the tsir package).
+Imported by the child (``python -m tsir.backends.child``); it needs only TVM and numpy, and ``tsir/__init__``
+loads nothing eagerly, so the child does not pay for torch, egglog or the rules.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import tvm
 from tvm import relax
 from tvm.s_tir import dlight
 
+from tsir._compat.tvm import load_tensor_intrinsics
+from tsir.backends.targets import cpu_schedules, tensor_intrinsics
+
 
 def time_kernel(item: dict, context: dict) -> dict:
     """Child side: build one kernel module (``tvm.ir.save_json`` text) and time it on random inputs.
@@ -24,7 +28,7 @@ def time_kernel(item: dict, context: dict) -> dict:
     mod = tvm.ir.load_json(item["module"])
     target = tvm.target.Target(context["target"])
     device = tvm.device(context.get("device", "cpu"), 0)
-    if "gpu" in target.keys and not isinstance(mod["main"], relax.Function):
+    if not cpu_schedules(target) and not isinstance(mod["main"], relax.Function):
         with target:
             mod = dlight.ApplyDefaultSchedule(dlight.gpu.Matmul(), dlight.gpu.GEMV(), dlight.gpu.Reduction(),
                                               dlight.gpu.GeneralReduction(), dlight.gpu.Fallback())(mod)
@@ -105,17 +109,26 @@ def _in_process_runner():
     """
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner
-    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture, _worker_func
+    from tvm.s_tir.meta_schedule.runner.local_runner import (
+        LocalRunnerFuture,
+        default_alloc_argument,
+        default_cleanup,
+        default_run_evaluator,
+    )
 
     @derived_object
     class InProcessRunner(PyRunner):
         def run(self, runner_inputs):
             futures = []
             for given in runner_inputs:
-                try:
-                    costs = _worker_func(None, None, None, EvaluatorConfig._normalized(None), 1,
-                                         str(given.artifact_path), str(given.device_type),
-                                         tuple(info.as_json() for info in given.args_info))
+                try:  # the steps of LocalRunner's worker, with its defaults
+                    device = tvm.runtime.device(str(given.device_type), 0)
+                    args = default_alloc_argument(device, tuple(info.as_json() for info in given.args_info), 1)
+                    try:
+                        costs = default_run_evaluator(tvm.runtime.load_module(str(given.artifact_path)), device,
+                                                      EvaluatorConfig(), args)
+                    finally:
+                        default_cleanup()
                     futures.append(LocalRunnerFuture(res=costs, error_message=None))
                 except Exception as err:  # scored failed by MetaSchedule
                     futures.append(LocalRunnerFuture(res=None, error_message=f"{type(err).__name__}: {err}"[:500]))
@@ -129,19 +142,11 @@ def _cpu_tensor_intrinsics(target: tvm.target.Target) -> None:
 
     ``import tvm.s_tir.tensor_intrin`` registers every target's intrinsics (CUDA's alone take ~20 s, all
     of them ~30 s on a loaded machine): paid once per tuning child, it ate small tuning budgets whole.
-    The package is entered empty and only the x86 (or ARM) module is loaded; GPU targets load them all.
+    Only the x86 (or ARM) module is loaded; GPU targets load them all.
     """
-    import importlib
-    import importlib.util
-    import sys
-
-    name = "tvm.s_tir.tensor_intrin"
-    if target.kind.name != "llvm" or name in sys.modules:
-        return
-    spec = importlib.util.find_spec(name)
-    sys.modules[name] = importlib.util.module_from_spec(spec)  # the package, its __init__ not run
-    arm = "aarch64" in str(target.attrs.get("mtriple", ""))
-    importlib.import_module(f"{name}.{'arm_cpu' if arm else 'x86'}")
+    family = tensor_intrinsics(target)
+    if family is not None:
+        load_tensor_intrinsics(family)
 
 
 def _commit_default(mod: tvm.IRModule, target: tvm.target.Target, db, builder, runner, trace: list) -> None:

@@ -20,6 +20,7 @@ import tvm_ffi
 from tvm import relax
 
 from tsir.backends import fast_math
+from tsir.backends.targets import cpu_schedules
 
 LIBRARY_PREFIX = "tsir.dnnl."
 
@@ -113,7 +114,7 @@ def _numel(shape) -> int:
 
 def fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     """``mod`` legalized and fused as the build does it (CPU targets: on the fast math forms, see ``fast_math``)."""
-    if target.kind.name == "llvm":
+    if cpu_schedules(target):
         mod = fast_math.apply(mod)
     try:
         dispatch = relax.pipeline.library_dispatch_passes(target)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tsir.cost import Roofline
+from tsir.backends.roofline import Roofline
 
 ARM_TRIPLE = "aarch64-linux-gnu"
 ARM_CROSS_CC = "aarch64-linux-gnu-g++"

@@ -4,7 +4,6 @@ inputs, natively or under ``qemu-aarch64``, and read back its outputs and timing
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -14,11 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tsir.backends import native_files
 from tsir.backends.targets import TargetSpec
 from tsir.errors import TsirError
-
-BUILD_DIR = Path(os.environ.get("TSIR_NATIVE_BUILD", Path(__file__).resolve().parents[1] / "build" / "native"))
-QEMU_AARCH64 = ("qemu-aarch64", "-L", "/usr/aarch64-linux-gnu")
 
 
 @dataclass(frozen=True)
@@ -38,14 +35,12 @@ class NativeRunner:
 
     @classmethod
     def for_target(cls, spec: TargetSpec) -> NativeRunner:
-        """The host runner for x86, the aarch64 runner under qemu for ARM."""
-        if spec.kind == "x86":
-            return cls(_binary("host"))
-        if spec.kind == "arm":
-            if shutil.which(QEMU_AARCH64[0]) is None:
-                raise TsirError("qemu-aarch64 is not installed; run scripts/setup.sh (it installs qemu-user)")
-            return cls(_binary("aarch64"), QEMU_AARCH64)
-        raise TsirError(f"the native runner runs CPU libraries only; {spec.name} libraries need a GPU host")
+        """The target's runner (``spec.native_runner``: the host's for x86, aarch64 for ARM) under its emulator."""
+        if spec.native_runner is None:
+            raise TsirError(f"the native runner runs CPU libraries only; {spec.name} libraries need a GPU host")
+        if spec.emulator and shutil.which(spec.emulator[0]) is None:
+            raise TsirError(f"{spec.emulator[0]} is not installed; run scripts/setup.sh (it installs qemu-user)")
+        return cls(_binary(spec.native_runner), spec.emulator)
 
     def run(self, library: Path, inputs: Sequence[np.ndarray], warmup: int = 1, repeat: int = 10) -> RunResult:
         """Run ``main`` of ``library`` on ``inputs``; raises TsirError with the runner's message on failure."""
@@ -71,7 +66,7 @@ class NativeRunner:
 
 
 def _binary(arch: str) -> Path:
-    path = BUILD_DIR / arch / "tsir_runner"
+    path = native_files.runner(arch)
     if not path.is_file():
-        raise TsirError(f"native runner {path} is not built; run `make native` (or scripts/build_native.sh)")
+        raise TsirError(f"native runner {path} is not built; {native_files.BUILD_HINT}")
     return path

@@ -14,7 +14,7 @@ import tvm
 from tvm import relax
 
 from tsir.backends import schedules
-from tsir.backends.targets import TargetSpec
+from tsir.backends.targets import TargetSpec, cpu_schedules
 from tsir.errors import TsirError
 
 
@@ -34,7 +34,7 @@ def build(mod: tvm.IRModule, spec: TargetSpec, database=None) -> relax.VMExecuta
 
 def compile_for(mod: tvm.IRModule, target: tvm.target.Target, database=None) -> relax.VMExecutable:
     """``build`` for a bare TVM target."""
-    if target.kind.name == "llvm":
+    if cpu_schedules(target):
         # records are tuned on TVM's thread pool: beside oneDNN's OpenMP threads they would fight for the cores
         parallel = not schedules.calls_library(mod)
         records = database if parallel else None
@@ -93,18 +93,43 @@ class Runner:
         self.device = device or tvm.cpu()
         self.vm = relax.VirtualMachine(executable, self.device)
 
-    def _tensors(self, inputs: Sequence[np.ndarray]) -> list:
+    def tensors(self, inputs: Sequence[np.ndarray]) -> list:
+        """``inputs`` as TVM tensors on this runner's device."""
         return [tvm.runtime.tensor(np.ascontiguousarray(x), self.device) for x in inputs]
 
     def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return flatten(self.vm["main"](*self._tensors(inputs)))
+        return flatten(self.vm["main"](*self.tensors(inputs)))
 
     def median_ms(self, inputs: Sequence[np.ndarray], repeat: int = 9, min_repeat_ms: int = 20) -> float:
         """Median latency of ``main`` over ``repeat`` timed batches (after one warm-up call)."""
-        args = self._tensors(inputs)
+        args = self.tensors(inputs)
         self.vm["main"](*args)
         timer = self.vm.time_evaluator("main", self.device, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
         return statistics.median(timer(*args).results) * 1e3
+
+
+def constant_bytes(mod: tvm.IRModule) -> int:
+    """Bytes of the constants (weights) that ``main`` binds: the model's size."""
+    seen: dict = {}
+
+    def visit(expr) -> None:
+        if isinstance(expr, tvm.ir.expr.GenericConst):
+            seen.setdefault(expr, expr.value.numpy().nbytes)
+        elif isinstance(expr, relax.Call):
+            for arg in expr.args:
+                visit(arg)
+        elif isinstance(expr, relax.Tuple):
+            for field in expr.fields:
+                visit(field)
+        elif isinstance(expr, relax.TupleGetItem):
+            visit(expr.tuple_value)
+
+    body = mod["main"].body
+    for block in body.blocks:
+        for binding in block.bindings:
+            visit(binding.value)
+    visit(body.body)
+    return sum(seen.values())
 
 
 def flatten(value) -> list[np.ndarray]:

@@ -1,8 +1,11 @@
 """Targets by name: ``x86`` (the host CPU), ``arm[:core]`` and ``cuda[:gpu|:sm_XX]``.
 
-Each name resolves to a ``TargetSpec``: the TVM target, the roofline used by the analytic cost
-model, and how a built library gets to a device (the cross compiler for ``export_library``, and
-whether this machine can run it directly).
+Each name resolves to a ``TargetSpec``: the TVM target and what the rest of tsir needs to know about it
+as data (its capabilities): the roofline of the analytic cost model, the device its libraries run on,
+whether they run on this machine, whether oneDNN library kernels may be chosen, how a built program is
+verified, which schedules its kernels get, and how a built library gets to a device (the cross compiler
+for ``export_library``, the native runner and its emulator). Code asks these, never the kind name: this
+module is the only place that tells targets apart by kind (``tests/test_targets_as_data.py``).
 """
 
 from __future__ import annotations
@@ -14,29 +17,51 @@ import tvm
 from tvm.target import codegen
 
 from tsir.backends.presets import ARM_CORES, ARM_CROSS_CC, ARM_TRIPLE, DEFAULT_ARM_CORE, DEFAULT_GPU, GPUS, Gpu
-from tsir.cost import X86_HOST, Roofline
+from tsir.backends.roofline import X86_HOST, Roofline
 from tsir.errors import TargetError
+
+QEMU_AARCH64 = ("qemu-aarch64", "-L", "/usr/aarch64-linux-gnu")
 
 
 @dataclass(frozen=True)
 class TargetSpec:
     name: str
-    kind: str  # "x86", "arm" or "cuda"
+    kind: str  # "x86", "arm" or "cuda": for messages and reports; code asks the capabilities below
     target: tvm.target.Target
     roofline: Roofline
     cc: str | None = None  # compiler for export_library; None means the host's default
+    device: str = "cpu"  # the TVM device type its libraries run on ("cpu" or "cuda")
+    library_kernels: bool = False  # oneDNN kernels (x86 code in tsir's extension) may be chosen for it
+    verify_on: str = "in_process"  # "in_process": this CPU; "native_runner": the native runner (under its
+    # emulator); "gpu": a local GPU, else a host-CPU build of the same program
+    native_runner: str | None = None  # build/native/<this>/tsir_runner runs its libraries ("host", "aarch64")
+    emulator: tuple[str, ...] = ()  # command prefix that runs its native runner on this machine
+    nvcc_check: bool = False  # kernels compiled with nvcc at build time (TVM compiles CUDA only when loading)
 
     @property
     def runs_here(self) -> bool:
         """Whether a library built for this target runs on this machine without emulation or RPC."""
-        if self.kind == "x86":
-            return True
-        return self.kind == "cuda" and gpu_present()
+        if self.device == "cuda":
+            return gpu_present()
+        return not self.emulator
 
     @property
-    def device(self) -> str:
-        """The TVM device type its libraries run on ("cpu" or "cuda")."""
-        return "cuda" if self.kind == "cuda" else "cpu"
+    def cpu_schedules(self) -> bool:
+        """See ``cpu_schedules(target)``."""
+        return cpu_schedules(self.target)
+
+
+def cpu_schedules(target: tvm.target.Target) -> bool:
+    """Whether ``target`` compiles for CPU cores (LLVM): TVM's CPU pipeline with tsir's default schedules
+    (``tsir.backends.schedules``) and MetaSchedule's CPU rules; otherwise the GPU pipeline (dlight)."""
+    return target.kind.name == "llvm"
+
+
+def tensor_intrinsics(target: tvm.target.Target) -> str | None:
+    """The module of ``tvm.s_tir.tensor_intrin`` holding ``target``'s CPU intrinsics (None for a GPU)."""
+    if not cpu_schedules(target):
+        return None
+    return "arm_cpu" if "aarch64" in str(target.attrs.get("mtriple", "")) else "x86"
 
 
 def host_cpu() -> str:
@@ -56,7 +81,8 @@ def _host_target() -> dict:
 def _x86(variant: str | None) -> TargetSpec:
     if variant is not None:
         raise _unknown(f"x86:{variant}")
-    return TargetSpec("x86", "x86", tvm.target.Target(_host_target()), X86_HOST)
+    return TargetSpec("x86", "x86", tvm.target.Target(_host_target()), X86_HOST, library_kernels=True,
+                      native_runner="host")
 
 
 def _arm(variant: str | None) -> TargetSpec:
@@ -64,7 +90,8 @@ def _arm(variant: str | None) -> TargetSpec:
     if core is None:
         raise _unknown(f"arm:{variant}")
     target = tvm.target.Target({"kind": "llvm", "mtriple": ARM_TRIPLE, "mcpu": core.mcpu, "mattr": list(core.mattr)})
-    return TargetSpec(f"arm:{core.mcpu}", "arm", target, core.roofline, cc=ARM_CROSS_CC)
+    return TargetSpec(f"arm:{core.mcpu}", "arm", target, core.roofline, cc=ARM_CROSS_CC, verify_on="native_runner",
+                      native_runner="aarch64", emulator=QEMU_AARCH64)
 
 
 def _gpu_for(variant: str | None) -> Gpu:
@@ -87,7 +114,8 @@ def _gpu_for(variant: str | None) -> Gpu:
 def _cuda(variant: str | None) -> TargetSpec:
     gpu = _gpu_for(variant)
     target = tvm.target.Target({"kind": "cuda", "arch": gpu.arch, **_gpu_limits()}, host=_host_target())
-    return TargetSpec(f"cuda:{gpu.arch}", "cuda", target, gpu.roofline)
+    return TargetSpec(f"cuda:{gpu.arch}", "cuda", target, gpu.roofline, device="cuda", verify_on="gpu",
+                      nvcc_check=True)
 
 
 def _gpu_limits() -> dict:

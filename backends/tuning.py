@@ -31,6 +31,7 @@ from tsir.backends import runtime, schedules
 from tsir.backends.child import Worker
 from tsir.backends.kernel_cache import DEFAULT_DIR, write_atomic
 from tsir.backends.kernels import Kernel, fuse
+from tsir.backends.targets import cpu_schedules
 
 CHUNK_TRIALS = 4  # trials per MetaSchedule call; the deadline is checked between calls
 HEAVY_CLASSES = ("conv2d", "matmul")  # tuned first: where TVM's default code loses most
@@ -159,7 +160,7 @@ def default_trace(kernel: Kernel, target: tvm.target.Target) -> list | None:
     """The trace of ``kernel``'s default CPU schedule (``schedules.rules``) as JSON data; None when no rule
     applies or the target is not a CPU. Tuning commits it as a candidate: a few random trials often find
     nothing as fast, and the best record is what the build applies."""
-    if target.kind.name != "llvm":
+    if not cpu_schedules(target):
         return None
     func = tvm.ir.load_json(tvm.ir.save_json(kernel.module()))["main"]  # a copy: scheduling edits in place
     with target:
@@ -198,6 +199,6 @@ def write_lines_atomic(path: Path, lines: list[str]) -> None:
 def _with_num_cores(target: tvm.target.Target) -> tvm.target.Target:
     """MetaSchedule needs ``num-cores`` on CPU targets; default it to this machine's core count."""
     config = dict(target.export())
-    if target.kind.name == "llvm" and "num-cores" not in config:
+    if cpu_schedules(target) and "num-cores" not in config:
         config["num-cores"] = os.cpu_count() or 1
     return tvm.target.Target(config)

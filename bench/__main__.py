@@ -19,12 +19,13 @@ from pathlib import Path
 
 import torch
 
-from bench.io import RESULTS_DIR, atomic_write
-from bench.report import chart, markdown
-from bench.systems import SYSTEMS, THREADS
-from bench.timing import interleaved, summary
-from bench.worker import Worker
 from tsir import zoo
+
+from .io import RESULTS_DIR, atomic_write
+from .report import chart, markdown
+from .systems import SYSTEMS, THREADS
+from .timing import interleaved, summary
+from .worker import Worker
 
 QUICK_MODELS = ["mlp", "lenet"]
 

@@ -13,8 +13,9 @@ import argparse
 import json
 
 import tsir
-from bench.io import RESULTS_DIR, atomic_write
 from tsir.approx.real import REAL
+
+from .io import RESULTS_DIR, atomic_write
 
 GOALS = {"speedup": 2.5, "size_ratio": 4.0}
 METRIC_GOAL = {"digits": ("max_drop", 0.005), "minilm": ("min_optimized", 0.99)}

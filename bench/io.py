@@ -6,7 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
-RESULTS_DIR = Path(__file__).parent / "results"
+# bench/results of the folder it runs in (the checkout's, for `make bench`), or $TSIR_BENCH_RESULTS
+RESULTS_DIR = Path(os.environ.get("TSIR_BENCH_RESULTS", "bench/results"))
 
 
 def atomic_write(path: Path, data: str | bytes) -> Path:

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 from tvm import relax
 
-from bench.io import RESULTS_DIR, atomic_write
 from tsir import zoo
 from tsir.backends import dnnl, runtime, targets
 from tsir.convert import relax_to_tsir
@@ -30,6 +29,8 @@ from tsir.frontend import export, to_relax
 from tsir.ir.ops import OPS, TO_NCHW, TO_NHWC
 from tsir.ir.term import postorder
 from tsir.lower import EMITTERS, LIBRARY_EMITTERS
+
+from .io import RESULTS_DIR, atomic_write
 
 GEMM_CLASS = {"matmul": "dnnl_matmul", "conv2d": "dnnl_conv2d"}
 # road -> the library op computing each GEMM-class op on it ("tvm": TVM's own code)
@@ -126,7 +127,7 @@ def measure(case: OpCase, road: str, spec, rng: np.random.Generator, repeat: int
 
 def _times_ms(run: runtime.Runner, inputs: list[np.ndarray], repeat: int, number: int = 0) -> list[float]:
     """Sorted per-call times of ``main``; ``number`` calls per sample (0: enough for ~10 ms)."""
-    args = run._tensors(inputs)
+    args = run.tensors(inputs)
     run.vm["main"](*args)
     timer = run.vm.time_evaluator("main", run.device, number=max(number, 1), repeat=repeat,
                                   min_repeat_ms=0 if number else 10)

@@ -54,7 +54,7 @@ def torch_eager(entry: ZooModel, budget_s: float) -> Prepared:
 
 
 def torch_compile(entry: ZooModel, budget_s: float) -> Prepared:
-    torch._dynamo.reset()
+    torch.compiler.reset()
     prepared = _torch(torch.compile(entry.module, dynamic=False), entry.example_inputs)
     prepared.call()  # compiles here, not inside the timed calls
     return prepared

@@ -12,7 +12,7 @@ import time
 import traceback
 from multiprocessing.connection import Connection
 
-from bench.systems import SYSTEMS, THREADS, Prepared
+from .systems import SYSTEMS, THREADS, Prepared
 
 VERIFIED = ("verified", "verified-on-host", "within-budget")  # tsir's statuses of a verified result
 

@@ -6,6 +6,7 @@ disagreement its property test accepts, see ``rewrites._common``).
 
 from egglog import Ruleset
 
+from tsir._compat.egglog import declared_rules
 from tsir.rewrites import algebra, conv, folding, fusion, layout, library, multi
 
 _MODULES = {"algebra": algebra, "fusion": fusion, "folding": folding, "multi": multi, "conv": conv,
@@ -19,7 +20,7 @@ AFTER_PASSES: dict[str, Ruleset] = {"multi": multi.cancel}
 
 def rule_names(family: str) -> list[str]:
     """The names of the rules in one family, in declaration order."""
-    return [r.name for r in FAMILIES[family].__egg_ruleset__.rules]
+    return [r.name for r in declared_rules(FAMILIES[family])]
 
 
 def tolerance(rule: str) -> float:
@@ -33,7 +34,7 @@ def tolerance(rule: str) -> float:
 def rule(name: str):
     """The egglog rule declared under ``name`` (to run it alone, e.g. in its property test)."""
     for family in FAMILIES:
-        for declared, decl in zip(_MODULES[family].RULES, FAMILIES[family].__egg_ruleset__.rules, strict=True):
+        for declared, decl in zip(_MODULES[family].RULES, declared_rules(FAMILIES[family]), strict=True):
             if decl.name == name:
                 return declared
     raise KeyError(f"no rule named {name!r}; see rewrites.rule_names(family)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from egglog import PyObject, rule, ruleset, union, var
 
+from tsir._compat.egglog import declared_rules
 from tsir.ir.lang import (
     add,
     batch_norm,
@@ -143,5 +144,5 @@ _rules += [
 ]
 RULES = _rules
 rules = ruleset(*RULES, name="layout")
-TOLERANCE = {r.name: EXACT for r in rules.__egg_ruleset__.rules}  # data movement only: bit-exact
+TOLERANCE = {r.name: EXACT for r in declared_rules(rules)}  # data movement only: bit-exact
 TOLERANCE["mean_through_transpose"] = ELEMENTWISE  # the same sum, in another memory order

@@ -10,6 +10,7 @@ consecutive convs' pairs cancel.
 
 from egglog import PyObject, rule, ruleset, union, var
 
+from tsir._compat.egglog import declared_rules
 from tsir.ir.lang import (
     Tensor,
     add,
@@ -93,4 +94,4 @@ RULES = [
 rules = ruleset(*RULES, name="library")
 
 # oneDNN sums in its own blocked order: the same contraction, reassociated (see rewrites._common).
-TOLERANCE = {r.name: CONTRACTION for r in rules.__egg_ruleset__.rules}
+TOLERANCE = {r.name: CONTRACTION for r in declared_rules(rules)}

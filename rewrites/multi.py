@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from egglog import PyObject, ne, rule, ruleset, union
 
+from tsir._compat.egglog import declared_rules
 from tsir.ir.lang import computed, concat, conv2d, eq_, holds, is_const, linear, matmul, slice, tlist, ty
 from tsir.rewrites._common import (
     CONTRACTION,
@@ -165,6 +166,6 @@ RULES = [*MERGES, *_cancel]
 rules = ruleset(*RULES, name="multi")
 TOLERANCE = {
     # the merged op computes each output element with the same sum as before (another kernel's order)
-    **{r.name: CONTRACTION for r in ruleset(*MERGES, name="multi_merge").__egg_ruleset__.rules},
-    **{r.name: EXACT for r in cancel.__egg_ruleset__.rules},  # data movement
+    **{r.name: CONTRACTION for r in declared_rules(ruleset(*MERGES, name="multi_merge"))},
+    **{r.name: EXACT for r in declared_rules(cancel)},  # data movement
 }

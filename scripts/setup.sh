@@ -30,7 +30,8 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 echo "setup: installing pinned Python packages into .venv (first run takes a few minutes)"
 .venv/bin/pip install -qq -r requirements.lock
-.venv/bin/pip install -qq --no-deps --no-build-isolation -e .
+# editable, without the native parts (scripts/build_native.sh builds those into the checkout)
+.venv/bin/pip install -qq --no-deps --no-build-isolation -Ccmake.define.TSIR_BUILD_NATIVE=OFF -e .
 rm -f .venv/.tsir-setup-*
 touch "$stamp"
 bash scripts/fetch_aarch64_runtime.sh

@@ -12,9 +12,9 @@ import tsir
 from tsir import report as report_files
 from tsir.approx import digits, minilm
 from tsir.approx.budget import Budget, Data, cosine, top1
+from tsir.approx.sites import Int8Matmul, activation_error, lowrank, quantize_weight
 from tsir.backends import runtime, targets
 from tsir.errors import TsirError
-from tsir.rewrites.approx import Int8Matmul, activation_error, lowrank, quantize_weight
 
 pytestmark = pytest.mark.xdist_group("approx")  # shares the trained digits model and the built candidates
 

@@ -13,11 +13,7 @@ import tvm
 from torch import nn
 from tvm import relax
 
-from tsir.backends import runtime, targets
-from tsir.convert import relax_to_tsir
-from tsir.egraph import Limits, TermEGraph
-from tsir.lower import lower
-from tsir.rewrites.approx import (
+from tsir.approx.sites import (
     Approximations,
     Bf16Matmul,
     Int8Matmul,
@@ -30,6 +26,10 @@ from tsir.rewrites.approx import (
     quantize_weight,
     to_bf16,
 )
+from tsir.backends import runtime, targets
+from tsir.convert import relax_to_tsir
+from tsir.egraph import Limits, TermEGraph
+from tsir.lower import lower
 from tsir.search.extract import Space
 from tsir.source import load
 

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from torch import nn
 
 from tsir.approx.prune_genes import LEVELS
+from tsir.approx.sites import Approximations, Int8Matmul, int8_matmul
 from tsir.backends import runtime, targets
 from tsir.convert import relax_to_tsir
 from tsir.egraph import Limits, TermEGraph
 from tsir.ir.term import Term, postorder
 from tsir.lower import lower
-from tsir.rewrites.approx import Approximations, Int8Matmul, int8_matmul
 from tsir.search.extract import Space
 from tsir.source import load
 

@@ -10,7 +10,9 @@ import torch
 
 from tsir import optimize, zoo
 from tsir.backends import runtime, targets
-from tsir.backends.runner import BUILD_DIR, QEMU_AARCH64, NativeRunner
+from tsir.backends.native_files import runner as native_runner
+from tsir.backends.runner import NativeRunner
+from tsir.backends.targets import QEMU_AARCH64
 from tsir.draws import fresh_inputs
 from tsir.frontend import export, to_relax
 from tsir.verify import compare, reference_outputs
@@ -45,10 +47,10 @@ def test_host_runner_matches_python_vm(tmp_path):
 
 def test_runner_rejects_bad_input_clearly(tmp_path):
     (tmp_path / "broken.npy").write_bytes(b"not numpy")
-    done = subprocess.run([*QEMU_AARCH64, str(BUILD_DIR / "aarch64" / "tsir_runner"), "missing.so",
+    done = subprocess.run([*QEMU_AARCH64, str(native_runner("aarch64")), "missing.so",
                            str(tmp_path / "broken.npy")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "missing.so" in done.stderr
-    usage = subprocess.run([str(BUILD_DIR / "host" / "tsir_runner")], capture_output=True, text=True, timeout=60)
+    usage = subprocess.run([str(native_runner("host"))], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "usage: tsir_runner" in usage.stderr
 
 

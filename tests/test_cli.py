@@ -104,13 +104,13 @@ def test_zoo_lists_the_bundled_models():
 def test_bench_forwards_to_the_harness(monkeypatch):
     calls = []
 
-    def fake_run(cmd, cwd):
-        calls.append((cmd, cwd))
+    def fake_run(cmd):
+        calls.append(cmd)
         return subprocess.CompletedProcess(cmd, 3)
 
     monkeypatch.setattr(cli.subprocess, "run", fake_run)
     assert cli.main(["bench", "mlp", "lenet"]) == 3  # the harness's exit code comes back
-    assert calls == [([sys.executable, "-m", "bench", "mlp", "lenet"], cli.REPO)]
+    assert calls == [[sys.executable, "-m", "tsir.bench", "mlp", "lenet"]]  # the installed harness
 
 
 @pytest.mark.parametrize(("args", "message"), [

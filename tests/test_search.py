@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from tsir import zoo
+from tsir.backends.roofline import X86_HOST
 from tsir.convert import relax_to_tsir
-from tsir.cost import X86_HOST
 from tsir.egraph import TermEGraph
 from tsir.frontend import export, to_relax
 from tsir.ir.term import Graph, Term, postorder

@@ -296,7 +296,7 @@ def test_a_tuned_build_applies_records_and_gives_the_other_kernels_the_default_s
 
 
 def test_calibration_fits_efficiencies_and_overhead_and_round_trips(tmp_path):
-    from tsir.cost import X86_HOST
+    from tsir.backends.roofline import X86_HOST
     from tsir.search import calibration
     from tsir.search.calibration import Sample
 
@@ -319,7 +319,7 @@ def test_calibration_fits_efficiencies_and_overhead_and_round_trips(tmp_path):
 
 @pytest.mark.parametrize("library_fast", [True, False])
 def test_calibration_decides_library_or_tvm_kernels_in_analytic_mode(tmp_path, library_fast):
-    from tsir.cost import X86_HOST
+    from tsir.backends.roofline import X86_HOST
     from tsir.ir.ops import LIBRARY_OPS
     from tsir.ir.term import postorder
     from tsir.search import calibration

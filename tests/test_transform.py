@@ -8,7 +8,7 @@ import tvm
 from tvm import relax
 from tvm.script import relax as R
 
-import tsir.api
+import tsir.stages
 from tsir import VerificationError
 from tsir.transform import STAMP, Synthesize, pipeline, tvm_target
 
@@ -101,7 +101,7 @@ def test_pass_refuses_a_result_that_fails_verification(monkeypatch):
         lowered.update_func(lowered.get_global_var("main"), bb.get()["main"])
         return lowered
 
-    monkeypatch.setattr(tsir.api, "lower", wrong_lower)
+    monkeypatch.setattr(tsir.stages, "lower", wrong_lower)
     with pytest.raises(VerificationError, match="differ from the original"):
         Synthesize(budget_s=2)(Dense)
 

@@ -1,7 +1,7 @@
-"""The Python API: ``tsir.optimize`` runs the pipeline as a flat list of named stages.
+"""The Python API: ``tsir.optimize`` runs the pipeline as a flat sequence of named stages (``tsir.stages``).
 
-import -> tsir -> saturate -> search -> lower -> build -> verify -> measure. Each stage records what
-it did in the report; a result that fails verification is never returned.
+import -> tsir -> saturate -> search -> approx or lower -> build -> verify -> measure. Each stage records
+what it did in the report; a result that fails verification is never returned.
 """
 
 from __future__ import annotations
@@ -9,11 +9,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,27 +19,15 @@ import tvm
 from tvm import relax
 
 from tsir import report as report_files
-from tsir.approx.budget import Budget
-from tsir.approx.search import approx_search
-from tsir.backends import dnnl, execute, runtime, targets
-from tsir.backends import rpc as remote
-from tsir.backends.kernel_cache import DEFAULT_DIR
-from tsir.backends.tuning import TuningDatabase
+from tsir import stages
+from tsir.backends import execute, runtime, targets
 from tsir.convert import relax_to_tsir
-from tsir.draws import UserData, random_draws, user_draws
 from tsir.egraph import Limits, TermEGraph
-from tsir.errors import TsirError, VerificationError
-from tsir.ir.term import Term, postorder
-from tsir.lower import lower
-from tsir.rewrites import FAMILIES, rule_names
-from tsir.search.driver import SearchOptions, run_search
-from tsir.search.extract import Space, to_term
-from tsir.search.genetic import GeneticConfig
-from tsir.source import Model, Source, load
-from tsir.verify import Tolerance, Verification, as_report, check_reference, distance, verify, verify_all
-
-REPORT_VERSION = report_files.SCHEMA_VERSION
-MODES = ("exact", "approx")
+from tsir.options import Options
+from tsir.search.driver import run_search
+from tsir.search.extract import Space
+from tsir.source import Model, load
+from tsir.verify import Tolerance, Verification, verify
 
 
 @dataclass
@@ -73,13 +58,13 @@ class Result:
     def export(self, path: str | os.PathLike) -> Path:
         """Write the compiled library (``.so``) atomically: a failed write leaves nothing behind."""
         path = Path(path)
-        writable_dir(path.parent)
+        stages.writable_dir(path.parent)
         return runtime.export(self.executable, path, self.spec or targets.resolve("x86"))
 
     def save_report(self, path: str | os.PathLike) -> Path:
         """Write ``report.json`` at ``path``, with ``report.md`` and its plots beside it (atomically)."""
         path = Path(path)
-        writable_dir(path.parent)
+        stages.writable_dir(path.parent)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
             json.dump(self.report, f, indent=2)
         os.replace(f.name, path)
@@ -87,218 +72,55 @@ class Result:
         return path
 
 
-def writable_dir(path: Path) -> None:
-    """Create ``path`` if needed; raise a clear error when it cannot be written."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise TsirError(f"cannot create output directory {str(path)!r}: {err.strerror}; choose another --out") from err
-    if not os.access(path, os.W_OK):
-        raise TsirError(f"output directory {str(path)!r} is not writable; choose another or fix its permissions")
-
-
-def optimize(
-    model: Model,
-    example_inputs: Sequence[torch.Tensor | np.ndarray] | None = None,
-    *,
-    target: str = "x86",
-    rpc: str | None = None,
-    mode: str = "exact",
-    budget_s: float = 60.0,
-    seed: int = 0,
-    families: Sequence[str] = tuple(FAMILIES),
-    custom_convert_map: dict[str, Callable] | None = None,
-    out_dir: str | os.PathLike | None = None,
-    model_name: str | None = None,
-    measure: bool = True,
-    log: Callable[[str], None] = lambda msg: None,
-    cost: str = "analytic",
-    tuning_trials: int = 0,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool = False,
-    on_stage: Callable[[str, float | None], None] = lambda name, seconds: None,
-    accuracy: Budget | None = None,
-    verify_data: UserData | None = None,
-    verify_draws: int = 3,
-) -> Result:
-    """Optimize ``model`` for ``target``; returns a verified ``Result`` (see the module docstring).
+def optimize(model: Model, example_inputs: Sequence[torch.Tensor | np.ndarray] | None = None,
+             options: Options | None = None, **keywords) -> Result:
+    """Optimize ``model`` for a target; returns a verified ``Result`` (see the module docstring).
 
     ``model`` is a ``torch.nn.Module`` (exported here with static shapes) or an ``ExportedProgram``
     (both need ``example_inputs``), a path to an ``.onnx`` file, or a Relax ``tvm.IRModule`` (for
-    these two, ``example_inputs`` default to random inputs of the declared shapes). ``target`` is a
-    name from ``tsir.backends.targets.valid_names()``. ``on_stage(name, None)`` is called when a stage
+    these two, ``example_inputs`` default to random inputs of the declared shapes). How to optimize is
+    ``options`` (a ``tsir.Options``) and/or its fields as keywords, e.g. ``target="arm"``, ``budget_s=30``:
+    ``cost="measured"`` times kernels on the target, ``rpc="host:port:key"`` whole candidates on TVM RPC
+    devices, ``mode="approx"`` chooses low-rank / int8 approximations within ``accuracy`` (a ``tsir.Budget``,
+    checked on its held-out data, ``report["approx"]``); ``on_stage(name, None)`` is called when a stage
     starts and ``on_stage(name, seconds)`` when it ends.
-    ``cost`` is ``"analytic"`` (roofline model only) or ``"measured"`` (kernels timed on the target, the
-    final candidates built and timed whole); ``tuning_trials`` MetaSchedule trials per kernel (0: none);
-    ``cache_dir`` holds the kernel cache and tuning database (default ``$TSIR_CACHE_DIR``, else ``~/.cache/tsir``).
-    ``rpc="host:port:key"`` times whole candidates on the devices with that key of a TVM RPC tracker
-    (cost tier "rpc") instead.
-    ``mode="approx"`` also chooses low-rank / int8 approximations per layer within ``accuracy`` (a
-    ``tsir.Budget``): picked on its calibration data, checked on its held-out data (``report["approx"]``).
     The result is verified against the original on ``verify_draws`` random input draws (seeds ``seed + 1``
     on), or on ``verify_data`` when given: a ``.npz`` path or arrays, one per model input, shaped like its
     example input or stacked along a new leading axis. ``report["verification"]["status"]`` says what held:
     ``verified``, ``verified-on-host`` or ``within-budget`` (approx); anything else raises.
     """
-    if mode == "approx" and not isinstance(accuracy, Budget):
-        raise TsirError("mode='approx' needs accuracy=tsir.Budget(data=tsir.Data(calibration, heldout), "
-                        "metric=..., max_drop=...)")
-    if mode not in MODES:
-        raise TsirError(f"unknown mode {mode!r}; this version supports: {', '.join(MODES)}")
-    if not isinstance(verify_draws, int) or verify_draws < 1:
-        raise TsirError(f"verify_draws must be a positive number of random input draws, got {verify_draws!r}")
-    if not isinstance(budget_s, (int, float)) or budget_s <= 0:
-        raise TsirError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
-    spec = targets.resolve(target)
-    if spec.kind != "x86" or rpc is not None:  # oneDNN kernels: x86 code in tsir's extension, not on RPC devices
-        families = tuple(f for f in families if f != "library")
-    if "library" in families:
-        dnnl.load()  # library kernels run in this process (verify, measure); a clear error if not built
-    measurer = None
-    if rpc is not None:
-        host, port, key = remote.parse_rpc(rpc)
-        measurer = remote.RpcMeasurer(f"{host}:{port}", key)
-        cost = "rpc"
-    if cost == "measured" and not spec.runs_here:
-        raise TsirError(f"cost='measured' times kernels on the target's device, and no {spec.kind} device is on this "
-                        "machine; use cost='analytic', or measure on a device with rpc='host:port:key'")
-    options = SearchOptions(cost, tuning_trials, cache_dir=cache_dir or DEFAULT_DIR, progress=progress)
-    if out_dir is not None:
-        writable_dir(Path(out_dir))
-    stages: dict[str, float] = {}
-
-    def stage(name: str, fn: Callable):
-        log(f"[{name}] ...")
-        on_stage(name, None)
-        start = time.perf_counter()
-        value = fn()
-        stages[name] = round(time.perf_counter() - start, 4)
-        log(f"[{name}] done in {stages[name]:.2f} s")
-        on_stage(name, stages[name])
-        return value
-
-    source: Source = stage("import", lambda: load(model, example_inputs, custom_convert_map))
-    model_name = model_name or _default_name(model, source)
-    model, example_inputs, original_mod = source.reference, source.example_inputs, source.module
-    draws, inputs_used = (user_draws(verify_data, original_mod, example_inputs) if verify_data is not None else
-                          random_draws(original_mod, example_inputs, range(seed + 1, seed + 1 + verify_draws)))
-    check_reference(model, draws)  # inputs the original cannot be checked on fail now, not after the search
-    graph = stage("tsir", lambda: relax_to_tsir(original_mod))
-    egraph = TermEGraph(graph, tuple(families))
-    limits = Limits(time_s=max(0.3 * budget_s, 0.1))
-    saturation = stage("saturate", lambda: egraph.saturate(limits))
-    view = egraph.view()
-    space = Space.of(view, spec.roofline)
-    config = GeneticConfig(seed=seed, time_s=max(budget_s - sum(stages.values()), 0.1) * 0.5)
-    workdir = tempfile.TemporaryDirectory(prefix="tsir-")
-    arrays = [np.asarray(t) for t in example_inputs]
-    search = stage("search", lambda: run_search(egraph, space, graph, original_mod, spec, config, options, arrays,
-                                                measurer))
-    approx = None
-    if mode == "approx":
-        approx = stage("approx", lambda: approx_search(space, graph, original_mod, spec, config, accuracy,
-                                                       len(arrays[0]), search.genome, measure and spec.runs_here))
-        chosen, optimized_mod, lowered_graph = approx.root, approx.module, approx.graph
-        search.report["pareto"] = approx.report["pareto"]  # the (latency, size, error) front of the approx search
-    else:
-        chosen, lowered_graph = to_term(space, search.genome), graph
-        optimized_mod = stage("lower", lambda: lower(graph, chosen, original_mod))
-    build = TuningDatabase(spec.target, options.cache_dir).build if tuning_trials else partial(runtime.build, spec=spec)
-    built = search.executable() if approx is None else None  # the measured tier's build of the same program
-    executable = stage("build", lambda: built if built is not None else build(optimized_mod))
-    if spec.kind == "cuda":
-        stage("nvcc", lambda: runtime.nvcc_compile(executable, spec))
-    run, verified_on = execute.on_device(optimized_mod, executable, spec, Path(workdir.name))
-    verification = stage("verify", lambda: _verification(model, run, draws, approx, verified_on))
-    report = {
-        "version": REPORT_VERSION,
-        "input": {"kind": source.kind, "name": model_name,
-                  "inputs": [{"shape": list(x.shape), "dtype": str(np.asarray(x).dtype)} for x in example_inputs]},
-        "target": {"name": spec.name, "tvm": str(spec.target), "verified_on": verified_on},
-        "mode": mode,
-        "egraph": {
-            "iterations": saturation.iterations, "eclasses": len(view.classes), "enodes": saturation.enodes,
-            "stop_reason": saturation.stop_reason, "time_s": round(saturation.time_s, 4),
-            "enodes_per_iteration": saturation.enodes_per_iteration,
-        },
-        "rules_fired": _fired_by_family(saturation.matches_per_rule, families),
-        "search": search.report,
-        "program": {"original": _op_counts(graph.root), "optimized": _op_counts(chosen)},
-        "layers": report_files.layers(lowered_graph, chosen, tuned=tuning_trials > 0),
-        "size_bytes": {"original": report_files.constant_bytes(original_mod),
-                       "optimized": report_files.constant_bytes(optimized_mod)},
-        "verification": {**verification, "inputs": inputs_used, "passed": True, "reference": source.reference_name},
-        "stages_s": stages,
-    }
-    if approx is not None:
-        report["approx"] = approx.report
-    if measure and measurer is not None:
-        report["latency_ms"] = stage("measure", lambda: _measure_rpc(measurer, original_mod, executable, spec,
-                                                                     arrays, Path(workdir.name)))
-        report["target"]["measured_on"] = f"rpc {rpc}"
-    elif measure and spec.runs_here:
-        report["latency_ms"] = stage("measure", lambda: _measure(source, run, spec))
-        report["target"]["measured_on"] = verified_on
-    elif measure:
-        report["target"]["measured_on"] = f"not measured: no {spec.kind} device here; pass rpc='host:port:key'"
-    workdir.cleanup()
-    result = Result(optimized_mod, executable, report, model, example_inputs, spec)
-    if out_dir is not None:
-        result.export(Path(out_dir) / "model.so")
-        result.save_report(Path(out_dir) / "report.json")
-    return result
-
-
-def _verification(model: Callable, run: execute.Run, draws: dict, approx, verified_on: str) -> dict:
-    """The verify stage: the check that applies and the status it earns; raises when none holds."""
-    exact = approx is None or approx.report["fell_back_to_exact"]
-    checked = verify_all(model, run, draws) if exact else distance(model, run, draws)
-    status = "verified" if verified_on in execute.ON_TARGET else "verified-on-host"
-    out = {"status": status, "verified_on": verified_on, **as_report(checked)}
-    if approx is None:
-        return out
-    held, metric, max_drop = approx.report["heldout"], approx.report["metric"], approx.report["max_drop"]
-    out["heldout"] = {"metric": metric, "max_drop": max_drop,
-                      **{k: held[k] for k in ("examples", "original", "optimized", "drop")}}
-    if exact:
-        return out
-    if not held["within_budget"]:  # approximate outputs differ by design: the held-out budget is the check
-        raise VerificationError(f"the approximate program's held-out {metric} drops by {held['drop']:.4g}, over "
-                                f"the budget {max_drop:g}; raise max_drop or give more calibration data")
-    return {**out, "status": "within-budget"}
-
-
-def _fired_by_family(matches: dict[str, int], families: Sequence[str]) -> dict[str, dict[str, int]]:
-    return {f: {r: matches[r] for r in rule_names(f) if matches.get(r)} for f in families}
-
-
-def _op_counts(root: Term) -> dict[str, int]:
-    return dict(Counter(t.op for t in postorder(root) if t.op not in ("weight", "input")))
-
-
-def _measure_rpc(measurer, original_mod, executable, spec, arrays, workdir: Path) -> dict[str, float]:
-    """Latency of the original and the optimized build on the RPC devices (measured side by side)."""
-    libraries = [runtime.export(runtime.build(original_mod, spec), workdir / "original.so", spec),
-                 runtime.export(executable, workdir / "optimized.so", spec)]
-    original, optimized = measurer.measure(libraries, arrays)
-    failed = [m.error for m in (original, optimized) if m.error]
-    if failed:
-        raise TsirError(f"RPC measurement failed: {'; '.join(failed)}")
-    return {"original": original.median_ms, "optimized": optimized.median_ms}
-
-
-def _measure(source: Source, runner: runtime.Runner, spec: targets.TargetSpec) -> dict[str, float]:
-    """Latency of the original (same TVM build, no rewrites), the optimized model, and the reference
-    framework (PyTorch eager or ONNX Runtime; a Relax input has none besides the original)."""
+    options = Options.of(options, keywords)
+    plan = stages.plan(options)
+    stage = stages.Stages(options.log, options.on_stage)
+    source = stage("import", load, model, example_inputs, options.custom_convert_map)
+    model_name = options.model_name or stages.default_name(model, source)
+    draws = stages.verification_inputs(options, source)  # checked now: a NaN original fails before the search
+    graph = stage("tsir", relax_to_tsir, source.module)
+    egraph = TermEGraph(graph, plan.families)
+    saturation = stage("saturate", egraph.saturate, Limits(time_s=max(0.3 * options.budget_s, 0.1)))
+    space = Space.of(egraph.view(), plan.spec.roofline)
+    config = stages.search_config(options, stage.total_s)
     arrays = [np.asarray(t) for t in source.example_inputs]
-    baseline = runtime.Runner(runtime.build(source.module, spec), runner.device)
-    latency = {"original": baseline.median_ms(arrays), "optimized": runner.median_ms(arrays)}
-    if source.kind != "relax":
-        latency[source.reference_name] = source.reference_ms()
-    return latency
-
-
-def _default_name(model: Model, source: Source) -> str:
-    if source.kind == "onnx":
-        return Path(model).name
-    return type(model).__name__ if source.kind == "torch" else "Relax module"
+    search = stage("search", run_search, egraph, space, graph, source.module, plan.spec, config, plan.search, arrays,
+                   plan.measurer)
+    if options.mode == "approx":
+        chosen = stage("approx", stages.approximate, space, graph, source, plan, config, options, search)
+    else:
+        chosen = stage("lower", stages.lower_exact, space, graph, search, source.module)
+    executable = stage("build", stages.build, chosen, search, plan, options.tuning_trials)
+    if plan.spec.nvcc_check:
+        stage("nvcc", runtime.nvcc_compile, executable, plan.spec)
+    with tempfile.TemporaryDirectory(prefix="tsir-") as workdir:
+        checked = stages.verify_stage(stage, source, chosen, executable, plan.spec, draws, Path(workdir))
+        report = stages.make_report(options, plan, model_name, source, graph, saturation, space, search, chosen,
+                                    draws, checked, stage)
+        if options.measure:
+            latency, report["target"]["measured_on"] = stages.measure(stage, options, plan, source, executable,
+                                                                      checked, Path(workdir))
+            if latency is not None:
+                report["latency_ms"] = latency
+    result = Result(chosen.module, executable, report, source.reference, source.example_inputs, plan.spec)
+    if options.out_dir is not None:
+        result.export(Path(options.out_dir) / "model.so")
+        result.save_report(Path(options.out_dir) / "report.json")
+    return result

@@ -8,13 +8,12 @@ then one iteration of every enabled rule family per round, until nothing changes
 from __future__ import annotations
 
 import ast
-import json
-import math
 import time
 from dataclasses import dataclass, field
 
 from egglog import EGraph, PyObject, set_
 
+from tsir._compat.egglog import serialized
 from tsir.ir import lang
 from tsir.ir.ops import OPS
 from tsir.ir.term import Graph, Term, postorder
@@ -133,7 +132,7 @@ class TermEGraph:
         return report
 
     def view(self) -> EGraphView:
-        data = json.loads(self.egraph._serialize(split_primitive_outputs=False).to_json())
+        data = serialized(self.egraph)
         nodes, class_data = data["nodes"], data["class_data"]
         index: dict[str, int] = {}
         for cid, info in class_data.items():
@@ -168,11 +167,17 @@ class TermEGraph:
 
 
 def _literal(text: str) -> object:
-    """An attribute back from its repr; ``inf``/``nan`` (e.g. clip's open bound) are not Python literals."""
-    try:
-        return ast.literal_eval(text)
-    except ValueError:
-        return eval(text, {"__builtins__": {}}, {"inf": math.inf, "nan": math.nan})  # only floats remain
+    """An attribute back from its repr; ``inf``/``nan`` (e.g. clip's open bound) are read as floats."""
+    return ast.literal_eval(_FloatNames().visit(ast.parse(text, mode="eval")))
+
+
+class _FloatNames(ast.NodeTransformer):
+    """``inf`` and ``nan`` in a repr as float constants (``literal_eval`` rejects names)."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in ("inf", "nan"):
+            return ast.copy_location(ast.Constant(float(node.id)), node)
+        return node
 
 
 def list_items(classes: list[list[ENode]], c: int) -> list[int]:

@@ -14,9 +14,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import tvm
-from tvm import relax
-
 from tsir.errors import TsirError
 from tsir.ir.term import Graph, Term, is_constant, postorder
 from tsir.lower import LIBRARY_EMITTERS
@@ -70,30 +67,6 @@ def layers(graph: Graph, root: Term, tuned: bool = False) -> list[dict]:
         out.append({"op": op, "shape": list(term.ty[0]) if typed else None, "dtype": term.ty[1] if typed else None,
                     "kernel_source": "library" if term.op in LIBRARY_EMITTERS else tvm_code})
     return out
-
-
-def constant_bytes(mod: tvm.IRModule) -> int:
-    """Bytes of the constants (weights) that ``main`` binds: the model's size."""
-    seen: dict = {}
-
-    def visit(expr) -> None:
-        if isinstance(expr, tvm.ir.expr.GenericConst):
-            seen.setdefault(expr, expr.value.numpy().nbytes)
-        elif isinstance(expr, relax.Call):
-            for arg in expr.args:
-                visit(arg)
-        elif isinstance(expr, relax.Tuple):
-            for field in expr.fields:
-                visit(field)
-        elif isinstance(expr, relax.TupleGetItem):
-            visit(expr.tuple_value)
-
-    body = mod["main"].body
-    for block in body.blocks:
-        for binding in block.bindings:
-            visit(binding.value)
-    visit(body.body)
-    return sum(seen.values())
 
 
 def write_markdown(report: dict, directory: Path) -> Path:

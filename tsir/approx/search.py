@@ -25,13 +25,12 @@ import tvm_ffi
 
 from tsir.approx.budget import Budget, fidelity
 from tsir.approx.prune_genes import LEVELS
+from tsir.approx.sites import Approximations
 from tsir.backends import runtime
 from tsir.backends.targets import TargetSpec
 from tsir.errors import TsirError
 from tsir.ir.term import Graph, Term
 from tsir.lower import lower
-from tsir.report import constant_bytes
-from tsir.rewrites.approx import Approximations
 from tsir.search.extract import Genome, Space
 from tsir.search.genetic import GeneticConfig, genetic_search
 
@@ -83,7 +82,7 @@ def approx_search(
 ) -> ApproxOutcome:
     """Choose an approximate program from ``space`` within ``budget`` (see the module docstring);
     ``measure``: time every built candidate on this machine and rank them by measured latency."""
-    library = spec.kind == "x86" and tvm_ffi.get_global_func("tsir.dnnl.int8_matmul", allow_missing=True) is not None
+    library = spec.library_kernels and tvm_ffi.get_global_func("tsir.dnnl.int8_matmul", allow_missing=True) is not None
     approx = Approximations(space, graph, spec.roofline, library)
     data = budget.data
     terms = approx.activation_terms()
@@ -121,7 +120,7 @@ def approx_search(
         out = run_batched(runner, data.calibration, batch)
         drop = 0.0 if genome is exact else base_cal - score(out, ref_cal, data.calibration_labels)
         return {"genome": genome, "decoded": decoded, "module": module, "calibration_drop": drop,
-                "objectives": approx.objectives(genome), "size_bytes": constant_bytes(module),
+                "objectives": approx.objectives(genome), "size_bytes": runtime.constant_bytes(module),
                 "kept": _kept(decoded.levels), "runner": runner, "measured_ms": None}
 
     scored = [evaluate(genome) for genome in candidates + [exact]]

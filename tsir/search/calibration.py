@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tsir.backends.kernel_cache import KernelCache, KernelKey, write_atomic
-from tsir.cost import Roofline
+from tsir.backends.roofline import Roofline
 
 # kernel op class -> the tsir ops whose efficiency it gives (TVM's "matmul" kernels also compute linear)
 OPS_OF_CLASS = {"matmul": ("matmul", "linear"), "conv2d": ("conv2d",), "dnnl_matmul": ("dnnl_matmul",),

@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -149,15 +150,35 @@ def _measured(space, graph, original_mod, spec, config, options, inputs, measure
     target = str(spec.target.export())
     ev = Evaluator(space, graph, original_mod, spec, KernelCache(cache_dir), tuning, deadline=final_at)
     try:
-        return _measured_with(ev, space, spec, config, options, inputs, measurer, baselines, update, start, final_at,
-                              cache_dir, target)
+        return _measured_with(_Measuring(ev, space, spec, config, options, inputs, baselines, update, start, cache_dir,
+                                         target), measurer, final_at)
     finally:
         if ev.worker is not None:
             ev.worker.close()
 
 
-def _measured_with(ev, space, spec, config, options, inputs, measurer, baselines, update, start, final_at,
-                   cache_dir, target):
+@dataclass(frozen=True)
+class _Measuring:
+    """What the measured tier works with, for one search."""
+
+    ev: Evaluator
+    space: Space
+    spec: TargetSpec
+    config: GeneticConfig
+    options: SearchOptions
+    inputs: list[np.ndarray]
+    baselines: dict[str, Genome]  # egglog, greedy, original
+    update: Callable[[float], None]  # the progress bar
+    start: float  # time.monotonic() when the search stage began
+    cache_dir: Path
+    target: str  # the TVM target as JSON text (a cache key)
+
+
+def _measured_with(run: _Measuring, measurer: Measurer | None, final_at: float):
+    """``_measured``'s body: tune, time kernels, search, time the finalists; ``final_at`` when the end-to-end
+    tier starts at the latest."""
+    ev, space, spec, config, options, inputs = run.ev, run.space, run.spec, run.config, run.options, run.inputs
+    baselines, update, start, cache_dir, target = run.baselines, run.update, run.start, run.cache_dir, run.target
     budget = config.time_s
     seeds = [ev.program(g) for g in baselines.values()]
     phases = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from egglog import PyObject, get_callable_args, get_callable_fn
 
+from tsir._compat.egglog import identity
 from tsir.egraph import TermEGraph
 from tsir.search.extract import Genome, Space
 
@@ -23,7 +24,7 @@ def egglog_extraction(egraph: TermEGraph, space: Space) -> Genome:
 
     def match(c: int, e) -> bool:
         alive.append(e)
-        key = (c, id(e.__egg_typed_expr__))  # shared sub-expressions share it: linear, not tree-sized
+        key = (c, identity(e))  # shared sub-expressions share it: linear, not tree-sized
         if key in memo:
             return memo[key]
         memo[key] = False

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tsir.cost import Roofline, type_bytes
+from tsir.backends.roofline import Roofline, type_bytes
 from tsir.egraph import EGraphView, ENode
 from tsir.ir.ops import OPS, RUNTIME_ONLY
 from tsir.ir.term import Term

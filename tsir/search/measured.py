@@ -1,6 +1,6 @@
 """Tiered cost feedback for the genetic search.
 
-1. analytic: the roofline model of ``tsir.cost`` (calibrated on measured kernels when a calibration of
+1. analytic: the roofline model of ``tsir.backends.roofline`` (calibrated on measured kernels when a calibration of
    the target exists, see ``calibration.py``) ranks every genome instantly;
 2. per-kernel measured: a program is lowered, fused like the final build, and each distinct kernel
    (TVM PrimFunc or vendor-library call) is timed in a child process and cached on disk
@@ -38,7 +38,7 @@ from tsir.backends.child import Worker
 from tsir.backends.kernel_cache import KernelCache, KernelKey, KernelTiming, ProgramCache
 from tsir.backends.kernels import Kernel, LibraryCall, all_kernels, fuse
 from tsir.backends.measure import LocalMeasurer, Measurement, Measurer
-from tsir.backends.targets import TargetSpec
+from tsir.backends.targets import TargetSpec, cpu_schedules
 from tsir.backends.tuning import HEAVY_CLASSES, TuningDatabase, TuningReport
 from tsir.ir.term import Graph, Term, postorder
 from tsir.lower import lower
@@ -347,7 +347,7 @@ def as_built(kernel: Kernel, tuning: TuningDatabase | None, target: tvm.target.T
     (``parallel=False``) the serial default schedule, record or not. On GPUs the kernel job gives it
     dlight's default schedule."""
     mod = tuning.scheduled(kernel) if tuning is not None and parallel else kernel.module()
-    return schedules.apply(mod, target, parallel) if target.kind.name == "llvm" else mod
+    return schedules.apply(mod, target, parallel) if cpu_schedules(target) else mod
 
 
 def _keep(path: Path, kept: Path) -> Path:

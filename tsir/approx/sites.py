@@ -50,7 +50,7 @@ from tvm import relax
 from tsir.approx import prune
 from tsir.approx.prune import expand
 from tsir.approx.prune_genes import LEVELS, PruneGenes
-from tsir.cost import Roofline, type_bytes
+from tsir.backends.roofline import Roofline, type_bytes
 from tsir.egraph import list_items
 from tsir.errors import TsirError
 from tsir.ir.term import Graph, Term, fold, postorder

@@ -1,0 +1,31 @@
+"""egglog-python's private APIs that tsir uses, for want of public ones (tested with ``TESTED_WITH``).
+
+- ``EGraph._serialize``: the only way to read every e-class with its e-nodes (``freeze`` gives declarations,
+  ``display`` renders them);
+- ``Ruleset.__egg_ruleset__``: the only way to list the rules a ruleset holds (with their names);
+- ``RuntimeExpr.__egg_typed_expr__``: an extracted expression's identity (``==`` on it builds an egglog
+  fact, so it cannot be a dict key).
+"""
+
+from __future__ import annotations
+
+import json
+
+import egglog
+
+TESTED_WITH = "13.2.0"
+
+
+def serialized(egraph: egglog.EGraph) -> dict:
+    """The e-graph as egglog's serialized JSON (``nodes``, ``class_data``), primitives inside their classes."""
+    return json.loads(egraph._serialize(split_primitive_outputs=False).to_json())
+
+
+def declared_rules(ruleset: egglog.Ruleset) -> list:
+    """The rule declarations of ``ruleset`` in declaration order (each has a ``name``)."""
+    return list(ruleset.__egg_ruleset__.rules)
+
+
+def identity(expr: egglog.Expr) -> int:
+    """A key that is the same for an extracted sub-expression shared by several parents (while it is alive)."""
+    return id(expr.__egg_typed_expr__)
