@@ -26,7 +26,7 @@ def test_fuzz_reports_a_mismatch(monkeypatch):
     """A wrong lowering (relu emitted as the identity) is caught: the fuzzer is not vacuous."""
     from tsir import lower
 
-    monkeypatch.setitem(lower.EMITTERS, "relu", lambda a, at: a[0])
+    monkeypatch.setitem(lower.EMITTERS, "relu", lambda a, at, ty: a[0])
     b = GraphBuilder(0)
     case = b.case(Term("relu", (b.input((3, 4)),)))
     stats = fuzz.Stats()

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tsir import optimize, zoo
 from tsir.backends import dnnl
-from tsir.ir.ops import TO_NHWC, evaluate
+from tsir.ir.ops import OPS, TO_NHWC, evaluate
 from tsir.ir.term import Graph, Term
 from tsir.testing import rule_check
 from tsir.testing.strategies import GraphBuilder, seeds
@@ -100,13 +100,12 @@ def test_native_conv2d(c, act, const_w, pads, nhwc, seed):
         x = np.ascontiguousarray(x.transpose(TO_NHWC))
     w = rng.standard_normal((cout, c["cin_per_group"], k, k), "float32")
     bias = rng.standard_normal((cout,), "float32")
-    op = "dnnl_conv2d_nhwc" if nhwc else "dnnl_conv2d"
-    attrs = ((c["stride"], c["stride"] + 1), pads, (c["dilation"], 1), c["groups"], act)
-    out_shape = evaluate(op, [x, w, bias], attrs).shape
+    attrs = ((c["stride"], c["stride"] + 1), pads, (c["dilation"], 1), c["groups"], act, "NHWC" if nhwc else "NCHW")
+    out_shape = evaluate("dnnl_conv2d", [x, w, bias], attrs).shape
     code, bounds = (2, act) if isinstance(act, tuple) else (int(act), (0.0, 0.0))
     scalars = [*attrs[0], *pads, *attrs[2], c["groups"], code, *bounds, int(const_w)]
-    got = _call(f"tsir.{op.replace('_', '.', 1)}", [x, w, bias], scalars, out_shape)
-    _close(got, [x, w, bias], op, attrs)
+    got = _call(OPS["dnnl_conv2d"].library(attrs[-1]), [x, w, bias], scalars, out_shape)
+    _close(got, [x, w, bias], "dnnl_conv2d", attrs)
 
 
 def test_native_packed_weights_follow_their_tensor():
@@ -122,7 +121,7 @@ def test_native_packed_weights_follow_their_tensor():
         for _ in range(2):  # the second call reads the packed copy
             out = tvm.runtime.tensor(np.full((2, 32, 9, 9), np.nan, "float32"))
             conv(*args, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0.0, 0.0, 1, out)
-            _close(out.numpy(), [x, w, bias], "dnnl_conv2d", ((1, 1), (1, 1, 1, 1), (1, 1), 1, False))
+            _close(out.numpy(), [x, w, bias], "dnnl_conv2d", ((1, 1), (1, 1, 1, 1), (1, 1), 1, False, "NCHW"))
         del w_tensor, args
     assert tvm_ffi.get_global_func("tsir.dnnl.packed_weights")() >= 1
 
