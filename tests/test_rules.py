@@ -187,6 +187,12 @@ def _algebra() -> dict:
         "matmul_factor_left": factor_left, "matmul_distribute_left": distribute_left,
         "conv_factor_weights": conv_factor_weights, "conv_distribute_weights": conv_distribute,
         "conv_factor_inputs": conv_factor_inputs, "matmul_associate_right": chain,
+        "conv1d_factor_weights": lambda d, b: T("add", (y := conv1d_case(d, b), T("conv1d", (
+            y.args[0], b.weight(y.args[1].ty[0])), y.attrs))),
+        "conv1d_distribute_weights": lambda d, b: T("conv1d", (
+            (y := conv1d_case(d, b)).args[0], T("add", (y.args[1], b.weight(y.args[1].ty[0])))), y.attrs),
+        "conv1d_factor_inputs": lambda d, b: T("add", (y := conv1d_case(d, b), T("conv1d", (
+            b.input(y.args[0].ty[0]), y.args[1]), y.attrs))),
         "matmul_associate_left": chain_right, "matmul_transposes": transposes,
         "transpose_of_matmul": transpose_of_matmul, "matmul_scalar_out": scalar_out,
     }
@@ -423,6 +429,11 @@ def _multi() -> dict:
         x, w, attrs = conv_case(d, b, groups=1)
         return conv(b, x, w, attrs), conv(b, x, b.weight((d(st.integers(1, 3)), *w.ty[0][1:])), attrs)
 
+    def parallel_conv1d(d, b):
+        y = conv1d_case(d, b, groups=1)
+        x, w = y.args
+        return y, T("conv1d", (x, b.weight((d(st.integers(1, 3)), *w.ty[0][1:]))), y.attrs)
+
     def shared_weight(d, b):
         lead, m, k, n = mnk(d)
         w = b.weight((k, n))
@@ -463,7 +474,8 @@ def _multi() -> dict:
 
     return {
         "merge_parallel_matmul": parallel_matmul, "merge_parallel_linear": parallel_linear, "merge_qkv": qkv,
-        "merge_parallel_conv": parallel_conv, "merge_shared_weight_matmul": shared_weight,
+        "merge_parallel_conv": parallel_conv, "merge_parallel_conv1d": parallel_conv1d,
+        "merge_shared_weight_matmul": shared_weight,
         "slice_whole": lambda d, b: T("slice", (b.input(s := d(shapes())),), (len(s) - 1, 0, s[-1])),
         "concat_single": lambda d, b: T("concat", (b.input(s := d(shapes())),), (len(s) - 1,)),
         "slice_of_concat_head": head, "slice_of_concat_tail": tail, "concat_of_adjacent_slices": halves,
