@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from tsir.ir.ops.elementwise import _tensors
+from tsir.ir.ops.relax_args import are_terms, ints
 from tsir.ir.registry import Category, OpSpec, TType, broadcast_shapes, numel, register
 from tsir.ir.term import Term
 
@@ -40,7 +40,7 @@ def infer_linear(ins: tuple[TType, ...], attrs: tuple) -> TType:
 
 def _convert_matmul(call, args: list, ty) -> Term | None:
     a, b = args
-    if not _tensors(a, b) or len(a.ty[0]) < 2 or len(b.ty[0]) < 2 or a.ty[1] != b.ty[1]:
+    if not are_terms(a, b) or len(a.ty[0]) < 2 or len(b.ty[0]) < 2 or a.ty[1] != b.ty[1]:
         return None
     if call.attrs.out_dtype is not None and str(call.attrs.out_dtype) not in ("", "void", a.ty[1]):  # None: TVMScript
         return None
@@ -125,18 +125,15 @@ def conv_flops(ins: tuple[TType, ...], out: TType, attrs: tuple) -> float:
     return 2.0 * numel(out[0]) * numel(ins[1][0][1:])
 
 
-def _ints(values) -> tuple[int, ...]:
-    return tuple(int(v) for v in values)
-
 
 def _conv_converter(op: str, layouts: tuple[str, str, str]):
     def convert(call, args: list, ty) -> Term | None:
         at = call.attrs
-        if (at.data_layout, at.kernel_layout, at.out_layout) != layouts or not _tensors(args[0], args[1]):
+        if (at.data_layout, at.kernel_layout, at.out_layout) != layouts or not are_terms(args[0], args[1]):
             return None
         if str(at.out_dtype) not in ("", "void", args[0].ty[1]):
             return None
-        return Term(op, (args[0], args[1]), (_ints(at.strides), _ints(at.padding), _ints(at.dilation), int(at.groups)))
+        return Term(op, (args[0], args[1]), (ints(at.strides), ints(at.padding), ints(at.dilation), int(at.groups)))
 
     return convert
 

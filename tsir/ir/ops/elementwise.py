@@ -8,12 +8,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from tsir.ir.ops.relax_args import are_terms, prim_literal
 from tsir.ir.registry import Category, OpSpec, broadcast_shapes, numel, register
 from tsir.ir.term import Term
-
-
-def _tensors(*args) -> bool:
-    return all(isinstance(a, Term) for a in args)
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -55,18 +52,13 @@ for _name, (_fn, _relax, _per_element) in _UNARY.items():
     register(OpSpec(
         _name, 1, (), Category.UNARY, lambda ins, a: ins[0], lambda xs, a, f=_fn: f(xs[0]),
         lambda ins, out, a, k=_per_element: k * numel(out[0]),
-        convert={_relax: lambda call, args, ty, n=_name: Term(n, (args[0],)) if _tensors(args[0]) else None},
+        convert={_relax: lambda call, args, ty, n=_name: Term(n, (args[0],)) if are_terms(args[0]) else None},
         emit=_emit(_relax), make=_make_unary(_name)))
 
 
-def _prim(expr) -> float | int | None:
-    """The literal of a Relax prim value (an IntImm / FloatImm argument), or None."""
-    value = getattr(expr, "value", None)
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
 
 def _convert_clip(call, args: list, ty) -> Term | None:
-    low, high = _prim(args[1]), _prim(args[2])
+    low, high = prim_literal(args[1]), prim_literal(args[2])
     if low is None or high is None or args[0].ty[1] != "float32":
         return None
     return Term("clip", (args[0],), (float(low), float(high)))
@@ -101,5 +93,5 @@ for _name, _fn in _BINARY.items():
         _name, 2, (), Category.BINARY, lambda ins, a: (broadcast_shapes(ins[0][0], ins[1][0]), ins[0][1]),
         lambda xs, a, f=_fn: f(xs[0], xs[1]).astype(xs[0].dtype), lambda ins, out, a: float(numel(out[0])),
         convert={f"relax.{_name}": lambda call, args, ty, n=_name: (
-            Term(n, tuple(args)) if _tensors(*args) and args[0].ty[1] == args[1].ty[1] else None)},
+            Term(n, tuple(args)) if are_terms(*args) and args[0].ty[1] == args[1].ty[1] else None)},
         emit=_emit(f"relax.{_name}"), make=_make_binary(_name)))

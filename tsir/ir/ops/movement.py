@@ -8,15 +8,12 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from tsir.ir.ops.elementwise import _prim, _tensors
+from tsir.ir.ops.relax_args import are_terms, ints, prim_literal
 from tsir.ir.registry import Category, OpSpec, TType, broadcast_shapes, numel, register
 from tsir.ir.term import Term
 
 MOVEMENT = Category.MOVEMENT
 
-
-def _ints(values) -> tuple[int, ...]:
-    return tuple(int(v) for v in values)
 
 
 # ---- transpose -----------------------------------------------------------------------------------
@@ -77,7 +74,7 @@ def _infer_concat(ins: tuple[TType, ...], attrs: tuple) -> TType:
 
 def _convert_concat(call, args: list, ty) -> Term | None:
     items = args[0]
-    if not isinstance(items, list) or not _tensors(*items) or call.attrs.axis is None:
+    if not isinstance(items, list) or not are_terms(*items) or call.attrs.axis is None:
         return None
     return Term("concat", tuple(items), (int(call.attrs.axis) % len(items[0].ty[0]),))
 
@@ -132,7 +129,7 @@ def _convert_split(call, args: list, ty) -> Term | None:
 
 def _convert_strided_slice(call, args: list, ty) -> Term | None:
     """A stride-1 slice of one axis; anything else stays opaque."""
-    fields = [[_prim(f) for f in a] if isinstance(a, list) else None for a in args[1:]]
+    fields = [[prim_literal(f) for f in a] if isinstance(a, list) else None for a in args[1:]]
     if len(fields) < 3 or any(f is None or len(f) != 1 or None in f for f in fields[:3]):
         return None
     if len(fields) > 3 and fields[3] not in (None, [1]):
@@ -169,9 +166,9 @@ def _infer_pad(ins: tuple[TType, ...], attrs: tuple) -> TType:
 
 def _convert_pad(call, args: list, ty) -> Term | None:
     at = call.attrs
-    if at.pad_mode != "constant" or float(at.pad_value) != 0.0 or not _tensors(args[0]):
+    if at.pad_mode != "constant" or float(at.pad_value) != 0.0 or not are_terms(args[0]):
         return None
-    return Term("pad", (args[0],), (_ints(at.pad_width),))
+    return Term("pad", (args[0],), (ints(at.pad_width),))
 
 
 def _make_pad(d, b, x: Term, pool: list[Term]) -> Term:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 from tvm import relax
 
-from tsir.ir.ops.elementwise import _tensors
+from tsir.ir.ops.relax_args import are_terms, ints
 from tsir.ir.registry import Category, OpSpec, TType, numel, register
 from tsir.ir.term import Term
 
@@ -79,7 +79,7 @@ def _convert_batch_norm(call, args: list, ty) -> Term | None:
     """An inference-mode batch norm with scale and center is ``(batch_norm, moving_mean, moving_var)``
     (Relax returns the moving statistics unchanged as outputs 1 and 2)."""
     at = call.attrs
-    if at.training or not (at.center and at.scale) or not _tensors(*args):
+    if at.training or not (at.center and at.scale) or not are_terms(*args):
         return None
     return Term("tuple", (Term("batch_norm", tuple(args), (int(at.axis), float(at.epsilon))), args[3], args[4]))
 
@@ -116,7 +116,7 @@ def _eval_layer_norm(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
 def _convert_layer_norm(call, args: list, ty) -> Term | None:
     at = call.attrs
     rank = len(args[0].ty[0])
-    if [int(a) % rank for a in at.axes] != [rank - 1] or not (at.center and at.scale) or not _tensors(*args):
+    if [int(a) % rank for a in at.axes] != [rank - 1] or not (at.center and at.scale) or not are_terms(*args):
         return None
     return Term("layer_norm", tuple(args), (rank - 1, float(at.epsilon)))
 
@@ -183,17 +183,14 @@ def _eval_max_pool2d(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
     return windows.max(axis=(4, 5)).astype(xs[0].dtype)
 
 
-def _ints(values) -> tuple[int, ...]:
-    return tuple(int(v) for v in values)
-
 
 def _convert_max_pool2d(call, args: list, ty) -> Term | None:
     at = call.attrs
     layout = str(at.layout)
-    if layout not in ("NCHW", "NHWC") or str(at.out_layout or layout) != layout or not _tensors(args[0]):
+    if layout not in ("NCHW", "NHWC") or str(at.out_layout or layout) != layout or not are_terms(args[0]):
         return None
-    pool, strides, dilation = _ints(at.pool_size), _ints(at.strides), _ints(at.dilation)
-    padding = list(_ints(at.padding))
+    pool, strides, dilation = ints(at.pool_size), ints(at.strides), ints(at.dilation)
+    padding = list(ints(at.padding))
     if at.ceil_mode:  # the same windows in floor mode: more padding (-inf) after, up to the declared output size
         nchw = ty[0] if layout == "NCHW" else tuple(ty[0][i] for i in TO_NCHW)
         x = args[0].ty[0] if layout == "NCHW" else tuple(args[0].ty[0][i] for i in TO_NCHW)
