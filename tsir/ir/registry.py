@@ -130,12 +130,13 @@ def with_weight(*layouts: str) -> frozenset[str]:
 def missing_parts(spec: OpSpec) -> list[str]:
     """The parts ``spec`` neither has nor explains in ``missing`` (empty for a complete declaration)."""
     parts = list(PARTS)
-    if spec.category in (Category.GEMM, Category.LIBRARY):
-        parts += GEMM_PARTS
-    parts.append({Category.GEMM: "kernel_class", Category.LIBRARY: "library"}.get(spec.category, ""))
+    if spec.category == Category.GEMM:
+        parts += [*GEMM_PARTS, "kernel_class"]
+    if spec.category == Category.LIBRARY:
+        parts += [*GEMM_PARTS, "library"]
     if spec.category == Category.POOL or (spec.weight or "").startswith("OI"):  # reads an image's layout
         parts.append("layout")
-    return [part for part in parts if part and not _has(spec, part) and part not in spec.missing]
+    return [part for part in parts if not _has(spec, part) and part not in spec.missing]
 
 
 def _has(spec: OpSpec, part: str) -> bool:
