@@ -21,8 +21,8 @@ from tvm import relax
 
 from tsir.backends import fast_math
 from tsir.backends.targets import cpu_schedules
-
-LIBRARY_PREFIX = "tsir.dnnl."
+from tsir.ir.ops import OPS
+from tsir.ir.registry import LIBRARY_PREFIX, library_class
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class LibraryCall:
 
     @property
     def op_class(self) -> str:
-        return "dnnl_" + self.name.removeprefix(LIBRARY_PREFIX)
+        return library_class(self.name)
 
     def module(self) -> tvm.IRModule:
         """A Relax module whose ``main`` makes this call alone (its tensors are parameters)."""
@@ -91,7 +91,7 @@ class LibraryCall:
     def features(self) -> dict:
         tensors = [a for a in self.args if a[0] == "tensor"]
         out_numel = math.prod(self.out[0])
-        if self.op_class.startswith("dnnl_conv2d"):  # weight [O, I/groups, kh, kw] (NCHW or NHWC activations)
+        if self.op_class.startswith("dnnl_conv"):  # weight [O, I/groups, kh, kw] (NCHW or NHWC activations)
             flops = 2.0 * out_numel * math.prod(tensors[1][1][1:])
         else:  # matmul / linear: the reduced dimension is the last one of the first input
             flops = 2.0 * out_numel * tensors[0][1][-1]
@@ -99,13 +99,14 @@ class LibraryCall:
         return {"op_class": self.op_class, "flops": float(flops), "bytes": float(moved)}
 
 
+# The kernel classes of TVM's GEMM-class kernels (``OpSpec.kernel_class``: matmul, conv1d, conv2d)
+KERNEL_CLASSES = tuple(sorted({spec.kernel_class for spec in OPS.values() if spec.kernel_class}))
+
+
 def op_class(name: str) -> str:
-    """The class of a fused kernel from its name: ``conv2d``, ``matmul`` (matmul, dense) or ``other``."""
-    if "conv2d" in name:
-        return "conv2d"
-    if "matmul" in name or "dense" in name:
-        return "matmul"
-    return "other"
+    """The class of a fused kernel from its name: one of ``KERNEL_CLASSES`` (a ``dense`` kernel is a matmul)
+    or ``other``."""
+    return next((c for c in KERNEL_CLASSES if c in name), "matmul" if "dense" in name else "other")
 
 
 def _numel(shape) -> int:

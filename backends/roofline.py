@@ -27,23 +27,25 @@ class Roofline:
     peak_flops: float  # FLOP/s
     bandwidth: float  # bytes/s
     dispatch_s: float  # seconds per kernel launch
-    efficiency: tuple[tuple[str, float], ...] = ()  # (op, fraction of peak) replacing COMPUTE_EFFICIENCY's
+    efficiency: tuple[tuple[str, float], ...] = ()  # (cost class, fraction of peak) replacing COMPUTE_EFFICIENCY's
     bandwidth_efficiency: float = 1.0  # fraction of ``bandwidth`` memory-bound kernels reach
 
-    def kernel_s(self, op: str, in_types: list, out_type) -> float:
+    def kernel_s(self, op: str, in_types: list, out_type, attrs: tuple = ()) -> float:
         spec = OPS.get(op)
         if spec is None or not spec.kernel:
             return 0.0
         flops = spec.flops(tuple(in_types), out_type, ())
         moved = sum(type_bytes(t) for t in (*in_types, out_type))
-        rate = self.peak_flops * self.compute_efficiency(op)
+        rate = self.peak_flops * self.compute_efficiency(spec.cost_class(attrs))
         bandwidth = self.bandwidth * self.bandwidth_efficiency
         # activations reordered into the kernel's blocked layout and back, before and after it: read + write each
-        reordered = 2 * (type_bytes(in_types[0]) + type_bytes(out_type)) if op in REORDERS_ACTIVATIONS else 0.0
+        reorders = spec.layout_of(attrs) in spec.reorders
+        reordered = 2 * (type_bytes(in_types[0]) + type_bytes(out_type)) if reorders else 0.0
         return max(flops / rate, moved / bandwidth) + reordered / bandwidth + self.dispatch_s
 
-    def compute_efficiency(self, op: str) -> float:
-        return dict(self.efficiency).get(op, COMPUTE_EFFICIENCY.get(op, 1.0))
+    def compute_efficiency(self, cost_class: str) -> float:
+        """The fraction of peak a kernel of ``cost_class`` (``OpSpec.cost_class``) reaches."""
+        return dict(self.efficiency).get(cost_class, COMPUTE_EFFICIENCY.get(cost_class, 1.0))
 
     def calibrated(self, efficiency: dict[str, float], bandwidth_efficiency: float, dispatch_s: float) -> Roofline:
         """This roofline with fitted efficiencies per op (others keep the table) and a fitted overhead."""
@@ -55,10 +57,9 @@ class Roofline:
 # them per op): TVM's code when tuned by MetaSchedule (~177 of ~500 GFLOP/s on 64x512x2048; untuned it is
 # ~1 GFLOP/s) versus oneDNN (~430-480 for brgemm matmul, less for small shapes and NCHW conv).
 # Ops not listed are assumed to run at the roofline. A calibration fitted on measured kernels overrides these.
-COMPUTE_EFFICIENCY = {"matmul": 0.35, "linear": 0.35, "conv2d": 0.35,
-                      "dnnl_matmul": 0.85, "dnnl_linear": 0.85, "dnnl_conv2d": 0.8, "dnnl_conv2d_nhwc": 0.8}
-# oneDNN computes an NCHW conv in a blocked layout (nChw16c or NHWC): each call reorders its input and output
-REORDERS_ACTIVATIONS = frozenset({"dnnl_conv2d"})
+# The table comes from the op registry (``OpSpec.efficiency``), keyed by cost class (a library op: per layout).
+COMPUTE_EFFICIENCY = {key: spec.efficiency for spec in OPS.values() if spec.efficiency is not None
+                      for key in spec.cost_classes()}
 
 
 def type_bytes(ty) -> float:

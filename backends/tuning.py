@@ -30,11 +30,11 @@ from tvm.s_tir import meta_schedule as ms
 from tsir.backends import runtime, schedules
 from tsir.backends.child import Worker
 from tsir.backends.kernel_cache import DEFAULT_DIR, write_atomic
-from tsir.backends.kernels import Kernel, fuse
+from tsir.backends.kernels import KERNEL_CLASSES, Kernel, fuse
 from tsir.backends.targets import cpu_schedules
 
 CHUNK_TRIALS = 4  # trials per MetaSchedule call; the deadline is checked between calls
-HEAVY_CLASSES = ("conv2d", "matmul")  # tuned first: where TVM's default code loses most
+HEAVY_CLASSES = KERNEL_CLASSES  # GEMM-class kernels are tuned first: where TVM's default code loses most
 
 
 @dataclass

@@ -28,13 +28,13 @@ from tsir.convert import relax_to_tsir
 from tsir.frontend import export, to_relax
 from tsir.ir.ops import OPS, TO_NCHW, TO_NHWC
 from tsir.ir.term import postorder
-from tsir.lower import EMITTERS, LIBRARY_EMITTERS
+from tsir.lower import EMITTERS
 
 from .io import RESULTS_DIR, atomic_write
 
 GEMM_CLASS = {"matmul": "dnnl_matmul", "conv2d": "dnnl_conv2d"}
 # road -> the library op computing each GEMM-class op on it ("tvm": TVM's own code)
-ROADS = {"tvm": {}, "onednn": GEMM_CLASS, "onednn_nhwc": {"conv2d": "dnnl_conv2d_nhwc"}}
+ROADS = {"tvm": {}, "onednn": GEMM_CLASS, "onednn_nhwc": {"conv2d": "dnnl_conv2d"}}  # NHWC: the layout attribute
 PEAK_SHAPE = (1024, 1024, 1024)
 
 
@@ -86,18 +86,18 @@ def _module(case: OpCase, road: str, weight: np.ndarray | None = None):
     with bb.function("main", params if weight is None else params[:1]):
         with bb.dataflow():
             if road == "tvm":
-                value = EMITTERS[case.op](operands, case.attrs)
+                value = EMITTERS[case.op](operands, case.attrs, OPS[case.op].infer(case.in_types, case.attrs))
             else:
                 lib_op = ROADS[road][case.op]
                 args, attrs = operands, case.attrs
                 if lib_op.startswith("dnnl_conv2d"):  # a zero bias, no ReLU: the same value as conv2d
                     channels = case.in_types[1][0][0]
                     args.append(relax.const(np.zeros(channels, "float32")))
-                    attrs = (*attrs, False)
+                    attrs = (*attrs, False, "NHWC" if road == "onednn_nhwc" else "NCHW")
                 (shape, dtype) = OPS[case.op].infer(case.in_types, case.attrs)
                 if road == "onednn_nhwc":
                     shape = tuple(shape[i] for i in TO_NHWC)
-                value = LIBRARY_EMITTERS[lib_op](args, attrs, (shape, dtype))
+                value = EMITTERS[lib_op](args, attrs, (shape, dtype))
             out = bb.emit_output(bb.emit(value))
         bb.emit_func_output(out)
     return bb.get()

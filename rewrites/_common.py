@@ -26,8 +26,8 @@ x, y, z, a, b, c, w, w1, w2, w3, b1, b2, b3, y1, y2, y3, s = (
 rest = var("rest", TensorList)
 p, q, s1, s2, tx, ty_, tw, ta, tb, tc, t1, t2, t3, v = (
     var(n, PyObject) for n in ("p", "q", "s1", "s2", "tx", "ty", "tw", "ta", "tb", "tc", "t1", "t2", "t3", "v"))
-strides, padding, dilation, groups, axis, begin, mid, end = (
-    var(n, PyObject) for n in ("strides", "padding", "dilation", "groups", "axis", "begin", "mid", "end"))
+strides, padding, dilation, groups, axis, begin, mid, end, layout = (
+    var(n, PyObject) for n in ("strides", "padding", "dilation", "groups", "axis", "begin", "mid", "end", "layout"))
 
 
 def shape(t: tuple) -> tuple:

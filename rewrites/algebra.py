@@ -9,6 +9,7 @@ from tsir.ir.lang import (
     add,
     broadcast_to,
     computed,
+    conv1d,
     conv2d,
     divide,
     eq_,
@@ -95,6 +96,26 @@ def _broadcast_absorbed(ta: tuple, target: tuple, tb: tuple) -> bool:
 
 _ELEMENTWISE = {"add": add, "subtract": subtract, "multiply": multiply, "divide": divide}
 
+def _conv_algebra(conv, prefix: str) -> list:
+    """Linearity of a convolution ``conv`` (conv2d or conv1d) in its weights and in its input."""
+    return [
+        # conv(x, w1) + conv(x, w2) <-> conv(x, w1+w2)   (same attributes, weights of one type)
+        rule(eq_(y, add(conv(x, w1, strides, padding, dilation, groups), conv(x, w2, strides, padding, dilation,
+                                                                              groups))),
+             eq_(ty(w1), t1), eq_(ty(w2), t1), name=f"{prefix}_factor_weights").then(
+            union(y).with_(conv(x, add(w1, w2), strides, padding, dilation, groups))),
+        rule(eq_(y, conv(x, add(w1, w2), strides, padding, dilation, groups)), eq_(ty(w1), t1), eq_(ty(w2), t1),
+             name=f"{prefix}_distribute_weights").then(
+            union(y).with_(add(conv(x, w1, strides, padding, dilation, groups),
+                               conv(x, w2, strides, padding, dilation, groups)))),
+        # conv(a, w) + conv(b, w) -> conv(a+b, w)   (a, b of one type)
+        rule(eq_(y, add(conv(a, w, strides, padding, dilation, groups), conv(b, w, strides, padding, dilation,
+                                                                             groups))),
+             eq_(ty(a), ta), eq_(ty(b), ta), name=f"{prefix}_factor_inputs").then(
+            union(y).with_(conv(add(a, b), w, strides, padding, dilation, groups))),
+    ]
+
+
 _rules = [
     rule(eq_(y, transpose(transpose(x, p), q)), name="transpose_transpose").then(
         union(y).with_(transpose(x, computed(_compose, p, q)))),  # (x^p)^q -> x^(p[q])
@@ -127,20 +148,7 @@ _rules = [
          name="matmul_factor_left").then(union(y).with_(matmul(add(a, b), w))),
     rule(eq_(y, matmul(add(a, b), w)), eq_(ty(a), ta), eq_(ty(b), ta),
          name="matmul_distribute_left").then(union(y).with_(add(matmul(a, w), matmul(b, w)))),
-    # conv(x, w1) + conv(x, w2) <-> conv(x, w1+w2)   (same attributes, weights of one type)
-    rule(eq_(y, add(conv2d(x, w1, strides, padding, dilation, groups), conv2d(x, w2, strides, padding, dilation,
-                                                                              groups))),
-         eq_(ty(w1), t1), eq_(ty(w2), t1), name="conv_factor_weights").then(
-        union(y).with_(conv2d(x, add(w1, w2), strides, padding, dilation, groups))),
-    rule(eq_(y, conv2d(x, add(w1, w2), strides, padding, dilation, groups)), eq_(ty(w1), t1), eq_(ty(w2), t1),
-         name="conv_distribute_weights").then(
-        union(y).with_(add(conv2d(x, w1, strides, padding, dilation, groups),
-                           conv2d(x, w2, strides, padding, dilation, groups)))),
-    # conv(a, w) + conv(b, w) -> conv(a+b, w)   (a, b of one type)
-    rule(eq_(y, add(conv2d(a, w, strides, padding, dilation, groups), conv2d(b, w, strides, padding, dilation,
-                                                                             groups))),
-         eq_(ty(a), ta), eq_(ty(b), ta), name="conv_factor_inputs").then(
-        union(y).with_(conv2d(add(a, b), w, strides, padding, dilation, groups))),
+    *(rule_ for conv, prefix in ((conv2d, "conv"), (conv1d, "conv1d")) for rule_ in _conv_algebra(conv, prefix)),
     # (a@b)@c <-> a@(b@c)   (b, c matrices, so a's batch axes stay a's); the search picks the cheaper order
     rule(eq_(y, matmul(matmul(a, b), c)), eq_(ty(b), t1), eq_(ty(c), t2), holds(_matrices, t1, t2),
          name="matmul_associate_right").then(union(y).with_(matmul(a, matmul(b, c)))),
@@ -176,6 +184,7 @@ TOLERANCE = {
     # reassociated sums of products (see rewrites._common)
     **dict.fromkeys(["matmul_factor_right", "matmul_distribute_right", "matmul_factor_left",
                      "matmul_distribute_left", "conv_factor_weights", "conv_distribute_weights",
-                     "conv_factor_inputs", "matmul_associate_right", "matmul_associate_left",
+                     "conv_factor_inputs", "conv1d_factor_weights", "conv1d_distribute_weights",
+                     "conv1d_factor_inputs", "matmul_associate_right", "matmul_associate_left",
                      "matmul_scalar_out", "matmul_transposes", "transpose_of_matmul"], CONTRACTION),
 }

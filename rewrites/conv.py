@@ -1,5 +1,5 @@
 """Convolution forms: 1×1 convolution ⇄ matmul, grouped convolution ⇄ concatenated convolutions,
-zero padding merged into the convolution, and dilation of a 1×1 kernel dropped."""
+zero padding merged into the convolution (2-D and 1-D), and dilation of a 1×1 kernel dropped."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from egglog import PyObject, rule, ruleset, union
 from tsir.ir.lang import (
     computed,
     concat,
+    conv1d,
     conv2d,
     eq_,
     holds,
@@ -113,6 +114,15 @@ def _merge_pads(widths: tuple, padding: tuple) -> tuple:
     return (padding[0] + widths[4], padding[1] + widths[6], padding[2] + widths[5], padding[3] + widths[7])
 
 
+def _spatial_only_1d(widths: tuple) -> bool:
+    return len(widths) == 6 and not any(widths[:4])
+
+
+def _merge_pads_1d(widths: tuple, padding: tuple) -> tuple:
+    """conv1d padding (left, right) plus pad widths (.., .., .., .., left, right)."""
+    return (padding[0] + widths[4], padding[1] + widths[5])
+
+
 def _add_widths(p: tuple, q: tuple) -> tuple:
     return tuple(i + j for i, j in zip(p, q, strict=True))
 
@@ -159,6 +169,10 @@ RULES = [
     rule(eq_(y, conv2d(pad(x, p), w, strides, padding, dilation, groups)), holds(_spatial_only, p),
          name="pad_into_conv").then(
         union(y).with_(conv2d(x, w, strides, computed(_merge_pads, p, padding), dilation, groups))),
+    # conv1d(pad(x, spatial zeros), w, padding) -> conv1d(x, w, padding + zeros)
+    rule(eq_(y, conv1d(pad(x, p), w, strides, padding, dilation, groups)), holds(_spatial_only_1d, p),
+         name="pad_into_conv1d").then(
+        union(y).with_(conv1d(x, w, strides, computed(_merge_pads_1d, p, padding), dilation, groups))),
     # pad(pad(x, p), q) -> pad(x, p + q);   pad(x, 0) -> x
     rule(eq_(y, pad(pad(x, p), q)), name="pad_pad").then(union(y).with_(pad(x, computed(_add_widths, p, q)))),
     rule(eq_(y, pad(x, p)), holds(_zero, p), name="pad_zero").then(union(y).with_(x)),
@@ -172,6 +186,6 @@ rules = ruleset(*RULES, name="conv")
 TOLERANCE = {
     "conv1x1_to_matmul": CONTRACTION, "matmul_to_conv1x1": CONTRACTION,  # same sums, another kernel's order
     "split_grouped_conv": CONTRACTION, "merge_convs_to_grouped": CONTRACTION,
-    "pad_into_conv": CONTRACTION, "conv1x1_dilation": CONTRACTION,
+    "pad_into_conv": CONTRACTION, "pad_into_conv1d": CONTRACTION, "conv1x1_dilation": CONTRACTION,
     "pad_pad": EXACT, "pad_zero": EXACT,
 }

@@ -1,7 +1,7 @@
 """Folding: batch norm as an affine map, scales and biases folded into conv/matmul/linear weights,
 consecutive linear layers merged, constant chains combined.
 
-Together these fold conv2d + batch_norm and linear + batch_norm into one conv2d/linear with new
+Together these fold conv2d/conv1d + batch_norm and linear + batch_norm into one conv/linear with new
 weights; all new weights are constant subgraphs, folded to constants when the program is lowered.
 """
 
@@ -13,6 +13,7 @@ from tsir.ir.lang import (
     add,
     batch_norm,
     computed,
+    conv1d,
     conv2d,
     divide,
     eq_,
@@ -67,12 +68,13 @@ def _channel_view(tx: tuple, axis: int) -> tuple:
 
 
 def _is_channel_scale(ts: tuple, tw: tuple) -> bool:
-    """``ts`` scales only the output channels of a conv2d whose weight has type ``tw``."""
-    return shape(ts) in ((1, shape(tw)[0], 1, 1), (shape(tw)[0], 1, 1))
+    """``ts`` scales only the output channels of a convolution whose weight has type ``tw`` (OIHW or OIW)."""
+    ones = (1,) * (rank(tw) - 2)
+    return shape(ts) in ((1, shape(tw)[0], *ones), (shape(tw)[0], *ones))
 
 
 def _weight_view(tw: tuple) -> tuple:
-    return (shape(tw)[0], 1, 1, 1)
+    return (shape(tw)[0], *(1,) * (rank(tw) - 1))
 
 
 def _is_column_vector(ts: tuple, tw: tuple, tout: tuple) -> bool:
@@ -97,11 +99,12 @@ RULES = [
             multiply(x, reshape(_scale, computed(_channel_view, tx, axis))),
             reshape(subtract(beta, multiply(mean, _scale)), computed(_channel_view, tx, axis)),
         ))),
-    # conv2d(x, w) * s -> conv2d(x, w * view(s))   when s is constant and scales output channels only
-    rule(eq_(y, multiply(conv2d(x, w, strides, padding, dilation, groups), c)), is_const(c), is_const(w),
-         eq_(ty(c), t1), eq_(ty(w), tw), holds(_is_channel_scale, t1, tw), name="conv_scale_fold").then(
-        union(y).with_(conv2d(x, multiply(w, reshape(c, computed(_weight_view, tw))),
-                              strides, padding, dilation, groups))),
+    *(  # conv(x, w) * s -> conv(x, w * view(s))   when s is constant and scales output channels only
+        rule(eq_(y, multiply(conv(x, w, strides, padding, dilation, groups), c)), is_const(c), is_const(w),
+             eq_(ty(c), t1), eq_(ty(w), tw), holds(_is_channel_scale, t1, tw), name=name).then(
+            union(y).with_(conv(x, multiply(w, reshape(c, computed(_weight_view, tw))),
+                                strides, padding, dilation, groups)))
+        for conv, name in ((conv2d, "conv_scale_fold"), (conv1d, "conv1d_scale_fold"))),
     # (x@w) * s -> x@(w * s)   when w is a constant matrix and s a constant scale of the last axis
     rule(eq_(y, multiply(matmul(x, w), c)), is_const(c), is_const(w), eq_(ty(c), t1), eq_(ty(w), tw),
          eq_(ty(y), tx), holds(_is_column_vector, t1, tw, tx), name="matmul_scale_fold").then(
@@ -140,7 +143,8 @@ rules = ruleset(*RULES, name="folding")
 TOLERANCE = {
     # x*s + t against (x - mean)*s + beta: a few reordered elementwise roundings, scale |s| <= ~3
     "batch_norm_affine": 1e-5,
-    "conv_scale_fold": CONTRACTION, "matmul_scale_fold": CONTRACTION, "linear_scale_fold": CONTRACTION,
+    "conv_scale_fold": CONTRACTION, "conv1d_scale_fold": CONTRACTION, "matmul_scale_fold": CONTRACTION,
+    "linear_scale_fold": CONTRACTION,
     "linear_bias_fold": ELEMENTWISE, "fold_consecutive_linear": CONTRACTION, "fold_consecutive_matmul": CONTRACTION,
     "distribute_constant_scale": ELEMENTWISE, "combine_constant_bias": ELEMENTWISE,
     "combine_constant_scale": ELEMENTWISE,

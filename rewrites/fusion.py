@@ -10,7 +10,7 @@ from egglog import PyObject, rule, ruleset, union
 
 from tsir.ir.lang import add, clip, eq_, holds, linear, matmul, max_pool2d, relu, ty
 from tsir.ir.ops import OPS
-from tsir.rewrites._common import EXACT, b, dilation, padding, strides, tb, tw, tx, v, w, x, y
+from tsir.rewrites._common import EXACT, b, dilation, layout, padding, strides, tb, tw, tx, v, w, x, y
 from tsir.rewrites._common import p as pool
 from tsir.rewrites._common import q as high
 
@@ -32,11 +32,11 @@ RULES = [
          holds(_is_bias, tx, tw, tb), name="matmul_bias_to_linear").then(
         union(y).with_(linear(x, w, b))),  # x@w + b -> linear(x, w, b) when b runs along the last axis
     rule(eq_(y, relu(relu(x))), name="relu_relu").then(union(y).with_(relu(x))),  # relu(relu(x)) -> relu(x)
-    # maxpool(relu(x)) <-> relu(maxpool(x)): relu is monotone, and every window holds at least one real element
-    rule(eq_(y, max_pool2d(relu(x), pool, strides, padding, dilation)), name="relu_before_max_pool").then(
-        union(y).with_(relu(max_pool2d(x, pool, strides, padding, dilation)))),
-    rule(eq_(y, relu(max_pool2d(x, pool, strides, padding, dilation))), name="relu_after_max_pool").then(
-        union(y).with_(max_pool2d(relu(x), pool, strides, padding, dilation))),
+    # maxpool(relu(x)) <-> relu(maxpool(x)) in any layout: relu is monotone, and every window holds a real element
+    rule(eq_(y, max_pool2d(relu(x), pool, strides, padding, dilation, layout)), name="relu_before_max_pool").then(
+        union(y).with_(relu(max_pool2d(x, pool, strides, padding, dilation, layout)))),
+    rule(eq_(y, relu(max_pool2d(x, pool, strides, padding, dilation, layout))), name="relu_after_max_pool").then(
+        union(y).with_(max_pool2d(relu(x), pool, strides, padding, dilation, layout))),
     # clip(relu(x), lo, hi) -> clip(x, lo, hi)   and   relu(clip(x, lo, hi)) -> clip(x, lo, hi)   for lo >= 0
     rule(eq_(y, clip(relu(x), v, high)), holds(_non_negative, v), name="clip_absorbs_relu").then(
         union(y).with_(clip(x, v, high))),

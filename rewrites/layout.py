@@ -8,33 +8,23 @@ from egglog import PyObject, rule, ruleset, union, var
 
 from tsir._compat.egglog import declared_rules
 from tsir.ir.lang import (
-    add,
+    CONSTRUCTORS,
     batch_norm,
     clip,
     computed,
     concat,
-    divide,
     eq_,
-    exp,
-    gelu,
     holds,
     is_const,
     max_pool2d,
-    max_pool2d_nhwc,
     mean,
-    multiply,
-    relu,
     reshape,
-    sigmoid,
     slice,
-    sqrt,
-    subtract,
-    tanh,
     tlist,
     transpose,
     ty,
 )
-from tsir.ir.ops import TO_NCHW
+from tsir.ir.ops import OPS, TO_NCHW, Category, ops_in
 from tsir.rewrites._common import (
     ELEMENTWISE,
     EXACT,
@@ -64,8 +54,9 @@ from tsir.rewrites._common import (
     z,
 )
 
-UNARY = {"relu": relu, "sigmoid": sigmoid, "tanh": tanh, "sqrt": sqrt, "exp": exp, "gelu": gelu}
-BINARY = {"add": add, "subtract": subtract, "multiply": multiply, "divide": divide}
+# the elementwise ops without attributes (clip has its own rules below), from the registry's categories
+UNARY = {name: CONSTRUCTORS[name] for name in sorted(ops_in(Category.UNARY)) if not OPS[name].attrs}
+BINARY = {name: CONSTRUCTORS[name] for name in sorted(ops_in(Category.BINARY))}
 
 
 def _inverse(p: tuple) -> tuple:
@@ -125,10 +116,11 @@ _rules += [
         union(y).with_(transpose(clip(x, low, high), p))),
     rule(eq_(y, transpose(clip(x, low, high), p)), name="transpose_through_clip").then(
         union(y).with_(clip(transpose(x, p), low, high))),
-    # max_pool2d(x^NCHW) -> max_pool2d_nhwc(x)^NCHW   (x is NHWC: the pool computes in it)
-    rule(eq_(y, max_pool2d(transpose(x, PyObject(TO_NCHW)), pool, strides, padding, dilation)),
+    # max_pool2d(x^NCHW, NCHW) -> max_pool2d(x, NHWC)^NCHW   (x is NHWC: the pool computes in it)
+    rule(eq_(y, max_pool2d(transpose(x, PyObject(TO_NCHW)), pool, strides, padding, dilation, PyObject("NCHW"))),
          name="max_pool2d_through_transpose").then(
-        union(y).with_(transpose(max_pool2d_nhwc(x, pool, strides, padding, dilation), PyObject(TO_NCHW)))),
+        union(y).with_(transpose(max_pool2d(x, pool, strides, padding, dilation, PyObject("NHWC")),
+                                 PyObject(TO_NCHW)))),
     # bn(x^p, axis) -> bn(x, p[axis])^p
     rule(eq_(y, batch_norm(transpose(x, p), w, w1, w2, z, axis, v)), name="batch_norm_through_transpose").then(
         union(y).with_(transpose(batch_norm(x, w, w1, w2, z, computed(_permute_axis, p, axis), v), p))),

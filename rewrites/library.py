@@ -2,10 +2,11 @@
 
 Each rule unions a TVM op with the same value computed by a library op (``dnnl_*`` in the op table);
 the search picks per op. Guards keep the library to what it supports: fp32, dense NCHW/OIHW
-convolutions, ``[K, N]`` linear weights, a bias with one value per output channel. ReLU (and for convs
-a clip such as ReLU6) is fused into the library call as a post-op. A oneDNN conv also has an NHWC form
-(no reorders inside the call) between two transposes; the layout family moves those transposes until
-consecutive convs' pairs cancel.
+convolutions, ``[K, N]`` linear weights, a bias with one value per output channel. A 1-D convolution
+goes to oneDNN's 2-D convolution over an image of height 1 (the same primitive; the reshapes are views).
+ReLU (and for convs a clip such as ReLU6) is fused into the library call as a post-op. A oneDNN conv
+also runs in the NHWC layout (no reorders inside the call) between two transposes; the layout family
+moves those transposes until consecutive convs' pairs cancel.
 """
 
 from egglog import PyObject, rule, ruleset, union, var
@@ -16,9 +17,9 @@ from tsir.ir.lang import (
     add,
     clip,
     computed,
+    conv1d,
     conv2d,
     dnnl_conv2d,
-    dnnl_conv2d_nhwc,
     dnnl_linear,
     dnnl_matmul,
     eq_,
@@ -26,16 +27,18 @@ from tsir.ir.lang import (
     linear,
     matmul,
     relu,
+    reshape,
     transpose,
     ty,
 )
 from tsir.ir.ops import TO_NCHW, TO_NHWC
-from tsir.rewrites._common import CONTRACTION
+from tsir.rewrites._common import CONTRACTION, shape
 
 x, w, b, y = (var(n, Tensor) for n in "xwby")
-tx, tw, tb = (var(n, PyObject) for n in ("tx", "tw", "tb"))
-strides, padding, dilation, groups, act = (var(n, PyObject) for n in ("strides", "padding", "dilation", "groups",
-                                                                       "act"))
+tx, tw, tb, ty_ = (var(n, PyObject) for n in ("tx", "tw", "tb", "ty"))
+strides, padding, dilation, groups, act, layout = (
+    var(n, PyObject) for n in ("strides", "padding", "dilation", "groups", "act", "layout"))
+_NCHW, _ONE, _ZERO = PyObject("NCHW"), PyObject(1), PyObject(0)
 low, high = var("low", PyObject), var("high", PyObject)
 
 MAX_RANK = 6  # oneDNN's matmul takes at most 6 dimensions
@@ -54,9 +57,21 @@ def _linear_ok(tx: tuple, tw: tuple, tb: tuple) -> bool:
 
 
 def _conv_bias_ok(tw: tuple, tb: tuple, tx: tuple) -> bool:
-    """``b`` adds one value per output channel of a conv2d with weight type ``tw`` on an NCHW ``tx``."""
-    channels = tw[0][0]
-    return _fp32(tx, tw, tb) and tuple(tb[0]) in ((1, channels, 1, 1), (channels, 1, 1))
+    """``b`` adds one value per output channel of a convolution with weight type ``tw`` on a channels-first
+    ``tx``: ``(1, O, 1, ...)`` or ``(O, 1, ...)`` with one 1 per spatial axis."""
+    channels, ones = tw[0][0], (1,) * (len(tw[0]) - 2)
+    return _fp32(tx, tw, tb) and tuple(tb[0]) in ((1, channels, *ones), (channels, *ones))
+
+
+def _image(tx: tuple) -> tuple:
+    """A sequence ``(N, C, L)`` as an image of height 1: ``(N, C, 1, L)``."""
+    n, c, length = tx[0]
+    return (n, c, 1, length)
+
+
+def _as_2d(values: tuple, pad: int) -> tuple:
+    """1-D strides/dilation ``(s,)`` as 2-D ``(pad, s)``; 1-D padding ``(l, r)`` as 2-D ``(pad, l, pad, r)``."""
+    return (pad, *values) if len(values) == 1 else (pad, values[0], pad, values[1])
 
 
 def _pair(low: float, high: float) -> tuple[float, float]:
@@ -74,22 +89,32 @@ RULES = [
     # relu(dnnl_linear(x, w, b, False)) -> dnnl_linear(x, w, b, True)   ReLU as a oneDNN post-op
     rule(eq_(y, relu(dnnl_linear(x, w, b, PyObject(False)))), name="dnnl_linear_relu").then(
         union(y).with_(dnnl_linear(x, w, b, PyObject(True)))),
-    # conv2d(x, w) + b -> dnnl_conv2d(x, w, b, relu=False)   fp32, b per output channel
+    # conv2d(x, w) + b -> dnnl_conv2d(x, w, b, act=False, NCHW)   fp32, b per output channel
     rule(eq_(y, add(conv2d(x, w, strides, padding, dilation, groups), b)), eq_(ty(x), tx), eq_(ty(w), tw),
          eq_(ty(b), tb), holds(_conv_bias_ok, tw, tb, tx), name="conv2d_bias_to_dnnl").then(
-        union(y).with_(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(False)))),
-    # relu(dnnl_conv2d(x, w, b, ..., False)) -> dnnl_conv2d(x, w, b, ..., True)
-    rule(eq_(y, relu(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(False)))),
+        union(y).with_(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(False), _NCHW))),
+    # conv1d(x, w) + b -> reshape(dnnl_conv2d(x as (N, C, 1, L), w as (O, I, 1, K), b, ...), (N, O, L'))
+    #   fp32, b per output channel: oneDNN's 2-D convolution over an image of height 1
+    rule(eq_(y, add(conv1d(x, w, strides, padding, dilation, groups), b)), eq_(ty(x), tx), eq_(ty(w), tw),
+         eq_(ty(b), tb), eq_(ty(y), ty_), holds(_conv_bias_ok, tw, tb, tx), name="conv1d_bias_to_dnnl").then(
+        union(y).with_(reshape(dnnl_conv2d(reshape(x, computed(_image, tx)), reshape(w, computed(_image, tw)), b,
+                                           computed(_as_2d, strides, _ONE), computed(_as_2d, padding, _ZERO),
+                                           computed(_as_2d, dilation, _ONE), groups, PyObject(False), _NCHW),
+                               computed(shape, ty_)))),
+    # relu(dnnl_conv2d(x, w, b, ..., False, layout)) -> dnnl_conv2d(x, w, b, ..., True, layout)
+    rule(eq_(y, relu(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(False), layout))),
          name="dnnl_conv2d_relu").then(
-        union(y).with_(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(True)))),
-    # clip(dnnl_conv2d(x, w, b, ..., False), low, high) -> dnnl_conv2d(x, w, b, ..., (low, high))
-    rule(eq_(y, clip(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(False)), low, high)),
+        union(y).with_(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(True), layout))),
+    # clip(dnnl_conv2d(x, w, b, ..., False, layout), low, high) -> dnnl_conv2d(x, w, b, ..., (low, high), layout)
+    rule(eq_(y, clip(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(False), layout), low, high)),
          name="dnnl_conv2d_clip").then(
-        union(y).with_(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, computed(_pair, low, high)))),
-    # dnnl_conv2d(x, ...) -> transpose(dnnl_conv2d_nhwc(transpose(x, NHWC), ...), NCHW)
-    rule(eq_(y, dnnl_conv2d(x, w, b, strides, padding, dilation, groups, act)), name="dnnl_conv2d_nhwc").then(
-        union(y).with_(transpose(dnnl_conv2d_nhwc(transpose(x, PyObject(TO_NHWC)), w, b, strides, padding, dilation,
-                                                  groups, act), PyObject(TO_NCHW)))),
+        union(y).with_(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, computed(_pair, low, high),
+                                   layout))),
+    # dnnl_conv2d(x, ..., NCHW) -> transpose(dnnl_conv2d(transpose(x, NHWC), ..., NHWC), NCHW)
+    rule(eq_(y, dnnl_conv2d(x, w, b, strides, padding, dilation, groups, act, _NCHW)),
+         name="dnnl_conv2d_to_nhwc").then(
+        union(y).with_(transpose(dnnl_conv2d(transpose(x, PyObject(TO_NHWC)), w, b, strides, padding, dilation,
+                                             groups, act, PyObject("NHWC")), PyObject(TO_NCHW)))),
 ]
 rules = ruleset(*RULES, name="library")
 

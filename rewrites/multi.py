@@ -9,7 +9,7 @@ from __future__ import annotations
 from egglog import PyObject, ne, rule, ruleset, union
 
 from tsir._compat.egglog import declared_rules
-from tsir.ir.lang import computed, concat, conv2d, eq_, holds, is_const, linear, matmul, slice, tlist, ty
+from tsir.ir.lang import computed, concat, conv1d, conv2d, eq_, holds, is_const, linear, matmul, slice, tlist, ty
 from tsir.rewrites._common import (
     CONTRACTION,
     EXACT,
@@ -127,12 +127,13 @@ MERGES = [
          is_const(w3), ne(w1).to(w2), ne(w2).to(w3), ne(w1).to(w3), eq_(ty(w1), t1), eq_(ty(w2), t2),
          eq_(ty(w3), t3), eq_(ty(y1), tx), holds(_matrices, t1, t2, t3), name="merge_qkv").then(
         *_pieces((y1, y2, y3), matmul(x, concat(tlist(w1, w2, w3), _cols)), (t1, t2, t3), computed(_last_axis, tx))),
-    # conv(x, w1), conv(x, w2) -> conv(x, [w1; w2]) split along channels   (same attributes, one group)
-    rule(eq_(y1, conv2d(x, w1, strides, padding, dilation, groups)),
-         eq_(y2, conv2d(x, w2, strides, padding, dilation, groups)), ne(w1).to(w2), eq_(ty(w1), t1),
-         eq_(ty(w2), t2), holds(_merge_convs, t1, t2, groups), name="merge_parallel_conv").then(
-        *_pieces((y1, y2), conv2d(x, concat(tlist(w1, w2), PyObject(0)), strides, padding, dilation, groups),
-                 (t1, t2), PyObject(1), 0)),
+    *(  # conv(x, w1), conv(x, w2) -> conv(x, [w1; w2]) split along channels   (same attributes, one group)
+        rule(eq_(y1, conv(x, w1, strides, padding, dilation, groups)),
+             eq_(y2, conv(x, w2, strides, padding, dilation, groups)), ne(w1).to(w2), eq_(ty(w1), t1),
+             eq_(ty(w2), t2), holds(_merge_convs, t1, t2, groups), name=name).then(
+            *_pieces((y1, y2), conv(x, concat(tlist(w1, w2), PyObject(0)), strides, padding, dilation, groups),
+                     (t1, t2), PyObject(1), 0))
+        for conv, name in ((conv2d, "merge_parallel_conv"), (conv1d, "merge_parallel_conv1d"))),
     # x1@w, x2@w -> ([x1; x2]@w) split along rows   (one shared weight matrix)
     rule(eq_(y1, matmul(x1, wt)), eq_(y2, matmul(x2, wt)), ne(x1).to(x2), eq_(ty(x1), t1), eq_(ty(x2), t2),
          eq_(ty(wt), t3), holds(_stackable, t1, t2, t3), name="merge_shared_weight_matmul").then(

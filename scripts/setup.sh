@@ -19,7 +19,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 stamp=".venv/.tsir-setup-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
+# scikit-build-core's editable install knows the package's files by name: a module added or removed since
+# needs the (quick) editable install again
+modules_stamp=".venv/.tsir-modules-$(find tsir rewrites backends bench -name '*.py' | sort | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then
+  if [ ! -f "$modules_stamp" ]; then
+    .venv/bin/pip install -qq --no-deps --no-build-isolation -Ccmake.define.TSIR_BUILD_NATIVE=OFF -e .
+    rm -f .venv/.tsir-modules-*
+    touch "$modules_stamp"
+  fi
   bash scripts/fetch_aarch64_runtime.sh  # the aarch64 TVM runtime for the cross-built runner (idempotent)
   exit 0
 fi
@@ -32,7 +40,7 @@ echo "setup: installing pinned Python packages into .venv (first run takes a few
 .venv/bin/pip install -qq -r requirements.lock
 # editable, without the native parts (scripts/build_native.sh builds those into the checkout)
 .venv/bin/pip install -qq --no-deps --no-build-isolation -Ccmake.define.TSIR_BUILD_NATIVE=OFF -e .
-rm -f .venv/.tsir-setup-*
-touch "$stamp"
+rm -f .venv/.tsir-setup-* .venv/.tsir-modules-*
+touch "$stamp" "$modules_stamp"
 bash scripts/fetch_aarch64_runtime.sh
 echo "setup: done"

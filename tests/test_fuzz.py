@@ -27,7 +27,7 @@ def test_fuzz_reports_a_mismatch(monkeypatch):
     """A wrong lowering (relu emitted as the identity) is caught: the fuzzer is not vacuous."""
     from tsir import lower
 
-    monkeypatch.setitem(lower.EMITTERS, "relu", lambda a, at: a[0])
+    monkeypatch.setitem(lower.EMITTERS, "relu", lambda a, at, ty: a[0])
     b = GraphBuilder(0)
     case = b.case(Term("relu", (b.input((3, 4)),)))
     stats = fuzz.Stats()
@@ -44,7 +44,8 @@ def test_fuzz_catches_an_emitter_that_returns_nan(monkeypatch):
 
     from tsir import lower
 
-    monkeypatch.setitem(lower.EMITTERS, "relu", lambda a, at: relax.op.multiply(a[0], relax.const(np.nan, "float32")))
+    nan_relu = lambda args, attrs, ty: relax.op.multiply(args[0], relax.const(np.nan, "float32"))  # noqa: E731
+    monkeypatch.setitem(lower.EMITTERS, "relu", nan_relu)
     b = GraphBuilder(0)
     case = b.case(Term("add", (Term("relu", (b.input((3, 4)),)), b.weight((4,)))))
     stats = fuzz.Stats()

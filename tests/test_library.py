@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from tsir import optimize, zoo
 from tsir.backends import dnnl
-from tsir.ir.ops import TO_NHWC, evaluate
+from tsir.ir.ops import OPS, TO_NHWC, evaluate
 from tsir.ir.term import Graph, Term
 from tsir.testing import rule_check
 from tsir.testing.strategies import GraphBuilder, seeds
@@ -102,13 +102,12 @@ def test_native_conv2d(c, act, const_w, pads, nhwc, seed):
         x = np.ascontiguousarray(x.transpose(TO_NHWC))
     w = rng.standard_normal((cout, c["cin_per_group"], k, k), "float32")
     bias = rng.standard_normal((cout,), "float32")
-    op = "dnnl_conv2d_nhwc" if nhwc else "dnnl_conv2d"
-    attrs = ((c["stride"], c["stride"] + 1), pads, (c["dilation"], 1), c["groups"], act)
-    out_shape = evaluate(op, [x, w, bias], attrs).shape
+    attrs = ((c["stride"], c["stride"] + 1), pads, (c["dilation"], 1), c["groups"], act, "NHWC" if nhwc else "NCHW")
+    out_shape = evaluate("dnnl_conv2d", [x, w, bias], attrs).shape
     code, bounds = (2, act) if isinstance(act, tuple) else (int(act), (0.0, 0.0))
     scalars = [*attrs[0], *pads, *attrs[2], c["groups"], code, *bounds, int(const_w)]
-    got = _call(f"tsir.{op.replace('_', '.', 1)}", [x, w, bias], scalars, out_shape)
-    _close(got, [x, w, bias], op, attrs)
+    got = _call(OPS["dnnl_conv2d"].library(attrs[-1]), [x, w, bias], scalars, out_shape)
+    _close(got, [x, w, bias], "dnnl_conv2d", attrs)
 
 
 def _packs_per_tensor(call, weights: list[np.ndarray], expected: list[np.ndarray]) -> None:
@@ -132,7 +131,7 @@ def test_native_packed_weights_follow_their_tensor():
     rng = np.random.default_rng(0)
     x, bias = rng.standard_normal((2, 16, 9, 9), "float32"), rng.standard_normal(32, "float32")
     conv = tvm_ffi.get_global_func("tsir.dnnl.conv2d")
-    attrs = ((1, 1), (1, 1, 1, 1), (1, 1), 1, False)
+    attrs = ((1, 1), (1, 1, 1, 1), (1, 1), 1, False, "NCHW")
     weights = [rng.standard_normal((32, 16, 3, 3), "float32") for _ in range(3)]
     expected = [evaluate("dnnl_conv2d", [a.astype(np.float64) for a in (x, w, bias)], attrs) for w in weights]
 

@@ -31,3 +31,34 @@ def test_new_ops_convert_and_round_trip():
     assert {"slice", "pad", "max_pool2d", "mean", "clip", "softmax", "gelu", "layer_norm", "reshape"} <= ops
     runner = runtime.Runner(runtime.build(lower(graph, graph.root, mod), targets.resolve("x86")))
     verify(model, runner, fresh_inputs(inputs, seed=3))  # raises VerificationError on a mismatch
+
+
+class TemporalConv(torch.nn.Module):
+    """conv1d + batch norm + ReLU, then a strided grouped conv1d: a speech/audio front end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm = torch.nn.Conv1d(4, 8, 3, padding=1), torch.nn.BatchNorm1d(8)
+        self.down = torch.nn.Conv1d(8, 8, 3, stride=2, groups=2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.down(torch.relu(self.norm(self.conv(x)))))
+
+
+def test_conv1d_converts_folds_and_takes_the_library_road():
+    """conv1d is modeled (no opaque node), its batch norm folds into it, and the optimized model (oneDNN's
+    2-D convolution over height 1 where the search picks it) matches PyTorch."""
+    from tsir import optimize
+
+    model, inputs = TemporalConv().eval(), (torch.randn(2, 4, 16),)
+    with torch.no_grad():
+        model.norm.running_mean.uniform_(-1, 1)
+        model.norm.running_var.uniform_(0.5, 2.0)
+    graph = relax_to_tsir(to_relax(export(model, inputs)))
+    ops = {t.op for t in graph.nodes()}
+    assert "opaque" not in ops and {"conv1d", "batch_norm"} <= ops
+    result = optimize(model, inputs, budget_s=10, measure=False)
+    assert result.report["verification"]["status"] == "verified"
+    assert "batch_norm" not in result.report["program"]["optimized"]
+    assert result.report["rules_fired"]["folding"]["conv1d_scale_fold"] >= 1
+    assert result.report["rules_fired"]["library"]["conv1d_bias_to_dnnl"] >= 1

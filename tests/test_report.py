@@ -41,7 +41,7 @@ def test_saved_report_validates_and_has_the_run(run_dir):
     assert report["search"]["cost_tier"] == "analytic"
     assert [p["generation"] for p in report["search"]["curve"]] == list(range(len(report["search"]["curve"])))
     assert report["search"]["curve"][-1]["best_ms"] == pytest.approx(report["search"]["predicted_s"] * 1e3)
-    convs = [layer for layer in report["layers"] if layer["op"] in ("conv2d", "dnnl_conv2d", "dnnl_conv2d_nhwc")]
+    convs = [layer for layer in report["layers"] if layer["op"] in ("conv2d", "dnnl_conv2d")]
     assert len(convs) == 2
     assert all(c["kernel_source"] == ("tvm-default" if c["op"] == "conv2d" else "library") for c in convs)
     assert report["size_bytes"]["original"] > 0 and report["latency_ms"]["optimized"] > 0

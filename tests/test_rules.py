@@ -61,6 +61,26 @@ def conv(b, x, w, attrs):
     return T("conv2d", (x, w), attrs)
 
 
+def conv1d_case(draw, b: GraphBuilder, x: Term | None = None, groups: int | None = None):
+    """A conv1d (NCW) with random attributes; returns the conv1d term."""
+    groups = groups or draw(st.sampled_from([1, 2]))
+    if x is None:
+        x = b.input((draw(st.integers(1, 2)), groups * draw(st.integers(1, 3)), draw(st.integers(5, 9))))
+    k = draw(st.sampled_from([1, 2, 3]))
+    cout = groups * draw(st.integers(1, 3))
+    w = b.weight((cout, x.ty[0][1] // groups, k), fan_in=x.ty[0][1] // groups * k)
+    pads = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    dilation = draw(st.sampled_from([d for d in (1, 2) if (k - 1) * d < x.ty[0][2] + sum(pads)]))
+    return T("conv1d", (x, w), ((draw(st.integers(1, 2)),), pads, (dilation,), groups))
+
+
+def conv1d_per_channel(d, b, op: str):
+    """A random conv1d combined by ``op`` with a per-output-channel weight ((1, C, 1) or (C, 1))."""
+    y = conv1d_case(d, b)
+    c = y.ty[0][1]
+    return T(op, (y, b.weight((1, c, 1) if d(st.booleans()) else (c, 1))))
+
+
 def conv_per_channel(d, b, op: str):
     """A random conv2d combined by ``op`` with a per-output-channel weight ((1, C, 1, 1) or (C, 1, 1))."""
     x, w, attrs = conv_case(d, b)
@@ -167,6 +187,12 @@ def _algebra() -> dict:
         "matmul_factor_left": factor_left, "matmul_distribute_left": distribute_left,
         "conv_factor_weights": conv_factor_weights, "conv_distribute_weights": conv_distribute,
         "conv_factor_inputs": conv_factor_inputs, "matmul_associate_right": chain,
+        "conv1d_factor_weights": lambda d, b: T("add", (y := conv1d_case(d, b), T("conv1d", (
+            y.args[0], b.weight(y.args[1].ty[0])), y.attrs))),
+        "conv1d_distribute_weights": lambda d, b: T("conv1d", (
+            (y := conv1d_case(d, b)).args[0], T("add", (y.args[1], b.weight(y.args[1].ty[0])))), y.attrs),
+        "conv1d_factor_inputs": lambda d, b: T("add", (y := conv1d_case(d, b), T("conv1d", (
+            b.input(y.args[0].ty[0]), y.args[1]), y.attrs))),
         "matmul_associate_left": chain_right, "matmul_transposes": transposes,
         "transpose_of_matmul": transpose_of_matmul, "matmul_scalar_out": scalar_out,
     }
@@ -184,7 +210,11 @@ def _fusion() -> dict:
 
     def pool(d, x):
         k = d(st.integers(1, 3))
-        return ((k, k), (d(st.integers(1, 2)),) * 2, (d(st.integers(0, k - 1)),) * 4, (1, 1))
+        return ((k, k), (d(st.integers(1, 2)),) * 2, (d(st.integers(0, k - 1)),) * 4, (1, 1), "NCHW")
+
+    def nhwc_pool(d, x):  # the same rule in either layout: an image read as NHWC has channels last
+        attrs = pool(d, x)
+        return (*attrs[:4], "NHWC") if d(st.booleans()) and min(x.ty[0][1:3]) >= attrs[0][0] else attrs
 
     def low(d):
         return d(st.sampled_from([(0.0, 6.0), (0.5, 2.0), (0.0, 1.0)]))
@@ -192,8 +222,8 @@ def _fusion() -> dict:
     return {
         "matmul_bias_to_linear": bias,
         "relu_relu": lambda d, b: T("relu", (T("relu", (b.input(d(shapes())),)),)),
-        "relu_before_max_pool": lambda d, b: T("max_pool2d", (T("relu", (x := image(d, b),)),), pool(d, x)),
-        "relu_after_max_pool": lambda d, b: T("relu", (T("max_pool2d", (x := image(d, b),), pool(d, x)),)),
+        "relu_before_max_pool": lambda d, b: T("max_pool2d", (T("relu", (x := image(d, b),)),), nhwc_pool(d, x)),
+        "relu_after_max_pool": lambda d, b: T("relu", (T("max_pool2d", (x := image(d, b),), nhwc_pool(d, x)),)),
         "clip_absorbs_relu": lambda d, b: T("clip", (T("relu", (b.input(d(shapes())),)),), low(d)),
         "relu_of_clip": lambda d, b: T("relu", (T("clip", (b.input(d(shapes())),), low(d)),)),
         "clip_is_relu": lambda d, b: T("clip", (b.input(d(shapes())),), (0.0, float("inf"))),
@@ -243,6 +273,7 @@ def _folding() -> dict:
 
     return {
         "batch_norm_affine": bn, "conv_scale_fold": conv_scale, "matmul_scale_fold": matmul_scale,
+        "conv1d_scale_fold": lambda d, b: conv1d_per_channel(d, b, "multiply"),
         "linear_scale_fold": linear_scale, "linear_bias_fold": linear_bias,
         "fold_consecutive_linear": consecutive_linear, "fold_consecutive_matmul": consecutive_matmul,
         "distribute_constant_scale": chain("multiply", "add"), "combine_constant_bias": chain("add", "add"),
@@ -282,11 +313,16 @@ def _conv() -> dict:
         x, w, attrs = conv_case(d, b, k=1, dilation=2)
         return conv(b, x, w, attrs)
 
+    def padded_1d(d, b):
+        x = b.input((d(st.integers(1, 2)), d(st.integers(1, 3)), d(st.integers(3, 8))))
+        widths = (0, 0, 0, 0, d(st.integers(0, 2)), d(st.integers(0, 2)))
+        return conv1d_case(d, b, x=T("pad", (x,), (widths,)), groups=1)
+
     return {
         "conv1x1_to_matmul": conv1x1, "matmul_to_conv1x1": matmul, "split_grouped_conv": grouped,
         "merge_convs_to_grouped": two_convs, "pad_into_conv": padded, "pad_pad": pad_pad,
         "pad_zero": lambda d, b: T("pad", (b.input(s := d(shapes())),), ((0,) * (2 * len(s)),)),
-        "conv1x1_dilation": dilated,
+        "conv1x1_dilation": dilated, "pad_into_conv1d": padded_1d,
     }
 
 
@@ -330,7 +366,8 @@ def _layout() -> dict:
     def pool_of_transpose(d, b):  # a random max pool over NCHW = NHWC input transposed
         x = b.input((d(st.integers(1, 2)), d(st.integers(3, 7)), d(st.integers(3, 7)), d(st.integers(1, 4))))
         k = d(st.integers(1, 3))
-        attrs = ((k, k), (d(st.integers(1, 2)),) * 2, tuple(d(st.integers(0, k - 1)) for _ in range(4)), (1, 1))
+        attrs = ((k, k), (d(st.integers(1, 2)),) * 2, tuple(d(st.integers(0, k - 1)) for _ in range(4)), (1, 1),
+                 "NCHW")
         return T("max_pool2d", (T("transpose", (x,), ((0, 3, 1, 2),)),), attrs)
 
     out["max_pool2d_through_transpose"] = pool_of_transpose
@@ -392,6 +429,11 @@ def _multi() -> dict:
         x, w, attrs = conv_case(d, b, groups=1)
         return conv(b, x, w, attrs), conv(b, x, b.weight((d(st.integers(1, 3)), *w.ty[0][1:])), attrs)
 
+    def parallel_conv1d(d, b):
+        y = conv1d_case(d, b, groups=1)
+        x, w = y.args
+        return y, T("conv1d", (x, b.weight((d(st.integers(1, 3)), *w.ty[0][1:]))), y.attrs)
+
     def shared_weight(d, b):
         lead, m, k, n = mnk(d)
         w = b.weight((k, n))
@@ -432,7 +474,8 @@ def _multi() -> dict:
 
     return {
         "merge_parallel_matmul": parallel_matmul, "merge_parallel_linear": parallel_linear, "merge_qkv": qkv,
-        "merge_parallel_conv": parallel_conv, "merge_shared_weight_matmul": shared_weight,
+        "merge_parallel_conv": parallel_conv, "merge_parallel_conv1d": parallel_conv1d,
+        "merge_shared_weight_matmul": shared_weight,
         "slice_whole": lambda d, b: T("slice", (b.input(s := d(shapes())),), (len(s) - 1, 0, s[-1])),
         "concat_single": lambda d, b: T("concat", (b.input(s := d(shapes())),), (len(s) - 1,)),
         "slice_of_concat_head": head, "slice_of_concat_tail": tail, "concat_of_adjacent_slices": halves,
@@ -453,17 +496,28 @@ def _library() -> dict:
         lead, m, k, n = mnk(d)
         return T("matmul", (b.input((*lead, m, k)), b.weight((k, n))))
 
+    def library_conv(d, b, act=False):
+        """A dnnl_conv2d in a random layout (an NHWC one reads the transposed image)."""
+        c = conv_bias(d, b)
+        (x, w), bias = c.args[0].args, c.args[1]
+        layout = d(st.sampled_from(["NCHW", "NHWC"]))
+        x = T("transpose", (x,), ((0, 2, 3, 1),)) if layout == "NHWC" else x
+        return T("dnnl_conv2d", (x, w, bias), (*c.args[0].attrs, act, layout))
+
+    def nchw_conv(d, b):
+        c = conv_bias(d, b)
+        return T("dnnl_conv2d", (*c.args[0].args, c.args[1]),
+                 (*c.args[0].attrs, d(st.sampled_from([False, True, (0.0, 6.0)])), "NCHW"))
+
     return {
         "matmul_to_dnnl": matmul, "linear_to_dnnl": linear,
         "dnnl_linear_relu": lambda d, b: T("relu", (T("dnnl_linear", linear(d, b).args, (False,)),)),
         "conv2d_bias_to_dnnl": conv_bias,
-        "dnnl_conv2d_relu": lambda d, b: T("relu", (T("dnnl_conv2d", (*(c := conv_bias(d, b)).args[0].args,
-                                                                       c.args[1]), (*c.args[0].attrs, False)),)),
-        "dnnl_conv2d_clip": lambda d, b: T("clip", (T("dnnl_conv2d", (*(c := conv_bias(d, b)).args[0].args,
-                                                                       c.args[1]), (*c.args[0].attrs, False)),),
+        "conv1d_bias_to_dnnl": lambda d, b: conv1d_per_channel(d, b, "add"),
+        "dnnl_conv2d_relu": lambda d, b: T("relu", (library_conv(d, b),)),
+        "dnnl_conv2d_clip": lambda d, b: T("clip", (library_conv(d, b),),
                                            d(st.sampled_from([(0.0, 6.0), (-0.5, 0.5)]))),
-        "dnnl_conv2d_nhwc": lambda d, b: T("dnnl_conv2d", (*(c := conv_bias(d, b)).args[0].args, c.args[1]),
-                                           (*c.args[0].attrs, d(st.sampled_from([False, True, (0.0, 6.0)])))),
+        "dnnl_conv2d_to_nhwc": nchw_conv,
     }
 
 

@@ -96,7 +96,8 @@ def test_a_broken_emitter_returning_nan_fails_verification(monkeypatch):
     """relu lowered to NaN * x: the pipeline raises instead of returning (or reporting) the program."""
     from tvm import relax
 
-    monkeypatch.setitem(lower.EMITTERS, "relu", lambda a, at: relax.op.multiply(a[0], relax.const(np.nan, "float32")))
+    nan_relu = lambda args, attrs, ty: relax.op.multiply(args[0], relax.const(np.nan, "float32"))  # noqa: E731
+    monkeypatch.setitem(lower.EMITTERS, "relu", nan_relu)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()).eval()
     with pytest.raises(VerificationError, match="output 0 has NaN at \\[0, 0\\] where the original has"):
         tsir.optimize(model, (torch.randn(2, 4),), budget_s=2, measure=False, families=())

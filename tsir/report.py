@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tsir.errors import TsirError
+from tsir.ir.ops import LIBRARY_OPS
 from tsir.ir.term import Graph, Term, is_constant, postorder
-from tsir.lower import LIBRARY_EMITTERS
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
@@ -65,7 +65,7 @@ def layers(graph: Graph, root: Term, tuned: bool = False) -> list[dict]:
         op = f"opaque:{graph.opaque_calls[term.attrs[0]].call.op.name}" if term.op == "opaque" else term.op
         typed = isinstance(term.ty, tuple) and len(term.ty) == 2 and isinstance(term.ty[1], str)
         out.append({"op": op, "shape": list(term.ty[0]) if typed else None, "dtype": term.ty[1] if typed else None,
-                    "kernel_source": "library" if term.op in LIBRARY_EMITTERS else tvm_code})
+                    "kernel_source": "library" if term.op in LIBRARY_OPS else tvm_code})
     return out
 
 

@@ -24,13 +24,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tsir.ir.ops import evaluate
+from tsir.ir.ops import OPS, Category, evaluate, ops_in, with_weight
 from tsir.ir.term import Graph, Term, fold, is_constant, postorder
 
-ELEMENTWISE = ("relu", "gelu", "sigmoid", "tanh", "clip", "sqrt", "exp")
-DENSE = ("matmul", "linear", "dnnl_matmul", "dnnl_linear")  # (x, W (K, N)[, bias]) layers
-CONVS = ("conv2d", "dnnl_conv2d")  # (x, W (O, I, kh, kw)[, bias]) layers
-BINARY = ("add", "subtract", "multiply", "divide")
+ELEMENTWISE = ops_in(Category.UNARY)
+DENSE = with_weight("KN")  # (x, W (K, N)[, bias]) layers
+CONVS = with_weight("OIHW")  # (x, W (O, I, kh, kw)[, bias]) layers, channels on axis 1 when their layout is NCHW
+BINARY = ops_in(Category.BINARY)
+
+
+def _nchw(t: Term) -> bool:
+    return OPS[t.op].layout_of(t.attrs) == "NCHW"
 
 
 @dataclass
@@ -103,14 +107,14 @@ class _Analysis:
         consumed = self._consume(t, flows)
         if self._produce(t):
             return
-        if t.op in ELEMENTWISE or t.op == "max_pool2d":
+        if t.op in ELEMENTWISE or (t.op == "max_pool2d" and _nchw(t)):
             if flows and flows[0] is not None:
                 self.flow[id(t)] = flows[0]
             return
         if t.op in BINARY and len(t.args) == 2:
             self._binary(t, flows)
             return
-        if t.op in CONVS and self._depthwise(t) and flows[0] is not None:
+        if t.op in CONVS and _nchw(t) and self._depthwise(t) and flows[0] is not None:
             self.flow[id(t)] = flows[0]
             return
         if t.op == "reshape" and flows[0] is not None and flows[0].block == 1 and self._flattens(t):
@@ -132,7 +136,7 @@ class _Analysis:
             return None
         if t.op in DENSE:
             return "dense" if len(t.args[1].ty[0]) == 2 and len(t.ty[0]) >= 2 else None
-        if t.op in CONVS and t.attrs[3] == 1:
+        if t.op in CONVS and t.attrs[3] == 1 and _nchw(t):
             return "conv"
         return None
 

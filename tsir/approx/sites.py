@@ -53,6 +53,7 @@ from tsir.approx.prune_genes import LEVELS, PruneGenes
 from tsir.backends.roofline import Roofline, type_bytes
 from tsir.egraph import list_items
 from tsir.errors import TsirError
+from tsir.ir.ops import with_weight
 from tsir.ir.term import Graph, Term, fold, postorder
 from tsir.search.extract import Genome, Space, to_term, walk
 
@@ -62,8 +63,8 @@ BF16_SPEEDUP = 2.0  # analytic model: bf16 GEMMs at 2x the fp32 rate (AVX512-BF1
 COMBINED = 2  # the largest ranks also offered as rank+int8
 MIN_WEIGHT = 4096  # smaller weights are not worth approximating
 SMOOTHING = (None, 0.5, 0.75)  # SmoothQuant migration strengths tried per int8 matmul (None: none)
-MATMULS = ("matmul", "linear", "dnnl_matmul", "dnnl_linear")  # (x, W[, bias]) nodes a site replaces
-CONVS = ("conv2d", "dnnl_conv2d")  # (x, W[, bias]) conv nodes a site replaces
+MATMULS = with_weight("KN")  # (x, W[, bias]) nodes a site replaces
+CONVS = with_weight("OIHW")  # (x, W[, bias]) conv nodes a site replaces (NCHW: sites are conv2d nodes)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The tsir term language in egglog: one typed constructor per op of ``tsir.ir.ops``.
+"""The tsir term language in egglog: one typed constructor per op of the registry, derived from ``OPS``.
 
 Tensor children are ``Tensor`` (or a ``TensorList`` for variadic ops); attributes are ``PyObject``
 literals, hashed by value. Two analyses live beside the constructors: ``ty`` (the type of an
@@ -8,9 +8,11 @@ constant-only program, so it can be folded before run time).
 
 from __future__ import annotations
 
+import inspect
+
 from egglog import Bool, Expr, PyObject, eq, function, relation, rule, ruleset, set_, var
 
-from tsir.ir.ops import OPS, RUNTIME_ONLY
+from tsir.ir.ops import OPS, RUNTIME_ONLY, OpSpec
 
 
 class Tensor(Expr):
@@ -26,84 +28,25 @@ class TensorList(Expr):
     def cons(self, head: Tensor) -> TensorList: ...  # type: ignore[empty-body]
 
 
-# fmt: off
-@function
-def input(name: PyObject) -> Tensor: ...  # noqa: A001
-@function
-def weight(index: PyObject) -> Tensor: ...
-@function
-def scalar(value: PyObject) -> Tensor: ...
-@function
-def opaque(args: TensorList, key: PyObject) -> Tensor: ...
-@function
-def get_item(x: Tensor, index: PyObject) -> Tensor: ...
-@function
-def tuple(args: TensorList) -> Tensor: ...  # noqa: A001
-@function
-def relu(x: Tensor) -> Tensor: ...
-@function
-def sigmoid(x: Tensor) -> Tensor: ...
-@function
-def tanh(x: Tensor) -> Tensor: ...
-@function
-def sqrt(x: Tensor) -> Tensor: ...
-@function
-def exp(x: Tensor) -> Tensor: ...
-@function
-def add(a: Tensor, b: Tensor) -> Tensor: ...
-@function
-def subtract(a: Tensor, b: Tensor) -> Tensor: ...
-@function
-def multiply(a: Tensor, b: Tensor) -> Tensor: ...
-@function
-def divide(a: Tensor, b: Tensor) -> Tensor: ...
-@function
-def transpose(x: Tensor, perm: PyObject) -> Tensor: ...
-@function
-def reshape(x: Tensor, shape: PyObject) -> Tensor: ...
-@function
-def concat(args: TensorList, axis: PyObject) -> Tensor: ...
-@function
-def slice(x: Tensor, axis: PyObject, begin: PyObject, end: PyObject) -> Tensor: ...  # noqa: A001
-@function
-def matmul(a: Tensor, b: Tensor) -> Tensor: ...
-@function
-def linear(x: Tensor, w: Tensor, bias: Tensor) -> Tensor: ...
-@function
-def conv2d(x: Tensor, w: Tensor, strides: PyObject, padding: PyObject, dilation: PyObject,
-           groups: PyObject) -> Tensor: ...
-@function
-def batch_norm(x: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, var: Tensor, axis: PyObject,
-               epsilon: PyObject) -> Tensor: ...
-@function
-def max_pool2d(x: Tensor, pool: PyObject, strides: PyObject, padding: PyObject, dilation: PyObject) -> Tensor: ...
-@function
-def max_pool2d_nhwc(x: Tensor, pool: PyObject, strides: PyObject, padding: PyObject, dilation: PyObject) -> Tensor: ...
-@function
-def pad(x: Tensor, widths: PyObject) -> Tensor: ...
-@function
-def mean(x: Tensor, axes: PyObject, keepdims: PyObject) -> Tensor: ...
-@function
-def clip(x: Tensor, low: PyObject, high: PyObject) -> Tensor: ...
-@function
-def softmax(x: Tensor, axis: PyObject) -> Tensor: ...
-@function
-def gelu(x: Tensor) -> Tensor: ...
-@function
-def layer_norm(x: Tensor, gamma: Tensor, beta: Tensor, axis: PyObject, epsilon: PyObject) -> Tensor: ...
-@function
-def broadcast_to(x: Tensor, shape: PyObject) -> Tensor: ...
-@function
-def dnnl_matmul(a: Tensor, b: Tensor) -> Tensor: ...
-@function
-def dnnl_linear(x: Tensor, w: Tensor, bias: Tensor, relu: PyObject) -> Tensor: ...
-@function
-def dnnl_conv2d(x: Tensor, w: Tensor, bias: Tensor, strides: PyObject, padding: PyObject, dilation: PyObject,
-                groups: PyObject, relu: PyObject) -> Tensor: ...
-@function
-def dnnl_conv2d_nhwc(x: Tensor, w: Tensor, bias: Tensor, strides: PyObject, padding: PyObject, dilation: PyObject,
-                     groups: PyObject, relu: PyObject) -> Tensor: ...
-# fmt: on
+def _constructor(spec: OpSpec):
+    """The egglog function of one op: its tensor children (a ``TensorList`` when variadic), then its attributes."""
+    children = [("args", TensorList)] if spec.arity is None else [(f"x{i}", Tensor) for i in range(spec.arity)]
+    params = [*children, *((name, PyObject) for name in spec.attrs)]
+
+    def declared(*args): ...
+
+    declared.__name__ = declared.__qualname__ = spec.name
+    declared.__module__ = __name__
+    declared.__signature__ = inspect.Signature(
+        [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=t) for p, t in params],
+        return_annotation=Tensor)
+    declared.__annotations__ = {**dict(params), "return": Tensor}
+    return function(declared)
+
+
+# One constructor per op of the registry, under the op's name (``lang.conv2d(x, w, strides, ...)``).
+CONSTRUCTORS = {name: _constructor(spec) for name, spec in OPS.items()}
+globals().update(CONSTRUCTORS)
 
 
 @function(merge=lambda old, new: old)
@@ -119,7 +62,6 @@ def list_ty(xs: TensorList) -> PyObject:
 is_const = relation("is_const", Tensor)
 list_const = relation("list_const", TensorList)
 
-CONSTRUCTORS = {name: globals()[name] for name in OPS}
 LEAVES = ("weight", "scalar")
 
 

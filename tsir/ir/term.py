@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from tsir.ir.ops import OPS, RUNTIME_ONLY, evaluate
+from tsir.ir.registry import OPS, RUNTIME_ONLY
 
 
 class Term:
@@ -92,5 +92,5 @@ def fold(term: Term, constants: list[np.ndarray], memo: dict[int, np.ndarray]) -
         if term.op == "weight":
             memo[id(term)] = constants[term.attrs[0]]
         else:
-            memo[id(term)] = evaluate(term.op, [fold(a, constants, memo) for a in term.args], term.attrs)
+            memo[id(term)] = OPS[term.op].evaluate([fold(a, constants, memo) for a in term.args], term.attrs)
     return memo[id(term)]

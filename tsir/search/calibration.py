@@ -21,11 +21,22 @@ import numpy as np
 
 from tsir.backends.kernel_cache import KernelCache, KernelKey, write_atomic
 from tsir.backends.roofline import Roofline
+from tsir.ir.ops import OPS
 
-# kernel op class -> the tsir ops whose efficiency it gives (TVM's "matmul" kernels also compute linear)
-OPS_OF_CLASS = {"matmul": ("matmul", "linear"), "conv2d": ("conv2d",), "dnnl_matmul": ("dnnl_matmul",),
-                "dnnl_linear": ("dnnl_linear",), "dnnl_conv2d": ("dnnl_conv2d",),
-                "dnnl_conv2d_nhwc": ("dnnl_conv2d_nhwc",)}
+
+def _ops_of_class() -> dict[str, tuple[str, ...]]:
+    """Kernel op class -> the cost classes whose efficiency it gives, from the op registry: a TVM GEMM-class
+    op's ``kernel_class`` (TVM's "matmul" kernels also compute linear), a library op's call per layout."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, spec in OPS.items():
+        if spec.kernel_class:
+            out[spec.kernel_class] = (*out.get(spec.kernel_class, ()), name)
+        elif spec.library:
+            out.update({key: (key,) for key in spec.cost_classes()})
+    return out
+
+
+OPS_OF_CLASS = _ops_of_class()
 MIN_EFFICIENCY, MAX_EFFICIENCY = 1e-4, 1.0
 
 

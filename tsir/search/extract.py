@@ -36,7 +36,7 @@ class Space:
         const = _constant_classes(view)
         costs = [
             [0.0 if _node_is_constant(n, const) else
-             roofline.kernel_s(n.op, [view.types[k] for k in n.children], view.types[c]) for n in nodes]
+             roofline.kernel_s(n.op, [view.types[k] for k in n.children], view.types[c], n.attrs) for n in nodes]
             for c, nodes in enumerate(view.classes)
         ]
         return cls(view, min_depth_nodes(view), costs, const)

@@ -1,0 +1,99 @@
+"""Vendor-library kernels (oneDNN, backends/native/dnnl): the same values as the TVM ops they replace.
+
+Each lowers to ``R.call_dps_packed("tsir.dnnl.*", ...)`` (destination-passing; ``tsir.backends.dnnl.load()``
+must have run in the process that executes the module). ``dnnl_conv2d`` carries its activations'
+layout as its last attribute: ``"NCHW"`` (oneDNN reorders into its blocked layout and back inside the
+call) or ``"NHWC"`` (no reorders; weights stay OIHW).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from tsir.ir.ops.contraction import conv_evaluate, conv_flops, conv_infer, infer_linear, infer_matmul, matmul_flops
+from tsir.ir.ops.nn import in_nchw, in_nchw_eval
+from tsir.ir.registry import Category, OpSpec, TType, numel, register
+
+LIBRARY = Category.LIBRARY
+_RULES_ONLY = "made only by the library rules (rewrites/library.py), never imported from Relax"
+_NOT_DRAWN = "the fuzzer reaches it through the library rules from its TVM op"
+
+
+def _dps(func: str, out_ty: tuple, *args: relax.Expr) -> relax.Expr:
+    """``R.call_dps_packed(func, args)`` writing a fresh tensor of type ``out_ty``."""
+    return relax.call_dps_packed(func, relax.Tuple(list(args)), relax.TensorType(list(out_ty[0]), out_ty[1]))
+
+
+def _int(value: int) -> relax.Expr:
+    return relax.prim_value(int(value), "int64")
+
+
+def _const(weight: relax.Expr) -> relax.Expr:
+    """``const_w`` of a library call: 1 when the weights are a Relax constant (oneDNN packs them once)."""
+    return _int(isinstance(weight, tvm.ir.expr.Constant))
+
+
+def _act(x: np.ndarray, act: bool | tuple[float, float]) -> np.ndarray:
+    """A library op's fused activation: none (False), ReLU (True) or clip to ``(low, high)`` (e.g. ReLU6)."""
+    if isinstance(act, tuple):
+        return np.clip(x, act[0], act[1]).astype(x.dtype)
+    return np.maximum(x, 0).astype(x.dtype) if act else x
+
+
+# ---- matmul and linear ---------------------------------------------------------------------------
+def _infer_dnnl_linear(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    if len(ins[1][0]) != 2:
+        raise ValueError(f"dnnl_linear: weight {ins[1][0]} must be [K, N]")
+    return infer_linear(ins, ())
+
+
+register(OpSpec(
+    "dnnl_matmul", 2, (), LIBRARY, infer_matmul, lambda xs, a: np.matmul(xs[0], xs[1]), matmul_flops,
+    emit=lambda a, at, ty: _dps("tsir.dnnl.matmul", ty, a[0], a[1]), weight="KN", efficiency=0.85,
+    library=lambda layout: "tsir.dnnl.matmul", missing={"convert": _RULES_ONLY, "make": _NOT_DRAWN}))
+register(OpSpec(
+    "dnnl_linear", 3, ("relu",), LIBRARY, _infer_dnnl_linear,
+    lambda xs, a: _act(np.matmul(xs[0], xs[1]) + xs[2], a[0]), matmul_flops,
+    emit=lambda a, at, ty: _dps("tsir.dnnl.linear", ty, *a, _int(at[0]), _const(a[1])), weight="KN",
+    efficiency=0.85, library=lambda layout: "tsir.dnnl.linear", missing={"convert": _RULES_ONLY, "make": _NOT_DRAWN}))
+
+
+# ---- conv2d (bias and activation fused) ----------------------------------------------------------
+_infer_nchw_conv2d = conv_infer("dnnl_conv2d", 2)
+_eval_nchw_conv2d = conv_evaluate(2)
+
+
+def _infer_dnnl_conv2d(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    out = _infer_nchw_conv2d(ins[:2], attrs[:4])
+    if numel(ins[2][0]) != out[0][1]:
+        raise ValueError(f"dnnl_conv2d: bias {ins[2][0]} must have one value per output channel ({out[0][1]})")
+    return out
+
+
+def _eval_dnnl_conv2d(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
+    out = _eval_nchw_conv2d(xs[:2], attrs[:4])
+    return _act(out + xs[2].reshape(1, -1, 1, 1), attrs[4])
+
+
+def _conv_args(attrs: tuple) -> list[relax.Expr]:
+    """A library conv's attributes as call arguments: strides, padding, dilation, groups, then its activation
+    as (code, low, high): 0 none, 1 ReLU, 2 clip to [low, high]."""
+    strides, padding, dilation, groups, act = attrs[:5]
+    code, (low, high) = (2, act) if isinstance(act, tuple) else (int(bool(act)), (0.0, 0.0))
+    floats = [relax.prim_value(tvm.tirx.FloatImm("float64", float(v))) for v in (low, high)]
+    return [*(_int(v) for v in (*strides, *padding, *dilation, groups, code)), *floats]
+
+
+def _conv2d_symbol(layout: str | None) -> str:
+    return "tsir.dnnl.conv2d_nhwc" if layout == "NHWC" else "tsir.dnnl.conv2d"
+
+
+register(OpSpec(
+    "dnnl_conv2d", 3, ("strides", "padding", "dilation", "groups", "act", "layout"), LIBRARY,
+    in_nchw("dnnl_conv2d", _infer_dnnl_conv2d), in_nchw_eval(_eval_dnnl_conv2d), conv_flops,
+    emit=lambda a, at, ty: _dps(_conv2d_symbol(at[5]), ty, *a, *_conv_args(at), _const(a[1])),
+    layouts=("NCHW", "NHWC"), weight="OIHW", efficiency=0.8, library=_conv2d_symbol,
+    reorders=frozenset({"NCHW"}),  # oneDNN computes an NCHW conv in a blocked layout (nChw16c or NHWC)
+    missing={"convert": _RULES_ONLY, "make": _NOT_DRAWN}))
