@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tsir import pytree
 from tsir.errors import VerificationError
 
 DEFAULT_TOLERANCE = 1e-4  # max abs error relative to the output's scale (max |reference|), fp32
@@ -38,11 +39,11 @@ def fresh_inputs(examples: Sequence[torch.Tensor], seed: int) -> list[torch.Tens
 
 
 def reference_outputs(model: Callable, inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    """``model``'s outputs on ``inputs``: a torch module, or any callable returning tensors or arrays."""
+    """``model``'s outputs on ``inputs``, flattened as ``torch.export`` does: a torch module, or any callable
+    returning tensors or arrays, alone or nested in tuples, lists, dicts, dataclasses and ``ModelOutput``."""
     with torch.inference_mode():
         out = model(*inputs)
-    items = out if isinstance(out, (tuple, list)) else (out,)
-    return [t.detach().numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in items]
+    return [t.detach().numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in pytree.leaves(out)]
 
 
 def compare(
