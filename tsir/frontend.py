@@ -73,14 +73,16 @@ def to_relax(
 ) -> tvm.IRModule:
     """Convert an exported program to Relax, with weights bound as constants."""
     custom = {**BUILTIN_CONVERTERS, **(custom_convert_map or {})}
-    missing = unsupported_ops(program.run_decompositions(), custom)  # the frontend sees core ATen ops
+    program = program.run_decompositions()  # the frontend sees core ATen ops; decompose once, here
+    missing = unsupported_ops(program, custom)
     if missing:
         raise UnsupportedOpError(
             f"the TVM PyTorch frontend cannot convert {len(missing)} op(s): {', '.join(missing)}.\n"
             "Rewrite them in the model with supported ops, or give a converter for each:\n"
             + _CUSTOM_MAP_EXAMPLE % missing[0]
         )
-    mod = from_exported_program(program, keep_params_as_input=False, custom_convert_map=custom or None)
+    mod = from_exported_program(program, keep_params_as_input=False, custom_convert_map=custom or None,
+                                run_ep_decomposition=False)
     check_static(mod)
     return drop_none_outputs(mod)
 
