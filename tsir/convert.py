@@ -89,7 +89,7 @@ def _concat(call: relax.Call, args: list[Arg]) -> Term | None:
 def _conv2d(call: relax.Call, args: list[Arg]) -> Term | None:
     at = call.attrs
     layouts = (at.data_layout, at.kernel_layout, at.out_layout)
-    if layouts != ("NCHW", "OIHW", "NCHW") or str(at.out_dtype) not in ("", "void", args[0].ty[1]):
+    if layouts != ("NCHW", "OIHW", "NCHW") or str(at.out_dtype) not in ("", "void", "None", args[0].ty[1]):
         return None
     attrs = (_ints(at.strides), _ints(at.padding), _ints(at.dilation), int(at.groups))
     return Term("conv2d", (args[0], args[1]), attrs)

@@ -138,6 +138,7 @@ def from_onnx(path: Path, example_inputs: Sequence | None) -> Source:
         raise UnsupportedOpError(f"the TVM ONNX frontend cannot convert {path.name}: {err}; replace those ops "
                                  "in the model before export") from err
     check_static(mod)
+    mod = relax.transform.FoldConstant()(mod)  # the frontend computes shapes of constants at run time (R.shape_of)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [name for name, _, _ in specs]
 
