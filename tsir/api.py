@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,6 +34,7 @@ from tsir.egraph import Limits, TermEGraph
 from tsir.errors import TsirError
 from tsir.ir.term import Term, postorder
 from tsir.lower import lower
+from tsir.native_log import native_stderr_to
 from tsir.rewrites import FAMILIES, rule_names
 from tsir.search.driver import SearchOptions, run_search
 from tsir.search.extract import Space, to_term
@@ -161,7 +163,8 @@ def optimize(
         log(f"[{name}] ...")
         on_stage(name, None)
         start = time.perf_counter()
-        value = fn()
+        with nullcontext() if out_dir is None else native_stderr_to(Path(out_dir) / report_files.NATIVE_LOG):
+            value = fn()
         stages[name] = round(time.perf_counter() - start, 4)
         log(f"[{name}] done in {stages[name]:.2f} s")
         on_stage(name, stages[name])
