@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 from tvm import relax
@@ -18,6 +19,7 @@ from tsir import suite
 from tsir.backends import targets
 from tsir.convert import relax_to_tsir
 from tsir.egraph import Limits, TermEGraph
+from tsir.failure import InternalError
 from tsir.ir.term import postorder
 from tsir.search.egglog_extract import egglog_extraction, tree_costs
 from tsir.search.extract import Space, to_term
@@ -95,6 +97,28 @@ def test_bool_cumsum_builds_in_torch_dtype():
                if isinstance(b.value, relax.Call) and b.value.op.name == "relax.cumsum"]
     assert [str(c.ty.dtype) for c in cumsums] == ["int64"]  # torch's dtype; TVM kept bool and LLVM codegen died
     _optimize(BoolCumsum(), (ids, x))
+
+
+def test_a_build_failure_names_stage_op_and_node_and_writes_a_reproducer(tmp_path):
+    tvm_cumsum = {"cumsum.default": lambda node, importer: importer._cumsum(node)}  # TVM's own: bool stays bool
+    with pytest.raises(InternalError, match=r"stage 'build' at node \w+ \(relax.cumsum\)") as caught:
+        tsir.optimize(BoolCumsum(), (torch.tensor([[3, 0, 5]]), torch.randn(1, 3, 3)), budget_s=BUDGET,
+                      measure=False, custom_convert_map=tvm_cumsum, out_dir=tmp_path)
+    reproducer = (tmp_path / "failing_op.py").read_text()
+    assert str(tmp_path / "failing_op.py") in str(caught.value)
+    assert "R.cumsum" in reproducer and 'dtype="bool"' in reproducer
+
+
+class Cube(nn.Module):
+    def forward(self, x):
+        return torch.pow(x, 3) + 1
+
+
+def test_tvm_warnings_go_to_the_log_not_the_terminal(tmp_path, capfd):
+    _optimize(Cube(), (torch.randn(4),), out_dir=tmp_path)
+    warning = "Detected pow(x, y) where y >= 3"  # TVM's C++ logger, when it legalizes the cube
+    assert warning in (tmp_path / "tvm.log").read_text()
+    assert warning not in capfd.readouterr().err
 
 
 def test_gpt2_decoder_builds_and_verifies():

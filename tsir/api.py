@@ -32,6 +32,7 @@ from tsir.backends.tuning import TuningDatabase
 from tsir.convert import relax_to_tsir
 from tsir.egraph import Limits, TermEGraph
 from tsir.errors import TsirError
+from tsir.failure import internal_error
 from tsir.ir.term import Term, postorder
 from tsir.lower import lower
 from tsir.native_log import native_stderr_to
@@ -159,12 +160,19 @@ def optimize(
         writable_dir(Path(out_dir))
     stages: dict[str, float] = {}
 
-    def stage(name: str, fn: Callable):
+    def stage(name: str, fn: Callable, module: tvm.IRModule | None = None, build_one: Callable | None = None):
+        """Run stage ``name``; a failure that is not bad input names the stage (and, given the ``module`` it
+        builds and how, the failing op, with a reproducer in ``out_dir``)."""
         log(f"[{name}] ...")
         on_stage(name, None)
         start = time.perf_counter()
         with nullcontext() if out_dir is None else native_stderr_to(Path(out_dir) / report_files.NATIVE_LOG):
-            value = fn()
+            try:
+                value = fn()
+            except TsirError:
+                raise
+            except Exception as error:  # noqa: BLE001  a valid model failed inside tsir or TVM
+                raise internal_error(name, error, module, build_one, out_dir and Path(out_dir)) from error
         stages[name] = round(time.perf_counter() - start, 4)
         log(f"[{name}] done in {stages[name]:.2f} s")
         on_stage(name, stages[name])
@@ -195,7 +203,8 @@ def optimize(
         optimized_mod = stage("lower", lambda: lower(graph, chosen, original_mod))
     build = TuningDatabase(spec.target, options.cache_dir).build if tuning_trials else partial(runtime.build, spec=spec)
     built = search.executable() if approx is None else None  # the measured tier's build of the same program
-    executable = stage("build", lambda: built if built is not None else build(optimized_mod))
+    executable = stage("build", lambda: built if built is not None else build(optimized_mod), optimized_mod,
+                       partial(runtime.build, spec=spec))
     if spec.kind == "cuda":
         stage("nvcc", lambda: runtime.nvcc_compile(executable, spec))
     run, verified_on = execute.on_device(optimized_mod, executable, spec, Path(workdir.name))
