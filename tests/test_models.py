@@ -183,6 +183,14 @@ def test_onnx_convolutions_are_modeled(tmp_path):
     assert ops.count("conv2d") == 6 and "opaque" not in ops  # TVM's ONNX frontend writes out_dtype=None
 
 
+def test_onnx_clip_imports_as_its_torch_twins_clip(tmp_path):
+    model, inputs = suite.load("mobilenet-v1")  # ReLU6 everywhere: TVM's ONNX frontend emits TE max/min kernels
+    twin = [t.op for t in postorder(relax_to_tsir(load(model, inputs, None).module).root)]
+    path = suite.onnx("mobilenet-v1", tmp_path / "mobilenet.onnx")
+    ops = [t.op for t in postorder(relax_to_tsir(load(path, None, None).module).root)]
+    assert "opaque" not in ops and ops.count("clip") == twin.count("clip") > 0
+
+
 def test_onnx_bert_imports_without_shape_values(tmp_path):
     path = suite.onnx("bert", tmp_path / "bert.onnx")
     graph = relax_to_tsir(load(path, None, None).module)  # R.shape_of(constant) stopped the import

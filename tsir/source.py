@@ -22,6 +22,7 @@ from tsir import pytree
 from tsir.backends.runtime import flatten
 from tsir.errors import StaticShapeError, TsirError, UnsupportedOpError
 from tsir.frontend import check_static, export, to_relax
+from tsir.onnx_clip import clips_from_call_tir
 
 Model = torch.nn.Module | torch.export.ExportedProgram | tvm.IRModule | str | os.PathLike
 
@@ -139,6 +140,7 @@ def from_onnx(path: Path, example_inputs: Sequence | None) -> Source:
                                  "in the model before export") from err
     check_static(mod)
     mod = relax.transform.FoldConstant()(mod)  # the frontend computes shapes of constants at run time (R.shape_of)
+    mod = clips_from_call_tir(mod)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [name for name, _, _ in specs]
 
