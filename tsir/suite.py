@@ -53,7 +53,12 @@ def load(name: str) -> tuple[torch.nn.Module, Inputs]:
 
 def onnx(name: str, path: str | os.PathLike) -> Path:
     """Write model ``name`` as an ONNX file at ``path`` (``torch.onnx.export`` with ``dynamo=True``)."""
-    model, inputs = load(name)
+    return export_onnx(*load(name), path)
+
+
+def export_onnx(model: torch.nn.Module | torch.export.ExportedProgram, inputs: Inputs,
+                path: str | os.PathLike) -> Path:
+    """Write ``model`` (or its ``torch.export`` program, which saves exporting it again) as ONNX at ``path``."""
     path = Path(path)
     with torch.no_grad():
         torch.onnx.export(model, inputs, str(path), dynamo=True, verbose=False, optimize=True)
@@ -120,14 +125,15 @@ def _mobilenet_v1():
 @_add("mobilenet-v2", "cnn")
 def _mobilenet_v2():
     return _hf("MobileNetV2Model", "MobileNetV2Config", depth_multiplier=0.35, image_size=32,
-               min_depth=4), _image()
+               min_depth=4, tf_padding=False), _image()
 
 
 @_add("efficientnet", "cnn")
 def _efficientnet():
     return _hf("EfficientNetModel", "EfficientNetConfig", image_size=32, width_coefficient=0.25,
-               depth_coefficient=0.2, hidden_dim=320, kernel_sizes=[3, 5, 3, 5, 3, 5, 3],
-               num_block_repeats=[1, 1, 1, 1, 1, 1, 1]), _image()
+               depth_coefficient=0.2, hidden_dim=320, kernel_sizes=[3, 5, 3, 5], in_channels=[32, 16, 24, 40],
+               out_channels=[16, 24, 40, 80], strides=[1, 2, 2, 2], num_block_repeats=[1, 1, 1, 1],
+               expand_ratios=[1, 6, 6, 6], depthwise_padding=[]), _image()
 
 
 @_add("regnet", "cnn")
