@@ -38,7 +38,7 @@ def test_optimize_prints_table_and_writes_everything(optimized):
         assert row in proc.stdout, f"missing {row!r} in:\n{proc.stdout}"
     for stage in ("import", "saturate", "search", "build", "verify"):
         assert f"✓ {stage}" in proc.stderr  # the rich progress lines
-    written = ["model.so", "pareto.png", "report.json", "report.md", "search_curve.png"]
+    written = ["model.so", "pareto.png", "report.json", "report.md", "search_curve.png", "tvm.log"]
     assert sorted(p.name for p in out.iterdir()) == written
     assert json.loads((out / "report.json").read_text())["input"]["name"] == "mlp"
     assert "verified on host cpu" in proc.stdout and "random draws, seeds 1, 2, 3" in proc.stdout

@@ -54,15 +54,6 @@ def test_serialized_reads_every_eclass_and_its_enodes():
     assert primitives == {"1": "i64-1", "2": "i64-2"}  # each primitive in an e-class of its own
 
 
-def test_identity_is_shared_by_a_shared_subexpression():
-    egraph = EGraph()
-    one = Num(1)
-    expr = egraph.extract(egraph.let("e", one + one))
-    left, right = egglog.get_callable_args(expr)
-    assert egglog_compat.identity(left) == egglog_compat.identity(right)
-    assert egglog_compat.identity(left) != egglog_compat.identity(expr)
-
-
 def test_load_tensor_intrinsics_registers_one_family_only():
     code = ("import sys; from tsir._compat.tvm import load_tensor_intrinsics; load_tensor_intrinsics('x86'); "
             "import tvm.s_tir.tensor_intrin as t; from tvm import s_tir; "

@@ -68,7 +68,7 @@ def test_export_and_report_written(tmp_path):
     entry = zoo.load("mlp")
     out = tmp_path / "out"
     optimize(entry.module, entry.example_inputs, budget_s=10, out_dir=out)
-    written = ["model.so", "pareto.png", "report.json", "report.md", "search_curve.png"]
+    written = ["model.so", "pareto.png", "report.json", "report.md", "search_curve.png", "tvm.log"]
     assert sorted(p.name for p in out.iterdir()) == written
     report = json.loads((out / "report.json").read_text())
     assert report["verification"]["status"] == "verified" and report["latency_ms"]["optimized"] > 0

@@ -11,6 +11,7 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,7 @@ def optimize(model: Model, example_inputs: Sequence[torch.Tensor | np.ndarray] |
     """
     options = Options.of(options, keywords)
     plan = stages.plan(options)
-    stage = stages.Stages(options.log, options.on_stage)
+    stage = stages.Stages(options.log, options.on_stage, options.out_dir and Path(options.out_dir))
     source = stage("import", load, model, example_inputs, options.custom_convert_map)
     model_name = options.model_name or stages.default_name(model, source)
     draws = stages.verification_inputs(options, source)  # checked now: a NaN original fails before the search
@@ -107,7 +108,8 @@ def optimize(model: Model, example_inputs: Sequence[torch.Tensor | np.ndarray] |
         chosen = stage("approx", stages.approximate, space, graph, source, plan, config, options, search)
     else:
         chosen = stage("lower", stages.lower_exact, space, graph, search, source.module)
-    executable = stage("build", stages.build, chosen, search, plan, options.tuning_trials)
+    executable = stage("build", stages.build, chosen, search, plan, options.tuning_trials,
+                       reproduce=(chosen.module, partial(runtime.build, spec=plan.spec)))
     if plan.spec.nvcc_check:
         stage("nvcc", runtime.nvcc_compile, executable, plan.spec)
     with tempfile.TemporaryDirectory(prefix="tsir-") as workdir:

@@ -11,6 +11,7 @@ from tvm.relax.frontend.torch import from_exported_program
 from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
 
 from tsir.errors import StaticShapeError, TsirError, UnsupportedOpError
+from tsir.pytree import leaves
 
 _CUSTOM_MAP_EXAMPLE = """\
     def convert_my_op(node, importer):           # node: torch.fx.Node, importer: the TVM frontend
@@ -20,14 +21,21 @@ _CUSTOM_MAP_EXAMPLE = """\
     tsir.optimize(model, inputs, custom_convert_map={"%s": convert_my_op})"""
 
 
-def export(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor]) -> torch.export.ExportedProgram:
-    """``torch.export`` the model in inference mode with static shapes."""
+def export(model: torch.nn.Module, example_inputs: Sequence) -> torch.export.ExportedProgram:
+    """``torch.export`` the model in inference mode with static shapes.
+
+    ``example_inputs`` are the positional arguments: tensors, or any nesting of tuples, lists, dicts and
+    dataclasses of tensors (``tsir.pytree``); dataclasses in the inputs or outputs are registered with pytree.
+    """
     if not isinstance(example_inputs, (tuple, list)) or not all(
-        isinstance(t, torch.Tensor) for t in example_inputs
+        isinstance(t, torch.Tensor) for t in leaves(example_inputs)
     ):
-        raise TsirError("example_inputs must be a tuple of torch.Tensor, e.g. (torch.randn(1, 3, 32, 32),)")
+        raise TsirError("example_inputs must be a tuple of torch.Tensor (or of nested tuples, lists, dicts and "
+                        "dataclasses of them), e.g. (torch.randn(1, 3, 32, 32),)")
     model = model.eval()
     try:
+        with torch.no_grad():
+            leaves(model(*example_inputs))  # registers the output's dataclasses, which torch.export must know
         return torch.export.export(model, tuple(example_inputs))
     except Exception as err:  # torch.export reports many error types; keep its message
         raise TsirError(f"torch.export could not trace the model: {err}") from err
@@ -43,21 +51,63 @@ def unsupported_ops(program: torch.export.ExportedProgram, custom: dict[str, Cal
     })
 
 
+def _cumsum(node: torch.fx.Node, importer) -> relax.Var:
+    """``cumsum`` in the dtype torch gives it: bool and integer inputs sum in int64.
+
+    TVM's own converter keeps the input dtype, so a causal mask's ``cumsum`` of a bool tensor (GPT-2, Llama)
+    becomes a bool scan whose add LLVM's code generator rejects (``CodeGenLLVM::CreateAdd``: ``t.MatchesCode(
+    kDLFloat)``), and an int32 one overflows where torch does not.
+    """
+    x = importer.env[node.args[0]]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    dtype = str(node.meta["val"].dtype).removeprefix("torch.")
+    return importer.block_builder.emit(relax.op.cumsum(x, dim, dtype))
+
+
+# converters tsir ships for frontend gaps; a user's custom_convert_map entry for the same op wins
+BUILTIN_CONVERTERS: dict[str, Callable] = {"cumsum.default": _cumsum}
+
+
 def to_relax(
     program: torch.export.ExportedProgram, custom_convert_map: dict[str, Callable] | None = None
 ) -> tvm.IRModule:
     """Convert an exported program to Relax, with weights bound as constants."""
-    custom = dict(custom_convert_map or {})
-    missing = unsupported_ops(program.run_decompositions(), custom)  # the frontend sees core ATen ops
+    custom = {**BUILTIN_CONVERTERS, **(custom_convert_map or {})}
+    program = program.run_decompositions()  # the frontend sees core ATen ops; decompose once, here
+    missing = unsupported_ops(program, custom)
     if missing:
         raise UnsupportedOpError(
             f"the TVM PyTorch frontend cannot convert {len(missing)} op(s): {', '.join(missing)}.\n"
             "Rewrite them in the model with supported ops, or give a converter for each:\n"
             + _CUSTOM_MAP_EXAMPLE % missing[0]
         )
-    mod = from_exported_program(program, keep_params_as_input=False, custom_convert_map=custom or None)
+    mod = from_exported_program(program, keep_params_as_input=False, custom_convert_map=custom or None,
+                                run_ep_decomposition=False)
     check_static(mod)
-    return mod
+    return drop_none_outputs(mod)
+
+
+def drop_none_outputs(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` without the null values the frontend returns for a model's ``None`` outputs (torch.export
+    keeps ``None`` as an output leaf; ``tsir.pytree.leaves`` leaves it out on the reference side too)."""
+    func = mod["main"]
+    body = func.body
+    if len(body.blocks) != 1 or not isinstance(body.body, relax.Var):
+        return mod
+    bindings = list(body.blocks[0].bindings)
+    nulls = {b.var for b in bindings if isinstance(b.value, relax.Call) and b.value.op == tvm.ir.Op.get(
+        "relax.null_value")}
+    last = bindings[-1]
+    if not nulls or last.var != body.body or not isinstance(last.value, relax.Tuple):
+        return mod
+    fields = [f for f in last.value.fields if f not in nulls]
+    output = relax.Var(last.var.name, relax.TupleType([f.ty for f in fields]))
+    kept = [b for b in bindings[:-1] if b.var not in nulls] + [relax.VarBinding(output, relax.Tuple(fields))]
+    block = type(body.blocks[0])(kept)
+    main = relax.Function(func.params, relax.SeqExpr([block], output), output.ty, func.is_pure, func.attrs)
+    lowered = mod.clone()
+    lowered.update_func(lowered.get_global_var("main"), main)
+    return lowered
 
 
 def check_static(mod: tvm.IRModule) -> None:

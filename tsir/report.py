@@ -21,7 +21,9 @@ from tsir.ir.term import Graph, Term, is_constant, postorder
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 CURVE_PNG, PARETO_PNG = "search_curve.png", "pareto.png"
-FILES = ("model.so", "report.json", "report.md", CURVE_PNG, PARETO_PNG)  # what a run may write to its out dir
+NATIVE_LOG = "tvm.log"  # what TVM's C++ code writes to stderr (its warnings) while the stages run
+# what a run may write to its out dir
+FILES = ("model.so", "report.json", "report.md", CURVE_PNG, PARETO_PNG, NATIVE_LOG)
 
 
 def schema() -> dict:

@@ -18,9 +18,11 @@ import torch
 import tvm
 from tvm import relax
 
+from tsir import pytree
 from tsir.backends.runtime import flatten
 from tsir.errors import StaticShapeError, TsirError, UnsupportedOpError
 from tsir.frontend import check_static, export, to_relax
+from tsir.onnx_clip import clips_from_call_tir
 
 Model = torch.nn.Module | torch.export.ExportedProgram | tvm.IRModule | str | os.PathLike
 
@@ -63,12 +65,26 @@ def load(model: Model, example_inputs: Sequence | None, custom_convert_map: dict
     )
 
 
-def from_torch(model, example_inputs: Sequence[torch.Tensor], custom_convert_map: dict | None) -> Source:
+def from_torch(model, example_inputs: Sequence, custom_convert_map: dict | None) -> Source:
+    """A PyTorch model; its inputs (any pytree of tensors) become the flat list the Relax ``main`` takes."""
     if isinstance(model, torch.export.ExportedProgram):
         program, model = model, model.module()
     else:
         program = export(model, example_inputs)
-    return Source("torch", to_relax(program, custom_convert_map), tuple(example_inputs), model, "torch_eager")
+    flat, spec = pytree.flatten(tuple(example_inputs))
+    reference = _FlatInputs(model, spec)
+    return Source("torch", to_relax(program, custom_convert_map), tuple(flat), reference, "torch_eager")
+
+
+@dataclass
+class _FlatInputs:
+    """``model`` called with flat tensors (rebuilt into its nested arguments); returns its outputs as they are."""
+
+    model: Callable
+    spec: object  # the pytree spec of the model's positional arguments
+
+    def __call__(self, *tensors: torch.Tensor) -> object:
+        return self.model(*pytree.unflatten(list(tensors), self.spec))
 
 
 def from_relax(mod: tvm.IRModule, example_inputs: Sequence | None) -> Source:
@@ -123,6 +139,8 @@ def from_onnx(path: Path, example_inputs: Sequence | None) -> Source:
         raise UnsupportedOpError(f"the TVM ONNX frontend cannot convert {path.name}: {err}; replace those ops "
                                  "in the model before export") from err
     check_static(mod)
+    mod = relax.transform.FoldConstant()(mod)  # the frontend computes shapes of constants at run time (R.shape_of)
+    mod = clips_from_call_tir(mod)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [name for name, _, _ in specs]
 

@@ -10,6 +10,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +27,10 @@ from tsir.backends.tuning import TuningDatabase
 from tsir.draws import random_draws, user_draws
 from tsir.egraph import SaturationReport
 from tsir.errors import TsirError, VerificationError
+from tsir.failure import internal_error
 from tsir.ir.term import Graph, Term, postorder
 from tsir.lower import lower
+from tsir.native_log import native_stderr_to
 from tsir.options import Options
 from tsir.rewrites import rule_names
 from tsir.search.driver import Outcome, SearchOptions
@@ -40,17 +43,29 @@ REPORT_VERSION = report_files.SCHEMA_VERSION
 
 
 class Stages:
-    """Runs named stages: logs each, times it into ``seconds``, tells ``on_stage`` when it starts and ends."""
+    """Runs named stages: logs each, times it into ``seconds``, tells ``on_stage`` when it starts and ends. With an
+    ``out_dir``, TVM's native warnings go to its ``tvm.log``; a failure that is not bad input names the stage."""
 
-    def __init__(self, log: Callable[[str], None], on_stage: Callable[[str, float | None], None]) -> None:
-        self.log, self.on_stage = log, on_stage
+    def __init__(self, log: Callable[[str], None], on_stage: Callable[[str, float | None], None],
+                 out_dir: Path | None = None) -> None:
+        self.log, self.on_stage, self.out_dir = log, on_stage, out_dir
         self.seconds: dict[str, float] = {}
 
-    def __call__(self, name: str, fn: Callable, *args):
+    def __call__(self, name: str, fn: Callable, *args, reproduce: tuple[tvm.IRModule, Callable] | None = None):
+        """Run ``fn(*args)`` as stage ``name``. ``reproduce`` (the module the stage builds, and how to build one
+        op of it): on an internal failure, the failing op is found and a reproducer written to ``out_dir``."""
         self.log(f"[{name}] ...")
         self.on_stage(name, None)
         start = time.perf_counter()
-        value = fn(*args)
+        log = nullcontext() if self.out_dir is None else native_stderr_to(self.out_dir / report_files.NATIVE_LOG)
+        with log:
+            try:
+                value = fn(*args)
+            except TsirError:
+                raise
+            except Exception as error:  # noqa: BLE001  a valid model failed inside tsir or TVM
+                module, build_one = reproduce or (None, None)
+                raise internal_error(name, error, module, build_one, self.out_dir) from error
         self.seconds[name] = round(time.perf_counter() - start, 4)
         self.log(f"[{name}] done in {self.seconds[name]:.2f} s")
         self.on_stage(name, self.seconds[name])

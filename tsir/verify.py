@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from tsir import pytree
 from tsir.errors import VerificationError
 
 
@@ -139,11 +140,11 @@ def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def reference_outputs(model: Callable, inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    """``model``'s outputs on ``inputs``: a torch module, or any callable returning tensors or arrays."""
+    """``model``'s outputs on ``inputs``, flattened as ``torch.export`` does: a torch module, or any callable
+    returning tensors or arrays, alone or nested in tuples, lists, dicts, dataclasses and ``ModelOutput``."""
     with torch.inference_mode():
         out = model(*inputs)
-    items = out if isinstance(out, (tuple, list)) else (out,)
-    return [t.detach().numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in items]
+    return [t.detach().numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in pytree.leaves(out)]
 
 
 def verify(

@@ -2,9 +2,7 @@
 
 - ``EGraph._serialize``: the only way to read every e-class with its e-nodes (``freeze`` gives declarations,
   ``display`` renders them);
-- ``Ruleset.__egg_ruleset__``: the only way to list the rules a ruleset holds (with their names);
-- ``RuntimeExpr.__egg_typed_expr__``: an extracted expression's identity (``==`` on it builds an egglog
-  fact, so it cannot be a dict key).
+- ``Ruleset.__egg_ruleset__``: the only way to list the rules a ruleset holds (with their names).
 """
 
 from __future__ import annotations
@@ -25,7 +23,3 @@ def declared_rules(ruleset: egglog.Ruleset) -> list:
     """The rule declarations of ``ruleset`` in declaration order (each has a ``name``)."""
     return list(ruleset.__egg_ruleset__.rules)
 
-
-def identity(expr: egglog.Expr) -> int:
-    """A key that is the same for an extracted sub-expression shared by several parents (while it is alive)."""
-    return id(expr.__egg_typed_expr__)

@@ -7,7 +7,7 @@ connection, a reused weight) stays a DAG. The graph of one model also carries it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,13 +47,14 @@ class Term:
         return f"{self.op}({inner})"
 
 
-def postorder(root: Term) -> Iterator[Term]:
-    """Every node reachable from ``root`` once, children before parents."""
+def postorder(root: Term, done: Container[int] = ()) -> Iterator[Term]:
+    """Every node reachable from ``root`` once, children before parents; nodes whose id is in ``done`` are
+    left out, and so are the nodes reachable only through them."""
     seen: set[int] = set()
     stack: list[tuple[Term, bool]] = [(root, False)]
     while stack:
         term, expanded = stack.pop()
-        if id(term) in seen:
+        if id(term) in seen or id(term) in done:
             continue
         if expanded:
             seen.add(id(term))
@@ -79,18 +80,17 @@ class Graph:
 def is_constant(term: Term, memo: dict[int, bool]) -> bool:
     """True when ``term`` is a tensor that depends on no input and no opaque op, so it folds before run time."""
     if id(term) not in memo:
-        if term.op in RUNTIME_ONLY:
-            memo[id(term)] = False
-        else:
-            memo[id(term)] = all(is_constant(a, memo) for a in term.args)
+        for t in postorder(term, memo):  # children first, no recursion: graphs can be thousands of nodes deep
+            memo[id(t)] = t.op not in RUNTIME_ONLY and all(memo[id(a)] for a in t.args)
     return memo[id(term)]
 
 
 def fold(term: Term, constants: list[np.ndarray], memo: dict[int, np.ndarray]) -> np.ndarray:
     """Evaluate a constant term with the reference semantics of its ops."""
     if id(term) not in memo:
-        if term.op == "weight":
-            memo[id(term)] = constants[term.attrs[0]]
-        else:
-            memo[id(term)] = OPS[term.op].evaluate([fold(a, constants, memo) for a in term.args], term.attrs)
+        for t in postorder(term, memo):
+            if t.op == "weight":
+                memo[id(t)] = constants[t.attrs[0]]
+            else:
+                memo[id(t)] = OPS[t.op].evaluate([memo[id(a)] for a in t.args], t.attrs)
     return memo[id(term)]

@@ -1,47 +1,28 @@
-"""egglog's own extraction (its default cost: one per e-node, tree cost) mapped onto a genome.
+"""egglog's extraction baseline: the program of least tree cost (egglog's default cost model) as a genome.
 
-The extracted expression is walked from the root e-class down: at each e-class, the e-node with the
-same op, the same attributes and children that match recursively is the one egglog chose.
+egglog's default cost is one per e-node and per primitive leaf, summed over the *tree* (a shared child
+counts once per use). egglog keeps that sum in a saturating u64: a net whose values are used twice per
+block (SiLU's ``x * sigmoid(x)``, squeeze-excite's rescale) doubles its tree size per block, the sum
+saturates, every candidate of a class then costs u64::MAX, and egglog's extractor finds no best e-node
+that passes its cycle check and panics (``Option::unwrap() on a None value ... while extracting``).
+So tsir computes the same minimum with Python's exact integers, on the e-graph view, without recursion:
+``extract.least_cost``.
 """
 
 from __future__ import annotations
 
-from egglog import PyObject, get_callable_args, get_callable_fn
-
-from tsir._compat.egglog import identity
 from tsir.egraph import TermEGraph
-from tsir.search.extract import Genome, Space
+from tsir.search.extract import Genome, Space, least_cost
 
-_OP_NAMES = {"·.cons": "cons", "TensorList.nil": "nil"}
+
+def tree_costs(space: Space) -> tuple[list[int | None], Genome]:
+    """Per e-class, the least tree cost of a program (None if it has none) and the genome choosing it."""
+    return least_cost(space.view, lambda node, kids: 1 + len(node.attrs) + sum(kids))
 
 
 def egglog_extraction(egraph: TermEGraph, space: Space) -> Genome:
-    """The genome of egglog's ``extract`` of the root (classes it does not reach keep the original)."""
-    expr = egraph.egraph.extract(egraph.root_expr)
-    genome = space.original()
-    memo: dict[tuple[int, int], bool] = {}
-    alive: list = []  # keeps visited sub-expressions alive, so their ids stay unique
-
-    def match(c: int, e) -> bool:
-        alive.append(e)
-        key = (c, identity(e))  # shared sub-expressions share it: linear, not tree-sized
-        if key in memo:
-            return memo[key]
-        memo[key] = False
-        fn = str(get_callable_fn(e))
-        op = _OP_NAMES.get(fn, fn)
-        args = get_callable_args(e) or ()
-        attrs = tuple(a.value for a in args if isinstance(a, PyObject))
-        kids = [a for a in args if not isinstance(a, PyObject)]
-        for i, node in enumerate(space.view.classes[c]):
-            if node.op == op and node.attrs == attrs and len(node.children) == len(kids) and all(
-                match(k, sub) for k, sub in zip(node.children, kids, strict=True)
-            ):
-                genome[c] = i
-                memo[key] = True
-                break
-        return memo[key]
-
-    if not match(space.view.root, expr):
-        raise AssertionError("egglog's extraction does not match any program of the e-graph view")
+    """The genome of the least-tree-cost program."""
+    best, genome = tree_costs(space)
+    if best[space.view.root] is None:
+        raise AssertionError("the root e-class has no finite program in the e-graph view")
     return genome

@@ -7,7 +7,7 @@ e-node, whose children are strictly shallower, so repair always ends with an acy
 
 from __future__ import annotations
 
-import math
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -64,30 +64,55 @@ class Space:
         return genome
 
 
+def least_cost(view: EGraphView, cost_of: Callable[[ENode, list], object | None]) -> tuple[list, list[int]]:
+    """Per e-class, the least cost of a program and the index of the e-node that has it.
+
+    ``cost_of(node, child_costs)`` is a node's cost given its children's (None: the node is never chosen) and
+    never falls below a child's, so Knuth's generalisation of Dijkstra applies: a class is final when popped
+    and its chosen node's children were final before it, so the choice is acyclic. One pass, no recursion.
+    A class with no program of finite cost gets cost None and node 0.
+    """
+    classes = view.classes
+    users: list[list[tuple[int, int]]] = [[] for _ in classes]
+    waiting: dict[tuple[int, int], int] = {}
+    heap: list = []
+    best: list = [None] * len(classes)
+    choice = [0] * len(classes)
+
+    def ready(c: int, i: int) -> None:
+        node = classes[c][i]
+        cost = cost_of(node, [best[k] for k in node.children])
+        if cost is not None:
+            heapq.heappush(heap, (cost, c, i))
+
+    for c, nodes in enumerate(classes):
+        for i, node in enumerate(nodes):
+            children = set(node.children)
+            waiting[c, i] = len(children)
+            for k in children:
+                users[k].append((c, i))
+            if not children:
+                ready(c, i)
+    while heap:
+        cost, c, i = heapq.heappop(heap)
+        if best[c] is not None:
+            continue
+        best[c], choice[c] = cost, i
+        for p, j in users[c]:
+            waiting[p, j] -= 1
+            if waiting[p, j] == 0:
+                ready(p, j)
+    return best, choice
+
+
 def min_depth_nodes(view: EGraphView) -> list[int]:
     """Per e-class, the e-node with the shallowest program; choosing these never makes a cycle."""
-    depth = [math.inf] * len(view.classes)
-    best = [0] * len(view.classes)
-    changed = True
-    while changed:
-        changed = False
-        for c, nodes in enumerate(view.classes):
-            for i, node in enumerate(nodes):
-                d = 1 + max((depth[k] for k in node.children), default=0)
-                if d < depth[c]:
-                    depth[c], best[c], changed = d, i, True
-    return best
+    return least_cost(view, lambda node, kids: 1 + max(kids, default=0))[1]
 
 
 def _constant_classes(view: EGraphView) -> list[bool]:
-    const = [False] * len(view.classes)
-    changed = True
-    while changed:
-        changed = False
-        for c, nodes in enumerate(view.classes):
-            if not const[c] and any(_node_is_constant(n, const) for n in nodes):
-                const[c], changed = True, True
-    return const
+    best, _ = least_cost(view, lambda node, kids: None if node.op in RUNTIME_ONLY else 0)
+    return [b is not None for b in best]
 
 
 def _node_is_constant(node: ENode, const: list[bool]) -> bool:

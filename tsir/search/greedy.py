@@ -6,20 +6,11 @@ once per use, so it can miss programs whose parts are shared: the genetic search
 
 from __future__ import annotations
 
-import math
-
-from tsir.search.extract import Genome, Space
+from tsir.search.extract import Genome, Space, least_cost
 
 
 def greedy(space: Space) -> Genome:
-    best = [math.inf] * len(space.view.classes)
-    genome = list(space.min_depth_node)
-    changed = True
-    while changed:
-        changed = False
-        for c, nodes in enumerate(space.view.classes):
-            for i, node in enumerate(nodes):
-                total = space.node_cost[c][i] + sum(best[k] for k in node.children)
-                if total < best[c] - 1e-15:
-                    best[c], genome[c], changed = total, i, True
-    return genome
+    costs = {id(node): cost for nodes, row in zip(space.view.classes, space.node_cost, strict=True)
+             for node, cost in zip(nodes, row, strict=True)}
+    best, choice = least_cost(space.view, lambda node, kids: costs[id(node)] + sum(kids))
+    return [i if b is not None else space.min_depth_node[c] for c, (b, i) in enumerate(zip(best, choice, strict=True))]

@@ -131,7 +131,7 @@ def _conv_converter(op: str, layouts: tuple[str, str, str]):
         at = call.attrs
         if (at.data_layout, at.kernel_layout, at.out_layout) != layouts or not are_terms(args[0], args[1]):
             return None
-        if str(at.out_dtype) not in ("", "void", args[0].ty[1]):
+        if str(at.out_dtype) not in ("", "void", "None", args[0].ty[1]):  # "None": TVM's ONNX frontend
             return None
         return Term(op, (args[0], args[1]), (ints(at.strides), ints(at.padding), ints(at.dilation), int(at.groups)))
 
