@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import tvm
 from tvm.target import codegen
@@ -46,6 +47,12 @@ class TargetSpec:
         return not self.emulator
 
     @property
+    def int8_library_kernels(self) -> bool:
+        """Whether oneDNN's int8 matmul may be chosen: library kernels on a CPU with VNNI. Without VNNI, oneDNN
+        adds pairs of u8 x s8 products in int16 (``vpmaddubsw``), which saturates: wrong values, not only slow."""
+        return self.library_kernels and host_has_vnni()
+
+    @property
     def cpu_schedules(self) -> bool:
         """See ``cpu_schedules(target)``."""
         return cpu_schedules(self.target)
@@ -67,6 +74,15 @@ def tensor_intrinsics(target: tvm.target.Target) -> str | None:
 def host_cpu() -> str:
     """LLVM's name for this machine's CPU (e.g. ``znver5``)."""
     return str(codegen.llvm_get_system_cpu())
+
+
+def host_has_vnni() -> bool:
+    """Whether this machine's CPU has an int8 dot-product instruction (AVX512-VNNI or AVX-VNNI)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
 def gpu_present() -> bool:

@@ -168,6 +168,9 @@ def test_int8_library_kernel_is_integer_onednn_and_matches_tvm_int8() -> None:
 
     if tvm_ffi.get_global_func("tsir.dnnl.int8_matmul", allow_missing=True) is None:
         pytest.skip("this libtsir_dnnl.so predates dnnl_int8.cc")
+    if not targets.host_has_vnni():
+        pytest.skip("no VNNI on this CPU: oneDNN's int8 matmul saturates in int16 there, so tsir never offers it "
+                    "(test_int8_library_kernel_is_not_offered_without_vnni)")
     rng = np.random.default_rng(4)
     w = rng.standard_normal((192, 96)).astype(np.float32)
     x = rng.standard_normal((2, 24, 192)).astype(np.float32)
@@ -185,6 +188,16 @@ def test_int8_library_kernel_is_integer_onednn_and_matches_tvm_int8() -> None:
     np.testing.assert_allclose(outs[1], (qx @ q.astype(np.int32)) * (x_scale * w_scale), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-4)
     assert tvm_ffi.get_global_func("tsir.dnnl.int8_impl")()  # oneDNN named the int8 implementation it chose
+
+
+def test_int8_library_kernel_is_not_offered_without_vnni(monkeypatch) -> None:
+    """oneDNN's int8 matmul is a choice only where the CPU has VNNI (elsewhere its int16 sums saturate)."""
+    spec = targets.resolve("x86")
+    assert spec.library_kernels
+    for vnni in (False, True):
+        monkeypatch.setattr(targets, "host_has_vnni", lambda v=vnni: v)
+        assert spec.int8_library_kernels == vnni
+    assert not targets.resolve("arm").int8_library_kernels
 
 
 @pytest.mark.parametrize("library", [False, True])

@@ -82,8 +82,9 @@ def approx_search(
 ) -> ApproxOutcome:
     """Choose an approximate program from ``space`` within ``budget`` (see the module docstring);
     ``measure``: time every built candidate on this machine and rank them by measured latency."""
-    library = spec.library_kernels and tvm_ffi.get_global_func("tsir.dnnl.int8_matmul", allow_missing=True) is not None
-    approx = Approximations(space, graph, spec.roofline, library)
+    loaded = tvm_ffi.get_global_func("tsir.dnnl.int8_matmul", allow_missing=True) is not None  # tsir's oneDNN
+    approx = Approximations(space, graph, spec.roofline, spec.library_kernels and loaded,
+                            spec.int8_library_kernels and loaded)
     data = budget.data
     terms = approx.activation_terms()
     activations = None

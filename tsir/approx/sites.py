@@ -243,9 +243,11 @@ def _is_take(graph: Graph, key: int) -> bool:
 class Approximations:
     """The sites of a search space, their choices, and the extended constant/opaque tables they use."""
 
-    def __init__(self, space: Space, graph: Graph, roofline: Roofline, library: bool = False) -> None:
-        """``library``: int8 matmuls call oneDNN (``tsir.dnnl.int8_matmul``, loaded in this process)."""
-        self.space, self.graph, self.library = space, graph, library
+    def __init__(self, space: Space, graph: Graph, roofline: Roofline, library: bool = False,
+                 int8_library: bool = False) -> None:
+        """``library``: low-rank factors call oneDNN; ``int8_library``: int8 matmuls call oneDNN
+        (``tsir.dnnl.int8_matmul``); both loaded in this process."""
+        self.space, self.graph, self.library, self.int8_library = space, graph, library, int8_library
         self.constants = list(graph.constants)
         self.opaque = dict(graph.opaque_calls)
         self.sites: list[Site] = []
@@ -348,7 +350,7 @@ class Approximations:
                 return self._rank_int8(name, a, b, error, cost, x)
             return Choice(name, error, a.nbytes + b.nbytes, cost, self._add(a, b))
         if name == "int8":
-            q, kernel, errors = int8_matmul(w, x, self.library)
+            q, kernel, errors = int8_matmul(w, x, self.int8_library)
             cost = max(exact / INT8_SPEEDUP, (type_bytes(xty) / 4 + q.nbytes + type_bytes(out_ty))
                        / self.roofline.bandwidth)
             return Choice("int8", math.hypot(*errors), q.nbytes + kernel.w_scale.nbytes, cost, self._add(q),
@@ -367,7 +369,7 @@ class Approximations:
         errors = [truncation]
         kernels, weights, size = [], [], 0
         for act, w in ((x, a), (x.reshape(-1, x.shape[-1]) @ a, b)):
-            q, kernel, rounding = int8_matmul(w, act, self.library)
+            q, kernel, rounding = int8_matmul(w, act, self.int8_library)
             errors += rounding
             kernels.append(self._kernel(kernel))
             weights.append(q)
