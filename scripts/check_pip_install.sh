@@ -18,7 +18,7 @@ cd "$work"  # not the checkout: everything comes from the installed package
 import json, sys
 from tsir.backends import dnnl, native_files
 report = json.load(open(sys.argv[1]))
-assert report["verification"]["passed"], report["verification"]
+assert report["verification"]["status"] == "verified", report["verification"]
 assert "site-packages" in str(dnnl.load()) and native_files.runner("host").is_file()
 print(f"pip install check: ok (tsir optimize mlp, verified; native parts in {native_files.NATIVE_DIR})")
 PY
