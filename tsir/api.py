@@ -24,6 +24,7 @@ from tsir import stages
 from tsir.backends import execute, runtime, targets
 from tsir.convert import relax_to_tsir
 from tsir.egraph import Limits, TermEGraph
+from tsir.errors import TsirError
 from tsir.options import Options
 from tsir.search.driver import run_search
 from tsir.search.extract import Space
@@ -93,6 +94,16 @@ def optimize(model: Model, example_inputs: Sequence[torch.Tensor | np.ndarray] |
     options = Options.of(options, keywords)
     plan = stages.plan(options)
     stage = stages.Stages(options.log, options.on_stage, options.out_dir and Path(options.out_dir))
+    try:
+        return _optimize(model, example_inputs, options, plan, stage)
+    except TsirError:
+        stage.discard_log()  # bad input: nothing written
+        raise
+
+
+def _optimize(model: Model, example_inputs: Sequence | None, options: Options, plan: stages.Plan,
+              stage: stages.Stages) -> Result:
+    """``optimize``'s stages, in order."""
     source = stage("import", load, model, example_inputs, options.custom_convert_map)
     model_name = options.model_name or stages.default_name(model, source)
     draws = stages.verification_inputs(options, source)  # checked now: a NaN original fails before the search

@@ -50,6 +50,12 @@ class Stages:
                  out_dir: Path | None = None) -> None:
         self.log, self.on_stage, self.out_dir = log, on_stage, out_dir
         self.seconds: dict[str, float] = {}
+        self._new_log = out_dir is not None and not (out_dir / report_files.NATIVE_LOG).exists()
+
+    def discard_log(self) -> None:
+        """Remove the native log this run created (a run that stops on bad input leaves nothing behind)."""
+        if self._new_log:
+            (self.out_dir / report_files.NATIVE_LOG).unlink(missing_ok=True)
 
     def __call__(self, name: str, fn: Callable, *args, reproduce: tuple[tvm.IRModule, Callable] | None = None):
         """Run ``fn(*args)`` as stage ``name``. ``reproduce`` (the module the stage builds, and how to build one
