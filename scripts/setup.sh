@@ -22,9 +22,12 @@ stamp=".venv/.tsir-setup-$(cat requirements.lock pyproject.toml | sha256sum | cu
 # scikit-build-core's editable install knows the package's files by name: a module added or removed since
 # needs the (quick) editable install again
 modules_stamp=".venv/.tsir-modules-$(find tsir rewrites backends bench -name '*.py' | sort | sha256sum | cut -c1-16)"
+install_tsir() {  # editable, without the native parts (scripts/build_native.sh builds those into the checkout)
+  .venv/bin/pip install -qq --no-deps --no-build-isolation -Ccmake.define.TSIR_BUILD_NATIVE=OFF -e .
+}
 if [ -f "$stamp" ]; then
   if [ ! -f "$modules_stamp" ]; then
-    .venv/bin/pip install -qq --no-deps --no-build-isolation -Ccmake.define.TSIR_BUILD_NATIVE=OFF -e .
+    install_tsir
     rm -f .venv/.tsir-modules-*
     touch "$modules_stamp"
   fi
@@ -38,8 +41,7 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 echo "setup: installing pinned Python packages into .venv (first run takes a few minutes)"
 .venv/bin/pip install -qq -r requirements.lock
-# editable, without the native parts (scripts/build_native.sh builds those into the checkout)
-.venv/bin/pip install -qq --no-deps --no-build-isolation -Ccmake.define.TSIR_BUILD_NATIVE=OFF -e .
+install_tsir
 rm -f .venv/.tsir-setup-* .venv/.tsir-modules-*
 touch "$stamp" "$modules_stamp"
 bash scripts/fetch_aarch64_runtime.sh
