@@ -6,6 +6,7 @@ import numpy as np
 from egglog import rule, ruleset, union
 
 from tsir.ir.lang import (
+    CONSTRUCTORS,
     add,
     broadcast_to,
     computed,
@@ -17,13 +18,17 @@ from tsir.ir.lang import (
     matmul,
     multiply,
     reshape,
+    rsqrt,
     scalar,
+    sqrt,
     subtract,
     transpose,
     ty,
 )
+from tsir.ir.ops import Category, ops_in
 from tsir.rewrites._common import (
     CONTRACTION,
+    ELEMENTWISE,
     EXACT,
     a,
     b,
@@ -94,7 +99,8 @@ def _broadcast_absorbed(ta: tuple, target: tuple, tb: tuple) -> bool:
         return False
 
 
-_ELEMENTWISE = {"add": add, "subtract": subtract, "multiply": multiply, "divide": divide}
+# the broadcasting binary ops, from the registry's categories
+_ELEMENTWISE = {name: CONSTRUCTORS[name] for name in sorted(ops_in(Category.BINARY))}
 
 def _conv_algebra(conv, prefix: str) -> list:
     """Linearity of a convolution ``conv`` (conv2d or conv1d) in its weights and in its input."""
@@ -132,6 +138,8 @@ _rules = [
     # x*1 -> x, x/1 -> x, x+0 -> x, x-0 -> x   (a float32 scalar never changes x's shape)
     rule(eq_(y, multiply(x, scalar(v))), eq_(ty(x), tx), holds(_is_value(1.0), v, tx), name="multiply_one").then(
         union(y).with_(x)),
+    # a / sqrt(b) -> a * rsqrt(b)   (the ONNX exporter writes torch's rsqrt as 1 / sqrt)
+    rule(eq_(y, divide(a, sqrt(b))), name="divide_by_sqrt").then(union(y).with_(multiply(a, rsqrt(b)))),
     rule(eq_(y, divide(x, scalar(v))), eq_(ty(x), tx), holds(_is_value(1.0), v, tx), name="divide_one").then(
         union(y).with_(x)),
     rule(eq_(y, add(x, scalar(v))), eq_(ty(x), tx), holds(_is_value(0.0), v, tx), name="add_zero").then(
@@ -180,6 +188,7 @@ TOLERANCE = {
     **dict.fromkeys(["transpose_transpose", "transpose_identity", "reshape_reshape", "reshape_identity",
                      "broadcast_identity", "add_commute", "multiply_commute", "multiply_one", "divide_one",
                      "add_zero", "subtract_zero"], EXACT),
+    "divide_by_sqrt": ELEMENTWISE,  # 1/sqrt and rsqrt round differently by an ulp or two
     **{f"{n}_broadcast_{side}": EXACT for n in _ELEMENTWISE for side in ("left", "right")},
     # reassociated sums of products (see rewrites._common)
     **dict.fromkeys(["matmul_factor_right", "matmul_distribute_right", "matmul_factor_left",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 _COVERAGE_DIR = "TSIR_COVERAGE_DIR"
-_COLUMNS = ("model", "source", "ops", "opaque", "rules_fired", "verified", "time_s")
+_COLUMNS = ("model", "source", "ops", "opaque", "rules_fired", "verified", "time_s", "onnx_vs_torch")
 
 
 def pytest_configure(config) -> None:
@@ -37,11 +37,19 @@ def pytest_terminal_summary(terminalreporter) -> None:
         return
     write = terminalreporter.write_line
     write("model suite coverage (optimized program, exact mode):")
-    write("  ".join(f"{c:>18}" if c == "model" else f"{c:>11}" for c in _COLUMNS))
+    write("  ".join(_cell(c, c) for c in _COLUMNS))
     for r in rows:
-        write("  ".join(f"{r[c]!s:>18}" if c == "model" else f"{r[c]!s:>11}" for c in _COLUMNS))
+        write("  ".join(_cell(c, r.get(c, "")) for c in _COLUMNS))
     models = {r["model"] for r in rows}
     verified = sum(r["verified"] for r in rows)
     write(f"suite summary: {len(models)} models, {len(rows)} programs (torch + onnx), {verified}/{len(rows)} "
           f"verified, {sum(r['opaque'] for r in rows)} opaque ops, {sum(r['rules_fired'] for r in rows)} rule "
-          f"matches, {sum(r['time_s'] for r in rows):.0f} s")
+          f"matches, {sum(r['time_s'] for r in rows):.0f} s; ONNX twin with the same kernels as its torch program: "
+          f"{sum(r.get('onnx_vs_torch') == 'same' for r in rows)}/{sum(r['source'] == 'onnx' for r in rows)}")
+
+
+def _cell(column: str, value) -> str:
+    """A table cell: model names right-aligned in 18, the ONNX/torch difference as it is, the rest in 11."""
+    if column == "onnx_vs_torch":
+        return str(value)
+    return f"{value!s:>18}" if column == "model" else f"{value!s:>11}"

@@ -62,3 +62,33 @@ def test_conv1d_converts_folds_and_takes_the_library_road():
     assert "batch_norm" not in result.report["program"]["optimized"]
     assert result.report["rules_fired"]["folding"]["conv1d_scale_fold"] >= 1
     assert result.report["rules_fired"]["library"]["conv1d_bias_to_dnnl"] >= 1
+
+
+class MaskedAttention(torch.nn.Module):
+    """Token embeddings, position ids from a padding mask (cumsum), a causal mask made from shapes and
+    scaled dot-product attention over it: the mask ops decoders are built from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(50, 8)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.cumsum((ids != 0).int(), dim=1) - 1
+        x = self.embed(ids) + positions.unsqueeze(-1).float()
+        n = ids.shape[1]
+        causal = torch.arange(n).unsqueeze(0) <= torch.arange(n).unsqueeze(1)
+        q = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * x
+        attended = torch.nn.functional.scaled_dot_product_attention(q[:, None], x[:, None], x[:, None],
+                                                                      attn_mask=causal)
+        return torch.where(attended > 0, attended, -attended.abs()).sum(-1)
+
+
+def test_mask_ops_convert_fold_and_round_trip():
+    model, inputs = MaskedAttention().eval(), (torch.randint(0, 50, (2, 6)),)
+    mod = to_relax(export(model, inputs))
+    graph = relax_to_tsir(mod)
+    ops = {t.op for t in graph.nodes()}
+    assert "opaque" not in ops
+    assert {"take", "cumsum", "safe_softmax", "where", "sum", "rsqrt", "power"} <= ops
+    runner = runtime.Runner(runtime.build(lower(graph, graph.root, mod), targets.resolve("x86")))
+    verify(model, runner, fresh_inputs(inputs, seed=3))

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from tsir.egraph import TermEGraph
 from tsir.ir import lang
+from tsir.ir.ops.elementwise import POSITIVE_DOMAIN
 from tsir.ir.term import Graph, Term
 from tsir.rewrites import FAMILIES, rule_names
 from tsir.rewrites.layout import BINARY, UNARY
@@ -168,8 +169,9 @@ def _algebra() -> dict:
         def make(d, b):
             s = d(shapes(min_rank=2))
             small = tuple(1 if i == 0 else v for i, v in enumerate(s))
-            a = T("broadcast_to", (b.input(small),), (s,))
-            other = b.weight(s, positive=op == "divide") if op == "divide" and side == "left" else b.input(s)
+            base = T("sigmoid", (b.input(small),)) if op == "power" and side == "left" else b.input(small)
+            a = T("broadcast_to", (base,), (s,))
+            other = b.weight(s, positive=True) if (op, side) in (("divide", "left"), ("power", "right")) else b.input(s)
             return T(op, (a, other) if side == "left" else (other, a))
         return make
 
@@ -182,6 +184,8 @@ def _algebra() -> dict:
         "add_commute": lambda d, b: T("add", (b.input(s := d(shapes())), b.input(broadcast_of(d, s)))),
         "multiply_commute": lambda d, b: T("multiply", (b.input(s := d(shapes())), b.input(broadcast_of(d, s)))),
         "multiply_one": ident("multiply", 1.0), "divide_one": ident("divide", 1.0),
+        "divide_by_sqrt": lambda d, b: T("divide", (b.input(s := d(shapes())),
+                                                    T("sqrt", (T("sigmoid", (b.input(s),)),)))),
         "add_zero": ident("add", 0.0), "subtract_zero": ident("subtract", 0.0),
         "matmul_factor_right": factor_right, "matmul_distribute_right": distribute_right,
         "matmul_factor_left": factor_left, "matmul_distribute_left": distribute_left,
@@ -334,7 +338,7 @@ def _layout() -> dict:
     for name in UNARY:
         def src(d, b, name=name):
             s = d(shapes())
-            return s, positive(b, s) if name == "sqrt" else b.input(s)
+            return s, positive(b, s) if name in POSITIVE_DOMAIN else b.input(s)
 
         out[f"{name}_through_transpose"] = lambda d, b, n=name, src=src: T(
             n, (T("transpose", ((r := src(d, b))[1],), (perm(d, len(r[0])),)),))
@@ -345,6 +349,8 @@ def _layout() -> dict:
     for name in BINARY:
         def pair(d, b, name=name):
             s = d(shapes())
+            if name == "power":  # a positive base
+                return s, positive(b, s), b.input(s)
             return s, b.input(s), (positive(b, s) if name == "divide" else b.input(s))
 
         out[f"{name}_of_transposes"] = lambda d, b, n=name, pair=pair: T(n, tuple(
@@ -357,7 +363,7 @@ def _layout() -> dict:
         def const(d, b, name=name):
             s = d(shapes())
             p = perm(d, len(s))
-            xt = T("transpose", (b.input(s),), (p,))
+            xt = T("transpose", (positive(b, s) if name == "power" else b.input(s),), (p,))
             c = tuple(1 if d(st.booleans()) else v for v in xt.ty[0])
             return T(name, (xt, b.weight(c, positive=name == "divide")))
 

@@ -18,6 +18,7 @@ import tvm
 from tvm import relax
 
 from tsir.errors import StaticShapeError, TsirError
+from tsir.ir import idioms
 from tsir.ir.ops import OPS
 from tsir.ir.term import Graph, Term
 
@@ -119,7 +120,7 @@ class _Converter:
                 return self.opaque(expr, ty)
             if term.ty != ty:
                 raise AssertionError(f"tsir types {name} = {expr.op.name}(...) as {term.ty}, Relax as {ty}")
-            return term
+            return idioms.read(term, self.constants)
         if isinstance(expr, relax.TupleGetItem):
             source = self.arg(expr.tuple_value)
             if source.op == "tuple":  # a modeled tuple (split's pieces, batch norm with its statistics)

@@ -28,7 +28,7 @@ from tsir.draws import random_draws, user_draws
 from tsir.egraph import SaturationReport
 from tsir.errors import TsirError, VerificationError
 from tsir.failure import internal_error
-from tsir.ir.term import Graph, Term, postorder
+from tsir.ir.term import Graph, Term, is_constant, postorder
 from tsir.lower import lower
 from tsir.native_log import native_stderr_to
 from tsir.options import Options
@@ -242,7 +242,8 @@ def make_report(options: Options, plan: Plan, model_name: str, source: Source, g
         },
         "rules_fired": _fired_by_family(saturation.matches_per_rule, plan.families),
         "search": search.report,
-        "program": {"original": _op_counts(graph.root), "optimized": _op_counts(chosen.root)},
+        "program": {"original": _op_counts(graph.root), "optimized": _op_counts(chosen.root),
+                    "opaque": _opaque_calls(graph, chosen.root)},
         "layers": report_files.layers(chosen.graph, chosen.root, tuned=options.tuning_trials > 0),
         "size_bytes": {"original": runtime.constant_bytes(source.module),
                        "optimized": runtime.constant_bytes(chosen.module)},
@@ -274,7 +275,15 @@ def _fired_by_family(matches: dict[str, int], families: Sequence[str]) -> dict[s
 
 
 def _op_counts(root: Term) -> dict[str, int]:
-    return dict(Counter(t.op for t in postorder(root) if t.op not in ("weight", "input")))
+    """The ops that run: constant subterms (folded weights, masks made from shapes) are computed at build time."""
+    constant: dict[int, bool] = {}
+    return dict(Counter(t.op for t in postorder(root) if t.op != "input" and not is_constant(t, constant)))
+
+
+def _opaque_calls(graph: Graph, root: Term) -> dict[str, int]:
+    """The Relax ops tsir does not model that the program keeps (kept as they were): op name -> count."""
+    calls = (graph.opaque_calls[t.attrs[0]].call for t in postorder(root) if t.op == "opaque")
+    return dict(Counter(str(getattr(call.op, "name", call.op)) for call in calls))
 
 
 def _measure_rpc(measurer, original_mod, executable, spec, arrays, workdir: Path) -> dict[str, float]:

@@ -44,10 +44,11 @@ Maker = Callable[[Choices, Any, Any, list], Any]
 class Category(StrEnum):
     """What kind of op it is, as tinygrad's ``GroupOp``: code asks the category, never a list of names."""
 
-    LEAF = "leaf"  # a value given from outside: input, weight, scalar
+    LEAF = "leaf"  # a value given from outside or made from attributes: input, weight, scalar, arange
     STRUCTURE = "structure"  # tuples and opaque calls
     UNARY = "unary"  # elementwise, one tensor
     BINARY = "binary"  # elementwise, two broadcasting tensors
+    LOGIC = "logic"  # elementwise mask ops: comparisons, boolean logic, where, casts
     MOVEMENT = "movement"  # data movement: transpose, reshape, concat, slice, pad, broadcast
     REDUCE = "reduce"  # reductions over axes: mean, softmax
     NORM = "norm"  # normalizations with learned parameters: batch norm, layer norm

@@ -55,10 +55,15 @@ def _node_value(node, values: list, inputs: dict, constants: list[np.ndarray], d
     if node.op == "input":
         return inputs[node.attrs[0]]
     if node.op == "weight":
-        return constants[node.attrs[0]].astype(dtype)
+        return in_precision(constants[node.attrs[0]], dtype)
     args = values[node.children[0]] if OPS[node.op].arity is None else [values[k] for k in node.children]
     out = evaluate(node.op, list(args), node.attrs)
-    return out.astype(dtype) if isinstance(out, np.ndarray) else out
+    return in_precision(out, dtype) if isinstance(out, np.ndarray) else out
+
+
+def in_precision(array: np.ndarray, dtype) -> np.ndarray:
+    """A float array in ``dtype``; integer and boolean arrays (indices, masks) as they are."""
+    return array.astype(dtype) if np.issubdtype(array.dtype, np.floating) else array
 
 
 def _rel_diff(a, b) -> float:

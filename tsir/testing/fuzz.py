@@ -27,7 +27,7 @@ from tsir.ir.term import Graph, Term, fold
 from tsir.lower import lower
 from tsir.rewrites import FAMILIES
 from tsir.search.extract import Space, to_term
-from tsir.testing import Case, program_text
+from tsir.testing import Case, in_precision, program_text
 from tsir.testing.strategies import graphs
 from tsir.verify import Tolerance, compare
 
@@ -83,7 +83,7 @@ def _placeholder(graph: Graph) -> relax.Function:
 def _reference(case: Case) -> list[np.ndarray]:
     """The original program evaluated in float64 with the ops' reference semantics."""
     values: dict[int, np.ndarray] = {}
-    constants = [c.astype(np.float64) for c in case.graph.constants]
+    constants = [in_precision(c, np.float64) for c in case.graph.constants]
     for term in case.graph.inputs:
         values[id(term)] = case.inputs[term.attrs[0]].astype(np.float64)
     return list(fold(case.graph.root, constants, values))

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from tsir.ir.ops import contraction, elementwise, library, movement, nn, structure  # noqa: F401  (declare the ops)
+from tsir.ir.ops import (  # noqa: F401  (declare the ops)
+    contraction,
+    creation,
+    elementwise,
+    library,
+    movement,
+    nn,
+    structure,
+)
 from tsir.ir.ops.nn import TO_NCHW, TO_NHWC
 from tsir.ir.registry import (
     OPS,

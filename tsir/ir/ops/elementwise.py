@@ -1,4 +1,5 @@
-"""Elementwise ops: unary activations and math, clip, and the four broadcasting binary ops."""
+"""Elementwise ops: unary activations and math, clip, the broadcasting binary ops, and the mask ops
+(comparisons, boolean logic, ``where`` and casts) that attention masks and guards are built from."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import tvm
 from tvm import relax
 
 from tsir.ir.ops.relax_args import are_terms, prim_literal
-from tsir.ir.registry import Category, OpSpec, broadcast_shapes, numel, register
+from tsir.ir.registry import Category, OpSpec, TType, broadcast_shapes, numel, register
 from tsir.ir.term import Term
 
 
@@ -27,7 +28,16 @@ _UNARY: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str, float]] = {
     "sqrt": (np.sqrt, "relax.sqrt", 1.0),
     "exp": (np.exp, "relax.exp", 1.0),
     "gelu": (lambda x: (0.5 * x * (1 + _erf(x / np.sqrt(2)))).astype(x.dtype), "relax.nn.gelu", 8.0),
+    "gelu_tanh": (lambda x: (0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))).astype(x.dtype),
+                  "relax.nn.gelu_tanh", 10.0),
+    "negative": (np.negative, "relax.negative", 1.0),
+    "abs": (np.abs, "relax.abs", 1.0),
+    "rsqrt": (lambda x: (1 / np.sqrt(x)).astype(x.dtype), "relax.rsqrt", 2.0),
+    "log": (np.log, "relax.log", 8.0),
+    "cos": (np.cos, "relax.cos", 8.0),
+    "sin": (np.sin, "relax.sin", 8.0),
 }
+POSITIVE_DOMAIN = frozenset({"sqrt", "rsqrt", "log"})  # drawn on sigmoid(x): finite values only
 
 
 def _emit(relax_name: str):
@@ -41,7 +51,7 @@ def _emit(relax_name: str):
 
 def _make_unary(op: str):
     def make(d, b, x: Term, pool: list[Term]) -> Term:
-        if op in ("exp", "sqrt"):  # keep values finite: exp of a bounded value, sqrt of a positive one
+        if op == "exp" or op in POSITIVE_DOMAIN:  # keep values finite: exp of a bounded value, sqrt of a positive one
             return Term(op, (Term("tanh" if op == "exp" else "sigmoid", (x,)),))
         return Term(op, (x,))
 
@@ -74,6 +84,8 @@ register(OpSpec(
 
 def _make_binary(op: str):
     def make(d, b, x: Term, pool: list[Term]) -> Term:
+        if op == "power":  # a positive base to a small exponent, as in norms and tanh-GELU
+            return Term(op, (Term("sigmoid", (x,)), b.scalar(d.choice([2.0, 3.0, 0.5]))))
         kind = d.choice(["same", "const", "scalar"])
         peers = [t for t in pool if t.ty == x.ty]
         if kind == "same" and op != "divide":
@@ -87,7 +99,8 @@ def _make_binary(op: str):
     return make
 
 
-_BINARY = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.divide}
+_BINARY = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.divide,
+           "power": np.power, "minimum": np.minimum, "maximum": np.maximum}
 for _name, _fn in _BINARY.items():
     register(OpSpec(
         _name, 2, (), Category.BINARY, lambda ins, a: (broadcast_shapes(ins[0][0], ins[1][0]), ins[0][1]),
@@ -95,3 +108,87 @@ for _name, _fn in _BINARY.items():
         convert={f"relax.{_name}": lambda call, args, ty, n=_name: (
             Term(n, tuple(args)) if are_terms(*args) and args[0].ty[1] == args[1].ty[1] else None)},
         emit=_emit(f"relax.{_name}"), make=_make_binary(_name)))
+
+
+# ---- mask ops: comparisons, boolean logic, where, casts ---------------------------------------------
+LOGIC = Category.LOGIC
+_COMPARE = {"less": np.less, "less_equal": np.less_equal, "greater": np.greater, "greater_equal": np.greater_equal,
+            "equal": np.equal, "not_equal": np.not_equal}
+_BOOLEAN = {"logical_and": np.logical_and, "logical_or": np.logical_or, "bitwise_and": np.bitwise_and,
+            "bitwise_or": np.bitwise_or}
+
+
+def _same_dtype(call, args: list, ty, name: str) -> Term | None:
+    return Term(name, tuple(args)) if are_terms(*args) and args[0].ty[1] == args[1].ty[1] else None
+
+
+def _compared(d, b, x: Term, pool: list[Term], op: str) -> Term:
+    """A float use of comparison ``op``: the elementwise pick of ``x`` or another value by it."""
+    other = d.choice([t for t in pool if t.ty == x.ty] + [b.scalar(0.0)])
+    return Term("where", (Term(op, (x, other)), x, other))
+
+
+for _name, _fn in _COMPARE.items():
+    register(OpSpec(
+        _name, 2, (), LOGIC, lambda ins, a: (broadcast_shapes(ins[0][0], ins[1][0]), "bool"),
+        lambda xs, a, f=_fn: f(xs[0], xs[1]), lambda ins, out, a: float(numel(out[0])),
+        convert={f"relax.{_name}": lambda call, args, ty, n=_name: _same_dtype(call, args, ty, n)},
+        emit=_emit(f"relax.{_name}"), make=lambda d, b, x, pool, n=_name: _compared(d, b, x, pool, n)))
+
+for _name, _fn in _BOOLEAN.items():
+    register(OpSpec(
+        _name, 2, (), LOGIC, lambda ins, a: (broadcast_shapes(ins[0][0], ins[1][0]), ins[0][1]),
+        lambda xs, a, f=_fn: f(xs[0], xs[1]), lambda ins, out, a: float(numel(out[0])),
+        convert={f"relax.{_name}": lambda call, args, ty, n=_name: _same_dtype(call, args, ty, n)},
+        emit=_emit(f"relax.{_name}"),
+        make=lambda d, b, x, pool, n=_name: Term("where", (
+            Term(n, (Term("less", (x, b.scalar(0.5))), Term("greater", (x, b.scalar(-0.5))))), x, b.scalar(0.0)))))
+
+
+def _unary_logic(name: str, relax_name: str, evaluate, out_dtype: str | None, make):
+    register(OpSpec(
+        name, 1, (), LOGIC, lambda ins, a: (ins[0][0], out_dtype or ins[0][1]), lambda xs, a: evaluate(xs[0]),
+        lambda ins, out, a: float(numel(out[0])),
+        convert={relax_name: lambda call, args, ty: Term(name, (args[0],)) if are_terms(args[0]) else None},
+        emit=_emit(relax_name), make=make))
+
+
+_unary_logic("isnan", "relax.isnan", np.isnan, "bool",
+             lambda d, b, x, pool: Term("where", (Term("isnan", (x,)), b.scalar(0.0), x)))
+_unary_logic("logical_not", "relax.logical_not", np.logical_not, "bool",
+             lambda d, b, x, pool: Term("where", (Term("logical_not", (Term("less", (x, b.scalar(0.0))),)), x,
+                                                  b.scalar(0.0))))
+_unary_logic("bitwise_not", "relax.bitwise_not", np.invert, None,
+             lambda d, b, x, pool: Term("where", (Term("bitwise_not", (Term("less", (x, b.scalar(0.0))),)), x,
+                                                  b.scalar(0.0))))
+
+
+def _infer_where(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    (c, c_dtype), (x, dtype), (y, y_dtype) = ins
+    if c_dtype != "bool" or dtype != y_dtype:
+        raise ValueError(f"where: a bool condition and two values of one dtype, got {c_dtype}, {dtype}, {y_dtype}")
+    return broadcast_shapes(c, x, y), dtype
+
+
+def _convert_where(call, args: list, ty) -> Term | None:
+    if not are_terms(*args) or args[0].ty[1] != "bool" or args[1].ty[1] != args[2].ty[1]:
+        return None
+    return Term("where", tuple(args))
+
+
+register(OpSpec(
+    "where", 3, (), LOGIC, _infer_where, lambda xs, a: np.where(*xs).astype(xs[1].dtype),
+    lambda ins, out, a: float(numel(out[0])), convert={"relax.where": _convert_where},
+    emit=lambda a, at, ty: relax.op.where(*a), make=lambda d, b, x, pool: _compared(d, b, x, pool, "greater")))
+
+
+def _convert_astype(call, args: list, ty) -> Term | None:
+    return Term("astype", (args[0],), (str(call.attrs.dtype),)) if are_terms(args[0]) else None
+
+
+register(OpSpec(
+    "astype", 1, ("dtype",), LOGIC, lambda ins, a: (ins[0][0], a[0]), lambda xs, a: xs[0].astype(a[0]),
+    lambda ins, out, a: float(numel(out[0])), convert={"relax.astype": _convert_astype},
+    emit=lambda a, at, ty: relax.op.astype(a[0], at[0]),
+    make=lambda d, b, x, pool: Term("astype", (Term("astype", (Term("multiply", (x, b.scalar(4.0))),), ("int32",)),),
+                                    ("float32",))))

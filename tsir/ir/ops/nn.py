@@ -1,4 +1,5 @@
-"""Reductions, normalizations and pooling: mean, softmax, batch norm, layer norm, max pooling."""
+"""Reductions, normalizations and pooling: mean/sum/max/min/variance, cumsum, softmax and safe_softmax,
+batch/layer/group norm, max pooling (and global average pooling, read as a mean)."""
 
 from __future__ import annotations
 
@@ -24,22 +25,79 @@ def _infer_mean(ins: tuple[TType, ...], attrs: tuple) -> TType:
     return tuple(d for i, d in enumerate(shape) if i not in axes), dtype
 
 
-def _convert_mean(call, args: list, ty) -> Term:
-    rank = len(args[0].ty[0])
-    axes = range(rank) if call.attrs.axis is None else (int(a) % rank for a in call.attrs.axis)
-    return Term("mean", (args[0],), (tuple(sorted(axes)), bool(call.attrs.keepdims)))
+def _convert_reduce(name: str):
+    def convert(call, args: list, ty) -> Term | None:
+        if not are_terms(args[0]):
+            return None
+        rank = len(args[0].ty[0])
+        axes = range(rank) if call.attrs.axis is None else (int(a) % rank for a in call.attrs.axis)
+        return Term(name, (args[0],), (tuple(sorted(axes)), bool(call.attrs.keepdims)))
+
+    return convert
 
 
-def _make_mean(d, b, x: Term, pool: list[Term]) -> Term:
-    axes = tuple(d.subset(range(len(x.ty[0])), min_size=1))
-    return Term("mean", (x,), (axes, d.flag()))
+def _make_reduce(name: str):
+    def make(d, b, x: Term, pool: list[Term]) -> Term:
+        return Term(name, (x,), (tuple(d.subset(range(len(x.ty[0])), min_size=1)), d.flag()))
+
+    return make
 
 
-register(OpSpec(
-    "mean", 1, ("axes", "keepdims"), Category.REDUCE, _infer_mean,
-    lambda xs, a: np.mean(xs[0], axis=tuple(a[0]), keepdims=a[1]).astype(xs[0].dtype),
-    lambda ins, out, a: float(numel(ins[0][0])), convert={"relax.mean": _convert_mean},
-    emit=lambda a, at, ty: relax.op.mean(a[0], list(at[0]), keepdims=at[1]), make=_make_mean))
+def _convert_global_pool(call, args: list, ty) -> Term | None:
+    """An average pool whose window is the whole image (global pooling) is a mean over its spatial axes."""
+    at = call.attrs
+    layout = str(at.layout)
+    if not are_terms(args[0]) or layout not in ("NCHW", "NHWC") or str(at.out_layout or layout) != layout:
+        return None
+    spatial = (2, 3) if layout == "NCHW" else (1, 2)
+    if tuple(ty[0][i] for i in spatial) != (1, 1):
+        return None
+    image = tuple(args[0].ty[0][i] for i in spatial)
+    if call.op.name == "relax.nn.avg_pool2d" and (any(p < i for p, i in zip(ints(at.pool_size), image, strict=True))
+                                                  or any(ints(at.padding))):
+        return None  # not one window over the whole image (a larger window without padding is the same mean)
+    return Term("mean", (args[0],), (spatial, True))
+
+
+_GLOBAL_POOLS = {"relax.nn.avg_pool2d": _convert_global_pool, "relax.nn.adaptive_avg_pool2d": _convert_global_pool}
+
+# name -> (numpy reduction, FLOPs per input element); "mean" also has rules of its own (layout)
+_REDUCTIONS = {"mean": (np.mean, 1.0), "sum": (np.sum, 1.0), "max": (np.max, 1.0), "min": (np.min, 1.0),
+               "variance": (np.var, 3.0)}
+for _name, (_fn, _per_element) in _REDUCTIONS.items():
+    register(OpSpec(
+        _name, 1, ("axes", "keepdims"), Category.REDUCE, _infer_mean,
+        lambda xs, a, f=_fn: np.asarray(f(xs[0], axis=tuple(a[0]), keepdims=a[1])).astype(xs[0].dtype),
+        lambda ins, out, a, k=_per_element: k * numel(ins[0][0]),
+        convert={f"relax.{_name}": _convert_reduce(_name), **(_GLOBAL_POOLS if _name == "mean" else {})},
+        emit=lambda a, at, ty, n=_name: getattr(relax.op, n)(a[0], list(at[0]), keepdims=at[1]),
+        make=_make_reduce(_name)))
+
+
+def _infer_cumsum(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    (shape, _dtype), (axis, dtype, _exclusive) = ins[0], attrs
+    if not 0 <= axis < len(shape):
+        raise ValueError(f"cumsum: axis {axis} is out of range for {shape}")
+    return shape, dtype
+
+
+def _eval_cumsum(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
+    axis, dtype, exclusive = attrs
+    out = np.cumsum(xs[0], axis=axis, dtype=dtype)
+    return out - xs[0].astype(dtype) if exclusive else out
+
+
+def _convert_cumsum(call, args: list, ty) -> Term | None:
+    if not are_terms(args[0]) or call.attrs.axis is None:
+        return None
+    return Term("cumsum", (args[0],), (int(call.attrs.axis) % len(args[0].ty[0]), ty[1], bool(call.attrs.exclusive)))
+
+
+register(OpSpec(  # running sums along an axis (position ids from a padding mask)
+    "cumsum", 1, ("axis", "dtype", "exclusive"), Category.REDUCE, _infer_cumsum, _eval_cumsum,
+    lambda ins, out, a: float(numel(out[0])), convert={"relax.cumsum": _convert_cumsum},
+    emit=lambda a, at, ty: relax.op.cumsum(a[0], at[0], at[1], at[2]),
+    make=lambda d, b, x, pool: Term("cumsum", (x,), (d.integer(0, len(x.ty[0]) - 1), "float32", d.flag()))))
 
 
 def _same_axis(ins: tuple[TType, ...], attrs: tuple) -> TType:
@@ -59,6 +117,31 @@ register(OpSpec(
         "softmax", (args[0],), (int(call.attrs.axis) % len(args[0].ty[0]),))},
     emit=lambda a, at, ty: relax.op.nn.softmax(a[0], at[0]),
     make=lambda d, b, x, pool: Term("softmax", (x,), (len(x.ty[0]) - 1,))))
+
+
+def _eval_safe_softmax(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
+    axis, guard = attrs
+    with np.errstate(invalid="ignore"):
+        s = _eval_softmax(xs, (axis,))
+    zeroed = np.isnan(s) if guard == "nan" else np.all(xs[0] == -np.inf, axis=axis, keepdims=True)
+    return np.where(zeroed, np.zeros((), s.dtype), s)
+
+
+def _emit_safe_softmax(a: list, attrs: tuple, ty) -> relax.Expr:
+    axis, guard = attrs
+    s = relax.op.nn.softmax(a[0], axis)
+    zero = relax.const(0.0, ty[1])
+    if guard == "nan":
+        return relax.op.where(relax.op.isnan(s), zero, s)
+    masked = relax.op.astype(relax.op.equal(a[0], relax.const(-np.inf, ty[1])), "int8")
+    return relax.op.where(relax.op.astype(relax.op.min(masked, [axis], keepdims=True), "bool"), zero, s)
+
+
+register(OpSpec(  # softmax whose fully masked rows are 0, not NaN: what exporters write around attention
+    "safe_softmax", 1, ("axis", "guard"), Category.REDUCE, _same_axis, _eval_safe_softmax,
+    lambda ins, out, a: 5.0 * numel(out[0]), emit=_emit_safe_softmax,
+    make=lambda d, b, x, pool: Term("safe_softmax", (x,), (len(x.ty[0]) - 1, d.choice(["masked", "nan"]))),
+    missing={"convert": "tsir.ir.idioms reads it from the patterns torch and the ONNX exporter write"}))
 
 
 # ---- batch norm and layer norm -------------------------------------------------------------------
@@ -130,6 +213,48 @@ register(OpSpec(
     "layer_norm", 3, ("axis", "epsilon"), Category.NORM, _infer_layer_norm, _eval_layer_norm,
     lambda ins, out, a: 8.0 * numel(out[0]), convert={"relax.nn.layer_norm": _convert_layer_norm},
     emit=lambda a, at, ty: relax.op.nn.layer_norm(a[0], a[1], a[2], [at[0]], at[1]), make=_make_layer_norm))
+
+
+def _infer_group_norm(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    (shape, _dtype), (groups, _eps) = ins[0], attrs
+    if len(shape) < 3 or shape[1] % groups or ins[1][0] != (shape[1],) or ins[2][0] != (shape[1],):
+        raise ValueError(f"group_norm: (N, C, ...) input with C divisible by {groups} and (C,) scale and shift, "
+                         f"got {shape}")
+    return ins[0]
+
+
+def _eval_group_norm(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
+    x, gamma, beta = xs
+    groups, eps = attrs
+    grouped = x.reshape(x.shape[0], groups, -1)
+    mean = grouped.mean(axis=-1, keepdims=True)
+    var = ((grouped - mean) ** 2).mean(axis=-1, keepdims=True)
+    normed = ((grouped - mean) / np.sqrt(var + np.asarray(eps, x.dtype))).reshape(x.shape)
+    view = (1, -1) + (1,) * (x.ndim - 2)
+    return (normed * gamma.reshape(view) + beta.reshape(view)).astype(x.dtype)
+
+
+def _convert_group_norm(call, args: list, ty) -> Term | None:
+    at = call.attrs
+    rank = len(args[0].ty[0])
+    if (int(at.channel_axis) % rank != 1 or sorted(int(a) % rank for a in at.axes) != list(range(2, rank))
+            or not (at.center and at.scale) or not are_terms(*args)):
+        return None
+    return Term("group_norm", tuple(args), (int(at.num_groups), float(at.epsilon)))
+
+
+def _make_group_norm(d, b, x: Term, pool: list[Term]) -> Term | None:
+    if len(x.ty[0]) < 3:
+        return None
+    c = x.ty[0][1]
+    return Term("group_norm", (x, b.weight((c,)), b.weight((c,))), (d.choice([1, c]), 1e-5))
+
+
+register(OpSpec(  # normalizes groups of channels over their spatial axes (channels on axis 1)
+    "group_norm", 3, ("groups", "epsilon"), Category.NORM, _infer_group_norm, _eval_group_norm,
+    lambda ins, out, a: 8.0 * numel(out[0]), convert={"relax.nn.group_norm": _convert_group_norm},
+    emit=lambda a, at, ty: relax.op.nn.group_norm(a[0], a[1], a[2], at[0], 1, list(range(2, len(ty[0]))), at[1]),
+    make=_make_group_norm))
 
 
 # ---- layouts of 4-D activations ------------------------------------------------------------------
