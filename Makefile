@@ -26,7 +26,7 @@ bench: native
 	$(PY) -m bench.ops
 
 fuzz: native
-	$(PY) -m tsir.testing.fuzz --graphs 10000
+	$(PY) -m tsir.testing.fuzz --graphs 10000 --jobs $(shell nproc)
 
 bench-search: native
 	$(PY) -m bench.search $(MODELS)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packaging check: the committed HEAD, cloned and pip-installed into a fresh venv outside the checkout (pinned
 # dependencies from requirements.lock, then `pip install CLONE`, which builds the native parts), runs
-# `tsir optimize mlp` and loads the oneDNN extension from the installed package.
+# `tsir optimize mlp`, loads the oneDNN extension and starts `tsir bench --help` from the installed package.
 # Usage: scripts/check_pip_install.sh [WORKDIR]   (default: a new temporary folder, removed on success)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +14,7 @@ git -C "$work/clone" checkout -q "$(git -C "$repo" rev-parse HEAD)"
 "$work/venv/bin/pip" install -q "$work/clone"
 cd "$work"  # not the checkout: everything comes from the installed package
 "$work/venv/bin/tsir" optimize mlp --budget 5s --out "$work/out" >/dev/null
+"$work/venv/bin/tsir" bench --help >/dev/null  # the bench harness imports from the installed package
 "$work/venv/bin/python" - "$work/out/report.json" <<'PY'
 import json, sys
 from tsir.backends import dnnl, native_files

@@ -23,6 +23,11 @@ def test_fuzz_500_graphs_no_mismatch():
     assert stats.extractions >= 200, "the fuzzer should compare many rewritten programs, not only originals"
 
 
+def test_parallel_jobs_share_the_graphs_and_merge_their_counts():
+    stats = fuzz.run_parallel(30, jobs=2, batch=5, seed=1)
+    assert stats.graphs == 30 and stats.mismatches == 0 and stats.extractions > 0
+
+
 def test_fuzz_reports_a_mismatch(monkeypatch):
     """A wrong lowering (relu emitted as the identity) is caught: the fuzzer is not vacuous."""
     from tsir import lower

@@ -5,13 +5,15 @@ Programs are built in batches: every program of a batch, and every extraction of
 function of a single IRModule, so one TVM build covers the whole batch. Hypothesis draws the batches;
 a mismatch fails the run and hypothesis shrinks the batch to a minimal reproducer, which it prints.
 
-    python -m tsir.testing.fuzz --graphs 10000
+    python -m tsir.testing.fuzz --graphs 10000 [--jobs N]   (N processes, each its share and its own seed)
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import random
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -142,12 +144,39 @@ def run(graphs_total: int, batch: int = 50, seed: int = 0, per_graph: int = 4, m
     return stats
 
 
+def _shard(graphs_total: int, batch: int, seed: int, job: int) -> Stats:
+    """One job of a parallel run: its own share of the graphs and its own seed; a mismatch comes back as data."""
+    stats = Stats()
+    try:
+        run(graphs_total, batch, seed, progress=False, stats=stats)
+    except AssertionError:
+        pass  # recorded in stats.failures
+    print(f"job {job}: {stats.line()}", flush=True)
+    return stats
+
+
+def run_parallel(graphs_total: int, jobs: int, batch: int = 50, seed: int = 0) -> Stats:
+    """``graphs_total`` programs over ``jobs`` processes (seeds seed..seed+jobs-1), their counts merged."""
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        shards = [pool.submit(_shard, graphs_total // jobs + (i < graphs_total % jobs), batch, seed + i, i)
+                  for i in range(jobs)]
+        parts = [f.result() for f in shards]
+    return Stats(sum(p.graphs for p in parts), sum(p.extractions for p in parts), sum(p.mismatches for p in parts),
+                 max(p.worst_ratio for p in parts), [f for p in parts for f in p.failures])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--graphs", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="processes, each fuzzing its share with its own seed")
     args = parser.parse_args()
+    if args.jobs > 1:
+        stats = run_parallel(args.graphs, args.jobs, args.batch, args.seed)
+        print("\n\n".join(stats.failures))
+        print(stats.line())
+        raise SystemExit(1 if stats.mismatches else 0)
     stats = Stats()
     try:
         run(args.graphs, args.batch, args.seed, progress=True, stats=stats)
