@@ -243,7 +243,7 @@ def make_report(options: Options, plan: Plan, model_name: str, source: Source, g
         "rules_fired": _fired_by_family(saturation.matches_per_rule, plan.families),
         "search": search.report,
         "program": {"original": _op_counts(graph.root), "optimized": _op_counts(chosen.root),
-                    "opaque": _opaque_calls(graph, chosen.root)},
+                    "opaque": _opaque_calls(chosen.graph, chosen.root)},
         "layers": report_files.layers(chosen.graph, chosen.root, tuned=options.tuning_trials > 0),
         "size_bytes": {"original": runtime.constant_bytes(source.module),
                        "optimized": runtime.constant_bytes(chosen.module)},

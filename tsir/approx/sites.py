@@ -4,7 +4,7 @@ A ``Site`` is a constant float32 weight e-class that an input-program node reads
 
 - ``matmul``: a 2-D weight ``W (K, N)`` of a ``matmul``/``linear``;
 - ``conv``: a 4-D weight ``W (O, I, kh, kw)`` of an ungrouped ``conv2d``;
-- ``embedding``: a 2-D table ``E (V, D)`` gathered by a ``take`` (an opaque Relax call).
+- ``embedding``: a 2-D table ``E (V, D)`` gathered by a ``take``.
 
 Each site has a knob (``Site.choices``; index 0 is exact) and, per choice, an error estimate computed
 from the weight (and calibration activations for int8/bf16):
@@ -51,7 +51,6 @@ from tsir.approx import prune
 from tsir.approx.prune import expand
 from tsir.approx.prune_genes import LEVELS, PruneGenes
 from tsir.backends.roofline import Roofline, type_bytes
-from tsir.egraph import list_items
 from tsir.errors import TsirError
 from tsir.ir.ops import with_weight
 from tsir.ir.term import Graph, Term, fold, postorder
@@ -235,11 +234,6 @@ def int8_matmul(w: np.ndarray, x: np.ndarray, library: bool) -> tuple[np.ndarray
     return best
 
 
-def _is_take(graph: Graph, key: int) -> bool:
-    call = graph.opaque_calls[key].call
-    return getattr(getattr(call, "op", None), "name", "") == "relax.take"
-
-
 class Approximations:
     """The sites of a search space, their choices, and the extended constant/opaque tables they use."""
 
@@ -269,8 +263,7 @@ class Approximations:
             kind = self._kind(node)
             if kind is None:
                 continue
-            args = self._list(node.children[0]) if kind == "embedding" \
-                else node.children
+            args = node.children
             w = args[0] if kind == "embedding" else args[1]
             wty = space.view.types[w]
             if w in self._by_weight or not space.constant[w] or wty[1] != "float32" or math.prod(wty[0]) < MIN_WEIGHT:
@@ -282,7 +275,7 @@ class Approximations:
             self._weight_terms[c] = terms[w]
             self._inputs[c] = terms[x]
             if kind == "embedding":
-                self._take_axis[c] = int(self.graph.opaque_calls[node.attrs[0]].call.attrs.axis)
+                self._take_axis[c] = node.attrs[0]
             label = {"matmul": node.op, "conv": "conv2d", "embedding": "embedding"}[kind]
             self.sites.append(Site(c, w, f"{label} {'x'.join(map(str, wty[0]))}", tuple(wty[0]),
                                    space.view.types[x], space.view.types[c], kind))
@@ -296,14 +289,9 @@ class Approximations:
             return "matmul"
         if node.op == "conv2d" and ndim(node.children[1]) == 4:
             return "conv"
-        if node.op == "opaque" and _is_take(self.graph, node.attrs[0]):
-            args = self._list(node.children[0])
-            return "embedding" if len(args) == 2 and ndim(args[0]) == 2 else None
+        if node.op == "take" and ndim(node.children[0]) == 2:
+            return "embedding"
         return None
-
-    def _list(self, c: int) -> list[int]:
-        """The tensor classes of an opaque node's argument list."""
-        return list_items(self.space.view.classes, c)
 
     def activation_terms(self) -> list[Term]:
         """Each matmul site's input activation in the input program (to calibrate int8/bf16), then every
@@ -428,9 +416,8 @@ class Approximations:
         if node.op in MATMULS or node.op in CONVS:
             k = self._by_weight.get(node.children[1])
             return k if k is not None and self.sites[k].kind == ("matmul" if node.op in MATMULS else "conv") else None
-        if node.op == "opaque" and node.children and _is_take(self.graph, node.attrs[0]):
-            args = self._list(node.children[0])
-            k = self._by_weight.get(args[0]) if len(args) == 2 else None
+        if node.op == "take":
+            k = self._by_weight.get(node.children[0])
             return k if k is not None and self.sites[k].kind == "embedding" else None
         return None
 
@@ -558,7 +545,7 @@ class Approximations:
 
     def _replace(self, term: Term, choice: Choice) -> Term:
         leaves = [self._leaf(i) for i in choice.weights]
-        if term.op == "opaque":  # an embedding gather
+        if term.op == "take":  # an embedding gather
             return Term("opaque", (*leaves, term.args[1]), choice.opaque, term.ty)
         x = term.args[0]
         if term.op in CONVS:
