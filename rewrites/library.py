@@ -15,6 +15,7 @@ from tsir._compat.egglog import declared_rules
 from tsir.ir.lang import (
     Tensor,
     add,
+    broadcast_to,
     clip,
     computed,
     conv1d,
@@ -28,6 +29,7 @@ from tsir.ir.lang import (
     matmul,
     relu,
     reshape,
+    scalar,
     transpose,
     ty,
 )
@@ -61,6 +63,20 @@ def _conv_bias_ok(tw: tuple, tb: tuple, tx: tuple) -> bool:
     ``tx``: ``(1, O, 1, ...)`` or ``(O, 1, ...)`` with one 1 per spatial axis."""
     channels, ones = tw[0][0], (1,) * (len(tw[0]) - 2)
     return _fp32(tx, tw, tb) and tuple(tb[0]) in ((1, channels, *ones), (channels, *ones))
+
+
+def _conv_ok(tw: tuple, tx: tuple) -> bool:
+    return _fp32(tx, tw)
+
+
+def _zero_bias(tw: tuple) -> tuple:
+    """The shape of a per-output-channel bias of a 2-D convolution (weight type ``tw``): ``(O, 1, 1)``."""
+    return (tw[0][0], 1, 1)
+
+
+def _zeros(tw):
+    """A zero bias for a convolution that has none (a constant, folded before run time)."""
+    return broadcast_to(scalar(PyObject(0.0)), computed(_zero_bias, tw))
 
 
 def _image(tx: tuple) -> tuple:
@@ -100,6 +116,18 @@ RULES = [
         union(y).with_(reshape(dnnl_conv2d(reshape(x, computed(_image, tx)), reshape(w, computed(_image, tw)), b,
                                            computed(_as_2d, strides, _ONE), computed(_as_2d, padding, _ZERO),
                                            computed(_as_2d, dilation, _ONE), groups, PyObject(False), _NCHW),
+                               computed(shape, ty_)))),
+    # conv2d(x, w) -> dnnl_conv2d(x, w, 0, ...)   a convolution without bias (exporters drop a zero bias)
+    rule(eq_(y, conv2d(x, w, strides, padding, dilation, groups)), eq_(ty(x), tx), eq_(ty(w), tw),
+         holds(_conv_ok, tw, tx), name="conv2d_to_dnnl").then(
+        union(y).with_(dnnl_conv2d(x, w, _zeros(tw), strides, padding, dilation, groups, PyObject(False), _NCHW))),
+    # conv1d(x, w) -> reshape(dnnl_conv2d(x as (N, C, 1, L), w as (O, I, 1, K), 0, ...), (N, O, L'))
+    rule(eq_(y, conv1d(x, w, strides, padding, dilation, groups)), eq_(ty(x), tx), eq_(ty(w), tw), eq_(ty(y), ty_),
+         holds(_conv_ok, tw, tx), name="conv1d_to_dnnl").then(
+        union(y).with_(reshape(dnnl_conv2d(reshape(x, computed(_image, tx)), reshape(w, computed(_image, tw)),
+                                           _zeros(tw), computed(_as_2d, strides, _ONE),
+                                           computed(_as_2d, padding, _ZERO), computed(_as_2d, dilation, _ONE),
+                                           groups, PyObject(False), _NCHW),
                                computed(shape, ty_)))),
     # relu(dnnl_conv2d(x, w, b, ..., False, layout)) -> dnnl_conv2d(x, w, b, ..., True, layout)
     rule(eq_(y, relu(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(False), layout))),

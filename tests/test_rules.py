@@ -520,6 +520,8 @@ def _library() -> dict:
         "dnnl_linear_relu": lambda d, b: T("relu", (T("dnnl_linear", linear(d, b).args, (False,)),)),
         "conv2d_bias_to_dnnl": conv_bias,
         "conv1d_bias_to_dnnl": lambda d, b: conv1d_per_channel(d, b, "add"),
+        "conv2d_to_dnnl": lambda d, b: conv(b, *conv_case(d, b)),
+        "conv1d_to_dnnl": lambda d, b: conv1d_case(d, b),
         "dnnl_conv2d_relu": lambda d, b: T("relu", (library_conv(d, b),)),
         "dnnl_conv2d_clip": lambda d, b: T("clip", (library_conv(d, b),),
                                            d(st.sampled_from([(0.0, 6.0), (-0.5, 0.5)]))),

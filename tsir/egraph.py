@@ -28,9 +28,12 @@ class Limits:
     nodes: int = 20_000
     time_s: float = 30.0
     multi_pattern_passes: int = 1  # multi-pattern rules only widen the graph: run them this many rounds
+    # rounds run whatever the clock says (a batch norm folded into its conv, then a oneDNN conv with its
+    # activation fused, takes four), so a short budget on a busy machine still gets the same basic program
+    min_iterations: int = 5
 
     def __post_init__(self) -> None:
-        if self.iterations < 0 or self.nodes <= 0 or self.time_s <= 0:
+        if self.iterations < 0 or self.nodes <= 0 or self.time_s <= 0 or self.min_iterations < 0:
             raise ValueError(f"saturation limits must be positive, got {self}")
 
 
@@ -124,7 +127,7 @@ class TermEGraph:
             if report.enodes_per_iteration[-1] >= limits.nodes:
                 report.stop_reason = "node limit"
                 break
-            if time.perf_counter() - start >= limits.time_s:
+            if report.iterations >= limits.min_iterations and time.perf_counter() - start >= limits.time_s:
                 report.stop_reason = "time limit"
                 break
         report.time_s = time.perf_counter() - start

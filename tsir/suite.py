@@ -48,7 +48,28 @@ def load(name: str) -> tuple[torch.nn.Module, Inputs]:
     """Model ``name`` (seeded random weights, eval mode) and its example inputs."""
     torch.manual_seed(_SEED)
     model, inputs = entry(name).build()
-    return model.eval(), inputs
+    return _trained_like(model).eval(), inputs
+
+
+_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+
+
+@torch.no_grad()
+def _trained_like(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with the values initialization leaves trivial made random, as training would: zero biases,
+    batch-norm statistics at 0 and 1 and its scale and shift at 1 and 0. (Trivial values let an exporter drop
+    an add of zeros that a compiler then has to find, and hide errors that scale with them.)"""
+    generator = torch.Generator().manual_seed(_SEED)
+    for module in model.modules():
+        if isinstance(module, _NORMS) and module.track_running_stats:
+            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+        for param_name, param in module.named_parameters(recurse=False):
+            if param_name == "bias" and not param.any():
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+            elif param_name == "weight" and isinstance(module, _NORMS):
+                param.copy_(torch.rand(param.shape, generator=generator) + 0.5)
+    return model
 
 
 def onnx(name: str, path: str | os.PathLike) -> Path:
