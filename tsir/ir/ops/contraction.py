@@ -156,15 +156,11 @@ def _conv_maker(op: str, nd: int):
 
 
 _CONV_ATTRS = ("strides", "padding", "dilation", "groups")
-register(OpSpec(
-    "conv2d", 2, _CONV_ATTRS, GEMM, conv_infer("conv2d", 2), conv_evaluate(2), conv_flops,
-    convert={"relax.nn.conv2d": _conv_converter("conv2d", ("NCHW", "OIHW", "NCHW"))},
-    emit=lambda a, at, ty: relax.op.nn.conv2d(a[0], a[1], strides=at[0], padding=at[1], dilation=at[2], groups=at[3]),
-    make=_conv_maker("conv2d", 2), layout="NCHW", weight="OIHW", efficiency=TVM_GEMM_EFFICIENCY,
-    kernel_class="conv2d"))
-register(OpSpec(
-    "conv1d", 2, _CONV_ATTRS, GEMM, conv_infer("conv1d", 1), conv_evaluate(1), conv_flops,
-    convert={"relax.nn.conv1d": _conv_converter("conv1d", ("NCW", "OIW", "NCW"))},
-    emit=lambda a, at, ty: relax.op.nn.conv1d(a[0], a[1], strides=at[0], padding=at[1], dilation=at[2], groups=at[3]),
-    make=_conv_maker("conv1d", 1), layout="NCW", weight="OIW", efficiency=TVM_GEMM_EFFICIENCY,
-    kernel_class="conv1d"))
+for _name, _nd, _layout, _weight in (("conv2d", 2, "NCHW", "OIHW"), ("conv1d", 1, "NCW", "OIW")):
+    register(OpSpec(
+        _name, 2, _CONV_ATTRS, GEMM, conv_infer(_name, _nd), conv_evaluate(_nd), conv_flops,
+        convert={f"relax.nn.{_name}": _conv_converter(_name, (_layout, _weight, _layout))},
+        emit=lambda a, at, ty, n=_name: getattr(relax.op.nn, n)(a[0], a[1], strides=at[0], padding=at[1],
+                                                                 dilation=at[2], groups=at[3]),
+        make=_conv_maker(_name, _nd), layout=_layout, weight=_weight, efficiency=TVM_GEMM_EFFICIENCY,
+        kernel_class=_name))

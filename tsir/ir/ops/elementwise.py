@@ -99,14 +99,18 @@ def _make_binary(op: str):
     return make
 
 
+def _same_dtype(call, args: list, ty, name: str) -> Term | None:
+    """``name`` on two tensors of one dtype (None keeps the call opaque)."""
+    return Term(name, tuple(args)) if are_terms(*args) and args[0].ty[1] == args[1].ty[1] else None
+
+
 _BINARY = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.divide,
            "power": np.power, "minimum": np.minimum, "maximum": np.maximum}
 for _name, _fn in _BINARY.items():
     register(OpSpec(
         _name, 2, (), Category.BINARY, lambda ins, a: (broadcast_shapes(ins[0][0], ins[1][0]), ins[0][1]),
         lambda xs, a, f=_fn: f(xs[0], xs[1]).astype(xs[0].dtype), lambda ins, out, a: float(numel(out[0])),
-        convert={f"relax.{_name}": lambda call, args, ty, n=_name: (
-            Term(n, tuple(args)) if are_terms(*args) and args[0].ty[1] == args[1].ty[1] else None)},
+        convert={f"relax.{_name}": lambda call, args, ty, n=_name: _same_dtype(call, args, ty, n)},
         emit=_emit(f"relax.{_name}"), make=_make_binary(_name)))
 
 
@@ -116,10 +120,6 @@ _COMPARE = {"less": np.less, "less_equal": np.less_equal, "greater": np.greater,
             "equal": np.equal, "not_equal": np.not_equal}
 _BOOLEAN = {"logical_and": np.logical_and, "logical_or": np.logical_or, "bitwise_and": np.bitwise_and,
             "bitwise_or": np.bitwise_or}
-
-
-def _same_dtype(call, args: list, ty, name: str) -> Term | None:
-    return Term(name, tuple(args)) if are_terms(*args) and args[0].ty[1] == args[1].ty[1] else None
 
 
 def _compared(d, b, x: Term, pool: list[Term], op: str) -> Term:
