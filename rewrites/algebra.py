@@ -122,6 +122,7 @@ def _conv_algebra(conv, prefix: str) -> list:
     ]
 
 
+_power, _abs = CONSTRUCTORS["power"], CONSTRUCTORS["abs"]
 _rules = [
     rule(eq_(y, transpose(transpose(x, p), q)), name="transpose_transpose").then(
         union(y).with_(transpose(x, computed(_compose, p, q)))),  # (x^p)^q -> x^(p[q])
@@ -140,6 +141,15 @@ _rules = [
         union(y).with_(x)),
     # a / sqrt(b) -> a * rsqrt(b)   (the ONNX exporter writes torch's rsqrt as 1 / sqrt)
     rule(eq_(y, divide(a, sqrt(b))), name="divide_by_sqrt").then(union(y).with_(multiply(a, rsqrt(b)))),
+    # x ** 2 -> x * x, |x| * |x| -> x * x, x ** 0.5 -> sqrt(x)   (torch's norm(p=2) writes abs and pow)
+    rule(eq_(y, _power(x, scalar(v))), eq_(ty(x), tx), holds(_is_value(2.0), v, tx), name="power_two").then(
+        union(y).with_(multiply(x, x))),
+    rule(eq_(y, multiply(_abs(x), _abs(x))), name="abs_squared").then(union(y).with_(multiply(x, x))),
+    rule(eq_(y, _power(x, scalar(v))), eq_(ty(x), tx), holds(_is_value(0.5), v, tx), name="power_half").then(
+        union(y).with_(sqrt(x))),
+    # not(a == b) -> a != b
+    rule(eq_(y, CONSTRUCTORS["logical_not"](CONSTRUCTORS["equal"](a, b))), name="not_equal").then(
+        union(y).with_(CONSTRUCTORS["not_equal"](a, b))),
     rule(eq_(y, divide(x, scalar(v))), eq_(ty(x), tx), holds(_is_value(1.0), v, tx), name="divide_one").then(
         union(y).with_(x)),
     rule(eq_(y, add(x, scalar(v))), eq_(ty(x), tx), holds(_is_value(0.0), v, tx), name="add_zero").then(
@@ -187,8 +197,10 @@ rules = ruleset(*RULES, name="algebra")
 TOLERANCE = {
     **dict.fromkeys(["transpose_transpose", "transpose_identity", "reshape_reshape", "reshape_identity",
                      "broadcast_identity", "add_commute", "multiply_commute", "multiply_one", "divide_one",
-                     "add_zero", "subtract_zero"], EXACT),
+                     "add_zero", "subtract_zero", "abs_squared", "not_equal"], EXACT),
     "divide_by_sqrt": ELEMENTWISE,  # 1/sqrt and rsqrt round differently by an ulp or two
+    "power_two": ELEMENTWISE,  # pow is within an ulp or two of the exact x * x
+    "power_half": ELEMENTWISE,
     **{f"{n}_broadcast_{side}": EXACT for n in _ELEMENTWISE for side in ("left", "right")},
     # reassociated sums of products (see rewrites._common)
     **dict.fromkeys(["matmul_factor_right", "matmul_distribute_right", "matmul_factor_left",

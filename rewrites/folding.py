@@ -31,6 +31,7 @@ from tsir.ir.lang import (
 from tsir.rewrites._common import (
     CONTRACTION,
     ELEMENTWISE,
+    EXACT,
     a,
     axis,
     b,
@@ -41,6 +42,7 @@ from tsir.rewrites._common import (
     groups,
     padding,
     rank,
+    s1,
     shape,
     strides,
     t1,
@@ -87,6 +89,17 @@ def _row(tw: tuple) -> tuple:
     return (1, shape(tw)[-1])
 
 
+def _keeps_last_axis(ts: tuple, tx: tuple, ty_: tuple) -> bool:
+    """``ts`` scales only the last axis of ``ty_``, which a reshape from ``tx`` leaves in place."""
+    n = shape(ty_)[-1:] if rank(ty_) else None
+    return (n is not None and shape(tx)[-1:] == n and rank(ts) <= rank(ty_) and shape(ts)[-1:] in (n, (1,))
+            and all(d == 1 for d in shape(ts)[:-1]))
+
+
+def _last_axis(ts: tuple) -> tuple:
+    return shape(ts)[-1:]
+
+
 def _matrices(t1: tuple, t2: tuple) -> bool:
     return rank(t1) == rank(t2) == 2
 
@@ -129,6 +142,11 @@ RULES = [
     rule(eq_(y, matmul(matmul(x, w1), w2)), is_const(w1), is_const(w2), eq_(ty(w1), t1), eq_(ty(w2), t2),
          holds(_matrices, t1, t2), name="fold_consecutive_matmul").then(
         union(y).with_(matmul(x, matmul(w1, w2)))),
+    # reshape(a) * c -> reshape(a * c)   for a constant c of the last axis that the reshape keeps (a layer scale
+    # after a linear that works on the flattened tokens), so the scale can fold into the linear
+    rule(eq_(y, multiply(reshape(a, s1), c)), is_const(c), eq_(ty(c), t1), eq_(ty(a), tx), eq_(ty(y), t2),
+         holds(_keeps_last_axis, t1, tx, t2), name="scale_before_reshape").then(
+        union(y).with_(reshape(multiply(a, reshape(c, computed(_last_axis, t1))), s1))),
     # (a + c1) * c2 -> a * c2 + c1 * c2   for constant c1, c2
     rule(eq_(y, multiply(add(a, w1), w2)), is_const(w1), is_const(w2), name="distribute_constant_scale").then(
         union(y).with_(add(multiply(a, w2), multiply(w1, w2)))),
@@ -146,6 +164,6 @@ TOLERANCE = {
     "conv_scale_fold": CONTRACTION, "conv1d_scale_fold": CONTRACTION, "matmul_scale_fold": CONTRACTION,
     "linear_scale_fold": CONTRACTION,
     "linear_bias_fold": ELEMENTWISE, "fold_consecutive_linear": CONTRACTION, "fold_consecutive_matmul": CONTRACTION,
-    "distribute_constant_scale": ELEMENTWISE, "combine_constant_bias": ELEMENTWISE,
+    "distribute_constant_scale": ELEMENTWISE, "combine_constant_bias": ELEMENTWISE, "scale_before_reshape": EXACT,
     "combine_constant_scale": ELEMENTWISE,
 }

@@ -83,6 +83,49 @@ def _keepdims(keep: bool) -> bool:
     return bool(keep)
 
 
+def _axis_groups(source: tuple, target: tuple) -> list[tuple[list, list]] | None:
+    """A reshape from ``source`` to ``target`` as runs of axes with equal sizes: (source axes, target axes)."""
+    if 0 in source:
+        return None
+    groups, i, j = [], 0, 0
+    while i < len(source) or j < len(target):
+        src, dst, size_src, size_dst = [], [], 1, 1
+        if i < len(source):
+            src, size_src, i = [i], source[i], i + 1
+        if j < len(target):
+            dst, size_dst, j = [j], target[j], j + 1
+        while size_src != size_dst:
+            if size_src < size_dst:
+                src, size_src, i = [*src, i], size_src * source[i], i + 1
+            else:
+                dst, size_dst, j = [*dst, j], size_dst * target[j], j + 1
+        groups.append((src, dst))
+    return groups
+
+
+def _lifted_permutation(tx: tuple, s: tuple, p: tuple) -> tuple | None:
+    """The permutation of ``x``'s axes that moves the same data as ``transpose(reshape(x, s), p)``: defined
+    when ``p`` moves each run of axes the reshape merges or splits as one block, in order."""
+    groups = _axis_groups(shape(tx), tuple(s))
+    if groups is None:
+        return None
+    order, seen = [], set()
+    for k, axis in enumerate(p):
+        group = next(g for g in groups if axis in g[1])
+        if axis != group[1][0]:
+            if k == 0 or p[k - 1] != axis - 1:  # a block's axes must stay adjacent and in order
+                return None
+            continue
+        order.append(group)
+        seen.add(id(group))
+    lifted = [a for src, _ in order for a in src] + [a for g in groups if id(g) not in seen for a in g[0]]
+    return tuple(lifted)
+
+
+def _liftable(tx: tuple, s: tuple, p: tuple) -> bool:
+    return _lifted_permutation(tx, s, p) is not None
+
+
 _rules = []
 for _name, _op in UNARY.items():
     _rules += [
@@ -130,6 +173,11 @@ _rules += [
     # slice(x^p, axis) -> slice(x, p[axis])^p
     rule(eq_(y, slice(transpose(x, p), axis, begin, end)), name="slice_through_transpose").then(
         union(y).with_(transpose(slice(x, computed(_permute_axis, p, axis), begin, end), p))),
+    # transpose(reshape(x, s), p) -> reshape(transpose(x, p'), ...)   when the reshape only merges or splits
+    # runs of axes that p moves as blocks (ONNX writes k^T of attention as reshape / transpose / reshape)
+    rule(eq_(y, transpose(reshape(x, s1), p)), eq_(ty(x), ta), eq_(ty(y), t1), holds(_liftable, ta, s1, p),
+         name="transpose_through_reshape").then(
+        union(y).with_(reshape(transpose(x, computed(_lifted_permutation, ta, s1, p)), computed(shape, t1)))),
     # mean(x^p, axes, keepdims) -> mean(x, p[axes], keepdims)^p
     rule(eq_(y, mean(transpose(x, p), s1, q)), holds(_keepdims, q), name="mean_through_transpose").then(
         union(y).with_(transpose(mean(x, computed(_permute_axes, p, s1), q), p))),

@@ -1,4 +1,5 @@
-"""Exporters' idioms read as one op: torch's and the ONNX exporter's guarded softmax become safe_softmax."""
+"""Exporters' idioms read as one op: guarded softmaxes (safe_softmax, or softmax on finite scores) and wrapped
+gather indices."""
 
 from __future__ import annotations
 
@@ -20,28 +21,88 @@ def _constant(b: GraphBuilder, value: float) -> Term:
     return T("weight", (), (len(b.constants) - 1,), ((), "float32"))
 
 
+def _masked_scores(b: GraphBuilder, padded: bool = True) -> Term:
+    """Attention scores under a causal mask of -inf; with ``padded``, the last row is masked out whole."""
+    mask = np.triu(np.full((5, 5), -np.inf, dtype="float32"), 1)
+    if padded:
+        mask[-1] = -np.inf
+    b.constants.append(mask)
+    return T("add", (b.input((2, 5, 5)), T("weight", (), (len(b.constants) - 1,), ((5, 5), "float32"))))
+
+
+def _torch_guard(b: GraphBuilder, x: Term, axis: int) -> Term:
+    """torch's ``_safe_softmax`` as torch.export writes it."""
+    kept = T("logical_not", (T("equal", (x, _constant(b, -np.inf))),))
+    row = T("max", (T("astype", (kept,), ("int8",)),), ((axis,), True))
+    masked = T("logical_not", (T("astype", (row,), ("bool",)),))
+    return T("where", (masked, _constant(b, 0.0), T("softmax", (x,), (axis,))))
+
+
 def test_onnx_guard_is_safe_softmax_nan():
     b = GraphBuilder(0)
-    x = b.input((2, 5))
-    s = T("softmax", (x,), (1,))
-    assert idioms.read(T("where", (T("isnan", (s,)), _constant(b, 0.0), s)), b.constants) == \
-        T("safe_softmax", (x,), (1, "nan"))
+    x = _masked_scores(b)
+    s = T("softmax", (x,), (2,))
+    assert idioms.Reader(b.constants).read(T("where", (T("isnan", (s,)), _constant(b, 0.0), s))) == \
+        T("safe_softmax", (x,), (2, "nan"))
     # any other fill is not the idiom
     kept = T("where", (T("isnan", (s,)), _constant(b, 1.0), s))
-    assert idioms.read(kept, b.constants) is kept
+    assert idioms.Reader(b.constants).read(kept) is kept
 
 
 def test_torch_guard_is_safe_softmax_masked():
     b = GraphBuilder(0)
-    x = b.input((2, 5))
-    s = T("softmax", (x,), (1,))
-    kept = T("logical_not", (T("equal", (x, _constant(b, -np.inf))),))
-    row = T("max", (T("astype", (kept,), ("int8",)),), ((1,), True))
-    masked = T("logical_not", (T("astype", (row,), ("bool",)),))
-    assert idioms.read(T("where", (masked, _constant(b, 0.0), s)), b.constants) == \
-        T("safe_softmax", (x,), (1, "masked"))
-    other_axis = T("where", (masked, _constant(b, 0.0), T("softmax", (x,), (0,))))
-    assert idioms.read(other_axis, b.constants) is other_axis
+    x = _masked_scores(b)
+    assert idioms.Reader(b.constants).read(_torch_guard(b, x, 2)) == T("safe_softmax", (x,), (2, "masked"))
+    guard = _torch_guard(b, x, 2)
+    other_axis = T("where", (guard.args[0], guard.args[1], T("softmax", (x,), (1,))))
+    assert idioms.Reader(b.constants).read(other_axis) is other_axis
+
+
+def test_guard_on_finite_scores_is_a_softmax():
+    """Scores that no infinity can reach (finite masks, RMSNorm's rsqrt of mean(x*x) + eps, a constant
+    divisor) or under a causal mask never trip either guard; log of an input, or a division by an input,
+    keeps the guard."""
+    b = GraphBuilder(0)
+    h = b.input((2, 5, 4))
+    rms = T("multiply", (h, T("rsqrt", (T("add", (T("mean", (T("power", (h, b.scalar(2.0))),), ((2,), True)),
+                                                  b.scalar(1e-6))),))))
+    scores = T("divide", (T("matmul", (rms, T("transpose", (rms,), ((0, 2, 1),)))), b.scalar(2.0)))
+    b.constants.append(np.triu(np.full((5, 5), np.finfo("float32").min, dtype="float32"), 1))
+    x = T("add", (scores, T("weight", (), (len(b.constants) - 1,), ((5, 5), "float32"))))
+    assert idioms.Reader(b.constants).read(_torch_guard(b, x, 2)) == T("softmax", (x,), (2,))
+    causal = _masked_scores(b, padded=False)  # -inf entries, but a finite one in every row
+    assert idioms.Reader(b.constants).read(_torch_guard(b, causal, 2)) == T("softmax", (causal,), (2,))
+    for unsafe in (T("log", (b.input((2, 5, 5)),)), T("divide", (x, b.input((2, 5, 5))))):
+        assert idioms.Reader(b.constants).read(_torch_guard(b, unsafe, 2)).op == "safe_softmax"
+
+
+def test_index_wraps_and_casts_are_read_as_the_plain_take():
+    """ONNX's wrap of negative indices and the torch frontend's int32 cast are the take itself."""
+    b = GraphBuilder(0)
+    table = b.weight((7, 3))
+    ids = T("input", (), ("ids",), ((1, 4), "int64"))
+    b.constants += [np.array(0, dtype="int64"), np.array(7, dtype="int64"), np.array(6, dtype="int64")]
+    zero, seven, six = (T("weight", (), (i,), ((), "int64")) for i in range(len(b.constants) - 3, len(b.constants)))
+    wrapped = T("where", (T("less", (ids, zero)), T("add", (ids, seven)), ids))
+    reader = idioms.Reader(b.constants)
+    assert reader.read(T("take", (table, wrapped), (0,))) == T("take", (table, ids), (0,))
+    cast = T("reshape", (T("astype", (ids,), ("int32",)),), ((4,),))
+    assert reader.read(T("take", (table, cast), (0,))) == T("take", (table, T("reshape", (ids,), ((4,),))), (0,))
+    other = T("take", (table, T("where", (T("less", (ids, zero)), T("add", (ids, six)), ids))), (0,))
+    assert reader.read(other) is other  # a wrap by another length changes valid indices
+
+
+def test_negative_indices_count_from_the_end_when_built():
+    b = GraphBuilder(0)
+    x = b.input((5, 3))
+    b.constants.append(np.array([[-1, 0, -5], [4, -2, 2]], dtype="int64"))
+    i = T("weight", (), (len(b.constants) - 1,), ((2, 3), "int64"))
+    graph = Graph(T("tuple", (T("take", (x, i), (0,)), T("gather_elements", (x, i), (0,)))), b.inputs, b.constants)
+    value = b.values["x0"]
+    mod = tvm.IRModule({"main": relax.Function([], relax.Tuple([]))})
+    taken, gathered = runtime.Runner(runtime.build(lower(graph, graph.root, mod), targets.resolve("x86")))([value])
+    np.testing.assert_array_equal(taken, np.take(value, b.constants[-1], axis=0))
+    np.testing.assert_array_equal(gathered, np.take_along_axis(value, b.constants[-1], axis=0))
 
 
 def test_safe_softmax_zeroes_fully_masked_rows_when_built():

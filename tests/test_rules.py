@@ -187,6 +187,11 @@ def _algebra() -> dict:
         "divide_by_sqrt": lambda d, b: T("divide", (b.input(s := d(shapes())),
                                                     T("sqrt", (T("sigmoid", (b.input(s),)),)))),
         "add_zero": ident("add", 0.0), "subtract_zero": ident("subtract", 0.0),
+        "power_two": ident("power", 2.0),
+        "power_half": lambda d, b: T("power", (T("sigmoid", (b.input(d(shapes())),)), b.scalar(0.5))),
+        "abs_squared": lambda d, b: T("multiply", (T("abs", (x := b.input(d(shapes())),)), T("abs", (x,)))),
+        "not_equal": lambda d, b: T("logical_not", (T("equal", (  # a == max(a, b): true about half the time
+            x := b.input(s := d(shapes())), T("maximum", (x, b.input(s))))),)),
         "matmul_factor_right": factor_right, "matmul_distribute_right": distribute_right,
         "matmul_factor_left": factor_left, "matmul_distribute_left": distribute_left,
         "conv_factor_weights": conv_factor_weights, "conv_distribute_weights": conv_distribute,
@@ -275,6 +280,12 @@ def _folding() -> dict:
             return T(outer, (T(inner, (b.input(s), b.weight(broadcast_of(d, s)))), b.weight(broadcast_of(d, s))))
         return make
 
+    def scale_after_reshape(d, b):  # tokens (m, k) back to (1, m1, m2, k), then a scale of the last axis
+        m1, m2, k = d(st.integers(1, 3)), d(st.integers(1, 3)), d(st.integers(1, 4))
+        scale = d(st.sampled_from([(k,), (1, 1, k), (1, 1, 1, k), (1,)]))
+        tokens = T("reshape", (b.input((m1 * m2, k)),), ((1, m1, m2, k),))
+        return T("multiply", (tokens, b.weight(scale)))
+
     return {
         "batch_norm_affine": bn, "conv_scale_fold": conv_scale, "matmul_scale_fold": matmul_scale,
         "conv1d_scale_fold": lambda d, b: conv1d_per_channel(d, b, "multiply"),
@@ -282,6 +293,7 @@ def _folding() -> dict:
         "fold_consecutive_linear": consecutive_linear, "fold_consecutive_matmul": consecutive_matmul,
         "distribute_constant_scale": chain("multiply", "add"), "combine_constant_bias": chain("add", "add"),
         "combine_constant_scale": chain("multiply", "multiply"),
+        "scale_before_reshape": scale_after_reshape,
     }
 
 
@@ -409,8 +421,21 @@ def _layout() -> dict:
         axes = tuple(sorted(d(st.sets(st.integers(0, len(s) - 1), min_size=1))))
         return T("mean", (T("transpose", (b.input(s),), (perm(d, len(s)),)),), (axes, True))
 
+    def reshape_then_transpose(d, b):
+        """Runs of axes, each merged into one axis or split from one, then moved as blocks by the transpose."""
+        runs = d(st.lists(st.lists(st.integers(1, 3), min_size=1, max_size=3), min_size=1, max_size=3))
+        splits = [d(st.booleans()) for _ in runs]
+        source = [n for run, split in zip(runs, splits, strict=True) for n in ([int(np.prod(run))] if split else run)]
+        target = [list(run) if split else [int(np.prod(run))] for run, split in zip(runs, splits, strict=True)]
+        order = perm(d, len(runs))
+        axes = np.cumsum([0, *map(len, target)])
+        p = tuple(a for r in order for a in range(axes[r], axes[r + 1]))
+        flat = tuple(n for run in target for n in run)
+        return T("transpose", (T("reshape", (b.input(tuple(source)),), (flat,)),), (p,))
+
     out.update({"batch_norm_through_transpose": bn, "concat_of_transposes": concat,
-                "slice_through_transpose": sliced, "mean_through_transpose": mean})
+                "slice_through_transpose": sliced, "mean_through_transpose": mean,
+                "transpose_through_reshape": reshape_then_transpose})
     return out
 
 

@@ -81,16 +81,19 @@ class _Converter:
         self.constants: list[np.ndarray] = []
         self.constant_index: dict[Constant, int] = {}
         self.opaque_calls: dict[int, OpaqueCall] = {}
+        self.idioms = idioms.Reader(self.constants)
 
     def arg(self, expr: relax.Expr) -> Arg:
         if isinstance(expr, relax.Var):
             return self.terms[expr]
         if isinstance(expr, Constant):
+            ty = static_type(expr.ty, "constant")
+            if ty == ((), "float32") and not np.isnan(value := float(expr.value.numpy())):
+                return Term("scalar", (), (value,))  # a literal the rules read (x * 1, 1 / sqrt, x ** 2)
             if expr not in self.constant_index:
                 self.constant_index[expr] = len(self.constants)
                 self.constants.append(expr.value.numpy())
-            index = self.constant_index[expr]
-            return Term("weight", (), (index,), static_type(expr.ty, "constant"))
+            return Term("weight", (), (self.constant_index[expr],), ty)
         if isinstance(expr, relax.Tuple):
             return [self.arg(f) for f in expr.fields]
         return expr
@@ -120,7 +123,7 @@ class _Converter:
                 return self.opaque(expr, ty)
             if term.ty != ty:
                 raise AssertionError(f"tsir types {name} = {expr.op.name}(...) as {term.ty}, Relax as {ty}")
-            return idioms.read(term, self.constants)
+            return self.idioms.read(term)
         if isinstance(expr, relax.TupleGetItem):
             source = self.arg(expr.tuple_value)
             if source.op == "tuple":  # a modeled tuple (split's pieces, batch norm with its statistics)

@@ -42,9 +42,9 @@ class GraphBuilder:
         self.constants.append((np.abs(value) + 0.5 if positive else value).astype(FLOAT))
         return Term("weight", (), (len(self.constants) - 1,), (tuple(shape), FLOAT))
 
-    def indices(self, shape: tuple[int, ...], bound: int) -> Term:
-        """A constant int64 tensor of indices in 0..bound-1 (for gathers)."""
-        self.constants.append(self.rng.integers(0, bound, size=shape).astype("int64"))
+    def indices(self, shape: tuple[int, ...], bound: int, negative: bool = False) -> Term:
+        """A constant int64 tensor of indices in 0..bound-1 (for gathers); from -bound when ``negative``."""
+        self.constants.append(self.rng.integers(-bound if negative else 0, bound, size=shape).astype("int64"))
         return Term("weight", (), (len(self.constants) - 1,), (tuple(shape), "int64"))
 
     def scalar(self, value: float) -> Term:

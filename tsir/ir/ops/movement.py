@@ -269,12 +269,14 @@ def _convert_take(call, args: list, ty) -> Term | None:
 
 def _make_take(d, b, x: Term, pool: list[Term]) -> Term:
     axis = d.integer(0, len(x.ty[0]) - 1)
-    return Term("take", (x, b.indices((d.integer(1, 3),), x.ty[0][axis])), (axis,))
+    return Term("take", (x, b.indices((d.integer(1, 3),), x.ty[0][axis], negative=True)), (axis,))
 
 
+# take(x, i, axis): indices in -n..n-1, a negative one counting from the end (numpy's and ONNX Gather's
+# meaning; torch's embedding takes 0..n-1 only), so ONNX's wrap of negative indices is the op itself
 register(OpSpec(
     "take", 2, ("axis",), MOVEMENT, _infer_take, lambda xs, a: np.take(xs[0], xs[1], axis=a[0]),
-    convert={"relax.take": _convert_take}, emit=lambda a, at, ty: relax.op.take(a[0], a[1], at[0]),
+    convert={"relax.take": _convert_take}, emit=lambda a, at, ty: relax.op.take(a[0], a[1], at[0], mode="wrap"),
     make=_make_take))
 
 
@@ -287,15 +289,24 @@ def _infer_gather_elements(ins: tuple[TType, ...], attrs: tuple) -> TType:
 
 def _make_gather_elements(d, b, x: Term, pool: list[Term]) -> Term:
     axis = d.integer(0, len(x.ty[0]) - 1)
-    return Term("gather_elements", (x, b.indices(x.ty[0], x.ty[0][axis])), (axis,))
+    return Term("gather_elements", (x, b.indices(x.ty[0], x.ty[0][axis], negative=True)), (axis,))
 
 
+def _emit_gather_elements(a: list, at: tuple, ty) -> relax.Expr:
+    """Relax's gather_elements reads indices 0..n-1: a negative one is wrapped first."""
+    (x, i), (axis,) = a, at
+    n = relax.const(int(x.ty.shape[axis]), i.ty.dtype)
+    wrapped = relax.op.where(relax.op.less(i, relax.const(0, i.ty.dtype)), relax.op.add(i, n), i)
+    return relax.op.gather_elements(x, wrapped, axis)
+
+
+# gather_elements(x, i, axis): like take, indices in -n..n-1 (ONNX GatherElements' meaning)
 register(OpSpec(
     "gather_elements", 2, ("axis",), MOVEMENT, _infer_gather_elements,
     lambda xs, a: np.take_along_axis(xs[0], xs[1], axis=a[0]),
     convert={"relax.gather_elements": lambda call, args, ty: Term(
         "gather_elements", tuple(args), (int(call.attrs.axis) % len(args[0].ty[0]),)) if are_terms(*args) else None},
-    emit=lambda a, at, ty: relax.op.gather_elements(a[0], a[1], at[0]), make=_make_gather_elements))
+    emit=_emit_gather_elements, make=_make_gather_elements))
 
 
 def _infer_index_tensor(ins: tuple[TType, ...], attrs: tuple) -> TType:
