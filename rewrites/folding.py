@@ -89,10 +89,11 @@ def _row(tw: tuple) -> tuple:
     return (1, shape(tw)[-1])
 
 
-def _keeps_last_axis(ts: tuple, tx: tuple, ty_: tuple) -> bool:
-    """``ts`` scales only the last axis of ``ty_``, which a reshape from ``tx`` leaves in place."""
-    n = shape(ty_)[-1:] if rank(ty_) else None
-    return (n is not None and shape(tx)[-1:] == n and rank(ts) <= rank(ty_) and shape(ts)[-1:] in (n, (1,))
+def _keeps_last_axis(ts: tuple, tx: tuple, s: tuple) -> bool:
+    """``ts`` scales only the last axis of shape ``s`` (and adds no axes), which a reshape from ``tx`` to ``s``
+    leaves in place."""
+    s = tuple(s)
+    return (len(s) > 0 and shape(tx)[-1:] == s[-1:] and rank(ts) <= len(s) and shape(ts)[-1:] in (s[-1:], (1,))
             and all(d == 1 for d in shape(ts)[:-1]))
 
 
@@ -144,8 +145,8 @@ RULES = [
         union(y).with_(matmul(x, matmul(w1, w2)))),
     # reshape(a) * c -> reshape(a * c)   for a constant c of the last axis that the reshape keeps (a layer scale
     # after a linear that works on the flattened tokens), so the scale can fold into the linear
-    rule(eq_(y, multiply(reshape(a, s1), c)), is_const(c), eq_(ty(c), t1), eq_(ty(a), tx), eq_(ty(y), t2),
-         holds(_keeps_last_axis, t1, tx, t2), name="scale_before_reshape").then(
+    rule(eq_(y, multiply(reshape(a, s1), c)), is_const(c), eq_(ty(c), t1), eq_(ty(a), tx),
+         holds(_keeps_last_axis, t1, tx, s1), name="scale_before_reshape").then(
         union(y).with_(reshape(multiply(a, reshape(c, computed(_last_axis, t1))), s1))),
     # (a + c1) * c2 -> a * c2 + c1 * c2   for constant c1, c2
     rule(eq_(y, multiply(add(a, w1), w2)), is_const(w1), is_const(w2), name="distribute_constant_scale").then(

@@ -66,9 +66,9 @@ def _inverse(p: tuple) -> tuple:
     return tuple(out)
 
 
-def _same_rank_operand(tc: tuple, ta: tuple) -> bool:
-    """A constant operand of full rank that does not broadcast the transposed side."""
-    return rank(tc) == rank(ta) and all(d in (1, e) for d, e in zip(shape(tc), shape(ta), strict=True))
+def _same_rank_operand(tc: tuple, ta: tuple, p: tuple) -> bool:
+    """A constant operand of the transposed side's full rank that does not broadcast it (``ta``: the result)."""
+    return rank(tc) == rank(ta) == len(p) and all(d in (1, e) for d, e in zip(shape(tc), shape(ta), strict=True))
 
 
 def _permute_axis(p: tuple, axis: int) -> int:
@@ -110,10 +110,10 @@ def _lifted_permutation(tx: tuple, s: tuple, p: tuple) -> tuple | None:
     if groups is None:
         return None
     order, seen = [], set()
-    for k, axis in enumerate(p):
-        group = next(g for g in groups if axis in g[1])
-        if axis != group[1][0]:
-            if k == 0 or p[k - 1] != axis - 1:  # a block's axes must stay adjacent and in order
+    for k, moved in enumerate(p):
+        group = next(g for g in groups if moved in g[1])
+        if moved != group[1][0]:
+            if k == 0 or p[k - 1] != moved - 1:  # a block's axes must stay adjacent and in order
                 return None
             continue
         order.append(group)
@@ -148,7 +148,7 @@ for _name, _op in BINARY.items():
              name=f"{_name}_of_reshapes").then(union(y).with_(reshape(_op(a, b), s1))),
         # op(a^p, c) -> op(a, c^(p^-1))^p   for a constant c of full rank that only broadcasts itself
         rule(eq_(y, _op(transpose(a, p), c)), is_const(c), eq_(ty(c), tc), eq_(ty(y), t1),
-             holds(_same_rank_operand, tc, t1), name=f"{_name}_constant_through_transpose").then(
+             holds(_same_rank_operand, tc, t1, p), name=f"{_name}_constant_through_transpose").then(
             union(y).with_(transpose(_op(a, transpose(c, computed(_inverse, p))), p))),
     ]
 low, high = var("low", PyObject), var("high", PyObject)

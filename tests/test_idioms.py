@@ -121,3 +121,16 @@ def test_safe_softmax_zeroes_fully_masked_rows_when_built():
         e = np.exp(value[0] - value[0].max())
         np.testing.assert_allclose(out[0], e / e.sum(), rtol=1e-5)
         assert np.all(out[2, :2] == 0)
+
+
+def test_adding_a_constant_zero_is_its_other_operand():
+    b = GraphBuilder(0)
+    ids = T("input", (), ("ids",), ((1, 4), "int32"))
+    b.constants += [np.array(0, dtype="int32"), np.zeros((2, 4), dtype="int32"), np.array(1, dtype="int32")]
+    zero, wider, one = (T("weight", (), (i,), (b.constants[i].shape, "int32")) for i in range(3))
+    reader = idioms.Reader(b.constants)
+    assert reader.read(T("add", (ids, zero))) is ids
+    assert reader.read(T("add", (zero, ids))) is ids
+    assert reader.read(T("subtract", (ids, zero))) is ids
+    for kept in (T("add", (ids, wider)), T("add", (ids, one)), T("subtract", (zero, ids))):  # broadcast, 1, 0 - x
+        assert reader.read(kept) is kept

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from egglog import PyObject, union
+from egglog import PyObject, ruleset, union
 from hypothesis import strategies as st
 
+from tsir import rewrites
 from tsir.egraph import TermEGraph
 from tsir.ir import lang
 from tsir.ir.ops.elementwise import POSITIVE_DOMAIN
 from tsir.ir.term import Graph, Term
 from tsir.rewrites import FAMILIES, rule_names
 from tsir.rewrites.layout import BINARY, UNARY
-from tsir.testing import assert_rule_sound, egraph_disagreement
+from tsir.testing import assert_rule_sound, egraph_disagreement, run_rule
 from tsir.testing.strategies import GraphBuilder, cases, shapes
 
 EXAMPLES = 8
@@ -566,6 +567,25 @@ def test_rule_is_sound(rule):
 def test_every_rule_has_a_property_test():
     declared = {r for family in FAMILIES for r in rule_names(family)}
     assert declared == set(CASES)
+
+
+def test_scale_before_reshape_leaves_a_scale_that_adds_axes():
+    """A scale of higher rank than the reshape's result broadcasts it to more axes: moving it before the
+    reshape would change the type, so the rule must not fire (a saturated model once merged rank 1 and 4)."""
+    b = GraphBuilder(0)
+    tokens = T("reshape", (b.input((4, 3)),), ((1, 2, 2, 3),))
+    graph = Graph(T("tuple", (T("multiply", (tokens, b.weight((1, 1, 1, 1, 3)))),)), b.inputs, b.constants)
+    assert "scale_before_reshape" not in run_rule(graph, ruleset(rewrites.rule("scale_before_reshape")))[1]
+
+
+def test_constant_through_transpose_needs_the_constant_at_the_transposed_rank():
+    """x^p + c with c of higher rank than x broadcasts x: c^(p^-1) would not type (a rank-1 identity
+    transpose next to a rank-4 constant once stopped a saturated model)."""
+    b = GraphBuilder(0)
+    xt = T("transpose", (b.input((3,)),), ((0,),))
+    graph = Graph(T("tuple", (T("add", (xt, b.weight((1, 1, 1, 3)))),)), b.inputs, b.constants)
+    assert "add_constant_through_transpose" not in run_rule(
+        graph, ruleset(rewrites.rule("add_constant_through_transpose")))[1]
 
 
 def test_a_wrong_rule_is_caught():

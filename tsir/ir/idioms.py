@@ -10,9 +10,11 @@ only, or finite scores plus a constant mask that leaves a finite entry in every 
 finite inputs, no overflow), neither guard ever fires, and the idiom is a plain softmax, which is what the
 ONNX exporter writes for the same attention.
 
-Gathers' indices are read back too: ``take`` and ``gather_elements`` count negative indices from the end, so the ONNX exporter's
-wrap ``where(less(i, 0), add(i, n), i)`` is ``i`` itself, and a cast of integer indices to another integer
-type wide enough for the axis (TVM's torch frontend casts token ids to int32) changes no valid index.
+Gathers' indices are read back too: ``take`` and ``gather_elements`` count negative indices from the end,
+so the ONNX exporter's wrap ``where(less(i, 0), add(i, n), i)`` is ``i`` itself, and a cast of integer
+indices to an integer type wide enough for the axis (TVM's torch frontend casts token ids to int32) changes
+no valid index.
+Adding a constant zero (``cumsum(mask) + 0`` in torch's position ids) is read as its other operand.
 """
 
 from __future__ import annotations
@@ -40,7 +42,20 @@ class Reader:
             return Term("softmax", (x,), (axis,)) if self.finiteness.unmasked_rows(x, axis) else guarded
         if term.op in ("take", "gather_elements"):
             return _gather(term, self.constants)
+        if term.op in ("add", "subtract"):
+            return _zero_added(term, self.constants)
         return term
+
+
+def _zero_added(term: Term, constants: list[np.ndarray]) -> Term:
+    """``x`` for ``x + 0``, ``0 + x`` and ``x - 0`` with a constant zero of any dtype that leaves x's type
+    (torch.export keeps ``cumsum(mask) + past_length`` with a past length of 0; the ONNX exporter folds it)."""
+    x, other = term.args
+    candidates = [(x, other), (other, x)] if term.op == "add" else [(x, other)]
+    for kept, zero in candidates:
+        if kept.ty == term.ty and zero.op in ("weight", "scalar") and _constant_equal(zero, constants, 0):
+            return kept
+    return term
 
 
 def _constant_equal(term: Term, constants: list[np.ndarray], value: float) -> bool:

@@ -88,9 +88,11 @@ def _eval_cumsum(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
 
 
 def _convert_cumsum(call, args: list, ty) -> Term | None:
+    """A sum into another dtype reads as the cast, then the sum (one form for torch's and ONNX's exports)."""
     if not are_terms(args[0]) or call.attrs.axis is None:
         return None
-    return Term("cumsum", (args[0],), (int(call.attrs.axis) % len(args[0].ty[0]), ty[1], bool(call.attrs.exclusive)))
+    x = args[0] if args[0].ty[1] == ty[1] else Term("astype", (args[0],), (ty[1],))
+    return Term("cumsum", (x,), (int(call.attrs.axis) % len(x.ty[0]), ty[1], bool(call.attrs.exclusive)))
 
 
 register(OpSpec(  # running sums along an axis (position ids from a padding mask)

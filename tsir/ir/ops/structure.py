@@ -21,8 +21,8 @@ register(OpSpec("weight", 0, ("index",), LEAF, None, None, kernel=False,  # an e
                          "make": _NOT_DRAWN}))
 register(OpSpec("scalar", 0, ("value",), LEAF, lambda ins, a: ((), "float32"),
                 lambda xs, a: np.array(a[0], dtype="float32"), kernel=False,
-                missing={"convert": "Relax's float32 scalar constants become scalars (convert.py)", "emit": "folded into a Relax constant",
-                         "make": _NOT_DRAWN}))
+                missing={"convert": "Relax's float32 scalar constants become scalars (convert.py)",
+                         "emit": "folded into a Relax constant", "make": _NOT_DRAWN}))
 register(OpSpec("opaque", None, ("key",), STRUCTURE, None, None,  # a Relax call tsir does not model; type given
                 missing={"infer": "its type is the Relax call's", "evaluate": "it runs only when built",
                          "convert": "made for every call no converter takes", "emit": "re-emits its Relax call",
