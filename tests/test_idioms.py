@@ -9,6 +9,7 @@ from tvm import relax
 
 from tsir.backends import runtime, targets
 from tsir.ir import idioms
+from tsir.ir.ops import OPS
 from tsir.ir.term import Graph, Term
 from tsir.lower import lower
 from tsir.testing.strategies import GraphBuilder
@@ -134,3 +135,31 @@ def test_adding_a_constant_zero_is_its_other_operand():
     assert reader.read(T("subtract", (ids, zero))) is ids
     for kept in (T("add", (ids, wider)), T("add", (ids, one)), T("subtract", (zero, ids))):  # broadcast, 1, 0 - x
         assert reader.read(kept) is kept
+
+
+def test_onnx_group_norm_is_group_norm():
+    """The ONNX exporter's group norm (reshape to groups, mean / variance, then ones and zeros, the reshape
+    back, the per-channel scale and shift) reads as ``group_norm`` and computes the same."""
+    b = GraphBuilder(0)
+    x = b.input((2, 6, 5))
+    reader = idioms.Reader(b.constants)
+
+    def read(op, args, attrs=()):
+        return reader.read(T(op, tuple(args), attrs))
+
+    def constant(value):
+        b.constants.append(np.asarray(value, dtype="float32"))
+        return T("weight", (), (len(b.constants) - 1,), (b.constants[-1].shape, "float32"))
+
+    g = read("reshape", [x], ((2, 3, 10),))
+    centered = read("subtract", [g, read("mean", [g], ((2,), True))])
+    std = read("sqrt", [read("add", [read("variance", [g], ((2,), True)), b.scalar(1e-5)])])
+    normed = read("add", [read("multiply", [read("divide", [centered, std]), constant(np.ones((3, 1)))]),
+                          constant(np.zeros((3, 1)))])
+    gamma, beta = np.linspace(0.5, 2, 6).reshape(6, 1), np.linspace(-1, 1, 6).reshape(6, 1)
+    out = read("add", [read("multiply", [read("reshape", [normed], ((2, 6, 5),)), constant(gamma)]), constant(beta)])
+    assert out.op == "group_norm" and out.args[0] is x and out.attrs == (3, 1e-5)
+    expected = OPS["group_norm"].evaluate([b.values["x0"], gamma.ravel().astype("float32"),
+                                           beta.ravel().astype("float32")], (3, 1e-5))
+    got = OPS["group_norm"].evaluate([b.values["x0"], *(b.constants[a.attrs[0]] for a in out.args[1:])], out.attrs)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tsir.ir.term import Term, fold, is_constant, postorder
+from tsir.ir.term import ConstantValues, Term, postorder
 
 # ops whose finite operands can still give an infinity or a NaN: those with a domain (op -> the operand that
 # must be positive), power (finite for a whole, non-negative exponent) and the ops tsir does not model
@@ -25,11 +25,9 @@ _DEPTH = 8  # how far the sign checks look down a denominator
 class Finiteness:
     """``finite(term)``: whether ``term`` holds finite values only, under the assumption above."""
 
-    def __init__(self, constants: list[np.ndarray]) -> None:
-        self.constants = constants
+    def __init__(self, values: ConstantValues) -> None:
+        self.values = values
         self.memo: dict[int, bool] = {}
-        self.const_memo: dict[int, bool] = {}
-        self.values: dict[int, np.ndarray] = {}
 
     def finite(self, term: Term) -> bool:
         for t in postorder(term, self.memo):  # children first, no recursion: deep graphs
@@ -52,9 +50,7 @@ class Finiteness:
         return False
 
     def _value(self, term: Term) -> np.ndarray | None:
-        if not is_constant(term, self.const_memo):
-            return None
-        return np.asarray(fold(term, self.constants, self.values))
+        return self.values.of(term)
 
     def _finite_node(self, t: Term) -> bool:
         if t.op == "input":

@@ -14,7 +14,9 @@ Gathers' indices are read back too: ``take`` and ``gather_elements`` count negat
 so the ONNX exporter's wrap ``where(less(i, 0), add(i, n), i)`` is ``i`` itself, and a cast of integer
 indices to an integer type wide enough for the axis (TVM's torch frontend casts token ids to int32) changes
 no valid index.
-Adding a constant zero (``cumsum(mask) + 0`` in torch's position ids) is read as its other operand.
+Adding a constant zero or multiplying by a constant one is read as the other operand, and a reshape and its
+way back as nothing. The ONNX exporter's group norm (a reshape to groups, mean and variance, then the
+per-channel scale and shift) is read as ``group_norm``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from tsir.ir.finite import Finiteness
-from tsir.ir.term import Term, fold, is_constant
+from tsir.ir.term import ConstantValues, Term
 
 
 class Reader:
@@ -30,54 +32,114 @@ class Reader:
 
     def __init__(self, constants: list[np.ndarray]) -> None:
         self.constants = constants
-        self.finiteness = Finiteness(constants)
+        self.values = ConstantValues(constants)
+        self.finiteness = Finiteness(self.values)
 
     def read(self, term: Term) -> Term:
         """``term``, or the op it spells when it is the root of an idiom."""
         if term.op == "where":
-            guarded = _safe_softmax(term, self.constants)
+            guarded = _safe_softmax(term, self.values)
             if guarded is None:
                 return term
             x, (axis, _guard) = guarded.args[0], guarded.attrs
             return Term("softmax", (x,), (axis,)) if self.finiteness.unmasked_rows(x, axis) else guarded
         if term.op in ("take", "gather_elements"):
-            return _gather(term, self.constants)
-        if term.op in ("add", "subtract"):
-            return _zero_added(term, self.constants)
+            return _gather(term, self.values)
+        if term.op in ("add", "subtract", "multiply", "divide"):
+            term = _identity_applied(term, self.values)
+        if term.op == "divide":
+            return self._group_norm(term) or term
+        if term.op in ("multiply", "add"):
+            return self._norm_affine(term) or term
+        if term.op == "reshape" and term.args[0].op == "reshape" and term.ty == term.args[0].args[0].ty:
+            return term.args[0].args[0]  # a reshape and its way back
         return term
 
+    def _group_norm(self, divide: Term) -> Term | None:
+        """The ONNX exporter's group norm, ``(g - mean(g)) / sqrt(var(g) + eps)`` over the last axis of
+        ``g = reshape(x, (N, groups, -1))``: ``group_norm(x, 1, 0)`` (its affine is read by ``_norm_affine``)."""
+        centered, std = divide.args
+        if centered.op != "subtract" or std.op != "sqrt" or std.args[0].op != "add" or len(divide.ty[0]) != 3:
+            return None
+        g, mean = centered.args
+        variance, eps = sorted(std.args[0].args, key=lambda t: t.op != "variance")
+        reduced = ((2,), True)
+        if (mean.op, variance.op, eps.op) != ("mean", "variance", "scalar") or eps.attrs[0] < 0 \
+                or mean.args[0] is not g or variance.args[0] is not g or reduced not in (mean.attrs, variance.attrs) \
+                or mean.attrs != variance.attrs:
+            return None
+        x = g.args[0] if g.op == "reshape" else g
+        n, groups, _ = g.ty[0]
+        shape, dtype = x.ty
+        if len(shape) < 3 or shape[0] != n or shape[1] % groups:
+            return None
+        ones, zeros = (self._weight(np.full(shape[1], v, dtype=dtype)) for v in (1, 0))
+        norm = Term("group_norm", (x, ones, zeros), (groups, float(eps.attrs[0])))
+        return norm if norm.ty == divide.ty else Term("reshape", (norm,), (divide.ty[0],))
 
-def _zero_added(term: Term, constants: list[np.ndarray]) -> Term:
-    """``x`` for ``x + 0``, ``0 + x`` and ``x - 0`` with a constant zero of any dtype that leaves x's type
-    (torch.export keeps ``cumsum(mask) + past_length`` with a past length of 0; the ONNX exporter folds it)."""
+    def _norm_affine(self, term: Term) -> Term | None:
+        """``group_norm(x, g, b) * s`` and ``group_norm(x, g, b) + t`` for constants of one value per channel:
+        the group norm with ``g * s, b * s`` or ``b + t``."""
+        for norm, c in (term.args, term.args[::-1]):
+            value = self.values.of(c) if norm.op == "group_norm" and norm.ty == term.ty else None
+            if value is not None:
+                per_channel = _per_channel(value, norm.ty[0])
+                if per_channel is None:
+                    return None
+                x, gamma, beta = norm.args
+                g, b = (self.values.of(t) for t in (gamma, beta))
+                g, b = (g * per_channel, b * per_channel) if term.op == "multiply" else (g, b + per_channel)
+                return Term("group_norm", (x, self._weight(g), self._weight(b)), norm.attrs)
+        return None
+
+    def _weight(self, value: np.ndarray) -> Term:
+        self.constants.append(value)
+        return Term("weight", (), (len(self.constants) - 1,), (value.shape, str(value.dtype)))
+
+
+def _per_channel(value: np.ndarray, shape: tuple) -> np.ndarray | None:
+    """``value``, broadcast against ``shape``, as one value per channel (axis 1); None when it varies on
+    another axis or adds axes."""
+    if value.ndim > len(shape):
+        return None
+    full = (1,) * (len(shape) - value.ndim) + value.shape
+    if any(d != 1 for i, d in enumerate(full) if i != 1) or full[1] not in (1, shape[1]):
+        return None
+    return np.broadcast_to(value.reshape(full[1]), (shape[1],)).astype(value.dtype)
+
+
+def _identity_applied(term: Term, values: ConstantValues) -> Term:
+    """``x`` for ``x + 0``, ``0 + x``, ``x - 0``, ``x * 1``, ``1 * x`` and ``x / 1`` with a constant of any
+    dtype that leaves x's type (torch keeps ``cumsum(mask) + past_length`` with a past length of 0; the ONNX
+    exporter's group norm scales by ones and shifts by zeros)."""
     x, other = term.args
-    candidates = [(x, other), (other, x)] if term.op == "add" else [(x, other)]
-    for kept, zero in candidates:
-        if kept.ty == term.ty and zero.op in ("weight", "scalar") and _constant_equal(zero, constants, 0):
+    identity = 0 if term.op in ("add", "subtract") else 1
+    candidates = [(x, other), (other, x)] if term.op in ("add", "multiply") else [(x, other)]
+    for kept, c in candidates:
+        if kept.ty == term.ty and _constant_equal(c, values, identity):
             return kept
     return term
 
 
-def _constant_equal(term: Term, constants: list[np.ndarray], value: float) -> bool:
+def _constant_equal(term: Term, values: ConstantValues, value: float) -> bool:
     """``term`` is a constant whose every element is ``value``."""
-    if not is_constant(term, {}):
-        return False
-    return bool(np.all(fold(term, constants, {}) == value))
+    folded = values.of(term)
+    return folded is not None and bool(np.all(folded == value))
 
 
-def _safe_softmax(where: Term, constants: list[np.ndarray]) -> Term | None:
+def _safe_softmax(where: Term, values: ConstantValues) -> Term | None:
     condition, zero, s = where.args
-    if s.op != "softmax" or where.ty != s.ty or not _constant_equal(zero, constants, 0.0):
+    if s.op != "softmax" or where.ty != s.ty or not _constant_equal(zero, values, 0.0):
         return None
     (x,), (axis,) = s.args, s.attrs
     if condition.op == "isnan" and condition.args[0] is s:
         return Term("safe_softmax", (x,), (axis, "nan"))
-    if _fully_masked_rows(condition, constants) == (x, axis):
+    if _fully_masked_rows(condition, values) == (x, axis):
         return Term("safe_softmax", (x,), (axis, "masked"))
     return None
 
 
-def _fully_masked_rows(condition: Term, constants: list[np.ndarray]) -> tuple[Term, int] | None:
+def _fully_masked_rows(condition: Term, values: ConstantValues) -> tuple[Term, int] | None:
     """``(x, axis)`` when ``condition`` is torch's test "every element of the row along axis is -inf":
     logical_not(astype(max(astype(logical_not(equal(x, -inf)), int8), axis, keepdims), bool))."""
     chain = [("logical_not", ()), ("astype", ("bool",)), ("max", None), ("astype", None), ("logical_not", ())]
@@ -89,36 +151,36 @@ def _fully_masked_rows(condition: Term, constants: list[np.ndarray]) -> tuple[Te
             reduced = node.attrs
         node = node.args[0]
     axes, keepdims = reduced
-    if node.op != "equal" or len(axes) != 1 or not keepdims or not _constant_equal(node.args[1], constants, -np.inf):
+    if node.op != "equal" or len(axes) != 1 or not keepdims or not _constant_equal(node.args[1], values, -np.inf):
         return None
     return node.args[0], axes[0]
 
 
-def _gather(gather: Term, constants: list[np.ndarray]) -> Term:
+def _gather(gather: Term, values: ConstantValues) -> Term:
     """``take(x, i)`` or ``gather_elements(x, i)`` without the wraps and casts around its indices that change no
     valid index."""
     (x, index), (axis,) = gather.args, gather.attrs
-    plain = _plain_index(index, x.ty[0][axis], constants)
+    plain = _plain_index(index, x.ty[0][axis], values)
     return gather if plain is index else Term(gather.op, (x, plain), (axis,))
 
 
-def _plain_index(index: Term, n: int, constants: list[np.ndarray]) -> Term:
+def _plain_index(index: Term, n: int, values: ConstantValues) -> Term:
     """``index`` without the negative-index wraps and the wide-enough integer casts in its chain of reshapes."""
     if index.op == "reshape":
-        inner = _plain_index(index.args[0], n, constants)
+        inner = _plain_index(index.args[0], n, values)
         return index if inner is index.args[0] else Term("reshape", (inner,), index.attrs)
     if index.op == "astype" and index.args[0].ty[1].startswith("int") and np.iinfo(index.ty[1]).max >= n:
-        return _plain_index(index.args[0], n, constants)
-    if _wraps_negative(index, n, constants):
-        return _plain_index(index.args[2], n, constants)
+        return _plain_index(index.args[0], n, values)
+    if _wraps_negative(index, n, values):
+        return _plain_index(index.args[2], n, values)
     return index
 
 
-def _wraps_negative(index: Term, n: int, constants: list[np.ndarray]) -> bool:
+def _wraps_negative(index: Term, n: int, values: ConstantValues) -> bool:
     """``index`` is ``where(less(i, 0), add(i, n), i)``."""
     if index.op != "where":
         return False
     condition, wrapped, i = index.args
-    return (condition.op == "less" and condition.args[0] is i and _constant_equal(condition.args[1], constants, 0)
+    return (condition.op == "less" and condition.args[0] is i and _constant_equal(condition.args[1], values, 0)
             and wrapped.op == "add" and i in wrapped.args
-            and _constant_equal(wrapped.args[1] if wrapped.args[0] is i else wrapped.args[0], constants, n))
+            and _constant_equal(wrapped.args[1] if wrapped.args[0] is i else wrapped.args[0], values, n))

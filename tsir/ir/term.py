@@ -94,3 +94,17 @@ def fold(term: Term, constants: list[np.ndarray], memo: dict[int, np.ndarray]) -
             else:
                 memo[id(t)] = OPS[t.op].evaluate([memo[id(a)] for a in t.args], t.attrs)
     return memo[id(term)]
+
+
+class ConstantValues:
+    """The values of one graph's constant subterms, each folded once (None for a term that is not constant)."""
+
+    def __init__(self, constants: list[np.ndarray]) -> None:
+        self.constants = constants
+        self._constant: dict[int, bool] = {}
+        self._values: dict[int, np.ndarray] = {}
+
+    def of(self, term: Term) -> np.ndarray | None:
+        if not is_constant(term, self._constant):
+            return None
+        return np.asarray(fold(term, self.constants, self._values))
