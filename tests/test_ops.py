@@ -89,6 +89,7 @@ def test_mask_ops_convert_fold_and_round_trip():
     graph = relax_to_tsir(mod)
     ops = {t.op for t in graph.nodes()}
     assert "opaque" not in ops
-    assert {"take", "cumsum", "safe_softmax", "where", "sum", "rsqrt", "power"} <= ops
+    # the causal mask leaves a finite score in every row, so torch's guarded softmax reads as a softmax
+    assert {"take", "cumsum", "softmax", "where", "sum", "rsqrt", "power"} <= ops and "safe_softmax" not in ops
     runner = runtime.Runner(runtime.build(lower(graph, graph.root, mod), targets.resolve("x86")))
     verify(model, runner, fresh_inputs(inputs, seed=3))
