@@ -91,6 +91,9 @@ def test_index_wraps_and_casts_are_read_as_the_plain_take():
     assert reader.read(T("take", (table, cast), (0,))) == T("take", (table, T("reshape", (ids,), ((4,),))), (0,))
     other = T("take", (table, T("where", (T("less", (ids, zero)), T("add", (ids, six)), ids))), (0,))
     assert reader.read(other) is other  # a wrap by another length changes valid indices
+    b.constants.append(np.arange(7).reshape(1, 7, 1))
+    every = T("weight", (), (len(b.constants) - 1,), ((1, 7, 1), "int64"))
+    assert reader.read(T("take", (table, every), (0,))) == T("reshape", (table,), ((1, 7, 1, 3),))
 
 
 def test_negative_indices_count_from_the_end_when_built():

@@ -10,10 +10,10 @@ only, or finite scores plus a constant mask that leaves a finite entry in every 
 finite inputs, no overflow), neither guard ever fires, and the idiom is a plain softmax, which is what the
 ONNX exporter writes for the same attention.
 
-Gathers' indices are read back too: ``take`` and ``gather_elements`` count negative indices from the end,
-so the ONNX exporter's wrap ``where(less(i, 0), add(i, n), i)`` is ``i`` itself, and a cast of integer
-indices to an integer type wide enough for the axis (TVM's torch frontend casts token ids to int32) changes
-no valid index.
+Gathers' indices are read back too (a take of every index in order is a reshape); ``take`` and
+``gather_elements`` count negative indices from the end, so the ONNX exporter's wrap
+``where(less(i, 0), add(i, n), i)`` is ``i`` itself, and a cast of integer indices to an integer type wide
+enough for the axis (TVM's torch frontend casts token ids to int32) changes no valid index.
 Adding a constant zero or multiplying by a constant one is read as the other operand, and a reshape and its
 way back as nothing. The ONNX exporter's group norm (a reshape to groups, mean and variance, then the
 per-channel scale and shift) is read as ``group_norm``.
@@ -158,9 +158,12 @@ def _fully_masked_rows(condition: Term, values: ConstantValues) -> tuple[Term, i
 
 def _gather(gather: Term, values: ConstantValues) -> Term:
     """``take(x, i)`` or ``gather_elements(x, i)`` without the wraps and casts around its indices that change no
-    valid index."""
+    valid index; a take of every index in order is a reshape (the ONNX exporter's pooling writes one)."""
     (x, index), (axis,) = gather.args, gather.attrs
-    plain = _plain_index(index, x.ty[0][axis], values)
+    n = x.ty[0][axis]
+    plain = _plain_index(index, n, values)
+    if gather.op == "take" and (taken := values.of(plain)) is not None and np.array_equal(taken.ravel(), np.arange(n)):
+        return Term("reshape", (x,), (gather.ty[0],))
     return gather if plain is index else Term(gather.op, (x, plain), (axis,))
 
 
