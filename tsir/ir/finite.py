@@ -42,21 +42,18 @@ class Finiteness:
         if x.op != "add":
             return False
         for scores, mask in (x.args, x.args[::-1]):
-            value = self._value(mask)
+            value = self.values.of(mask)
             if value is not None and self.finite(scores):
                 rows = np.broadcast_to(value, x.ty[0])
                 return (not np.isnan(rows).any() and not np.isposinf(rows).any()
                         and bool(np.isfinite(rows).any(axis=axis).all()))
         return False
 
-    def _value(self, term: Term) -> np.ndarray | None:
-        return self.values.of(term)
-
     def _finite_node(self, t: Term) -> bool:
         if t.op == "input":
             return True
         checked = t.op in ("weight", "scalar") or t.op in _DOMAIN or t.op in _UNSAFE
-        value = self._value(t) if checked or not all(self.memo[id(a)] for a in t.args) else None
+        value = self.values.of(t) if checked or not all(self.memo[id(a)] for a in t.args) else None
         if value is not None:  # a constant: by its value (a -inf fill that a where never selects is finite)
             return not np.issubdtype(value.dtype, np.floating) or bool(np.isfinite(value).all())
         if t.op in ("softmax", "safe_softmax"):  # a row of -inf and finite entries still gives finite values
@@ -73,7 +70,7 @@ class Finiteness:
 
     def _positive(self, t: Term) -> bool:
         """``t`` > 0 everywhere: a positive constant, non-negative plus positive, or a square root of those."""
-        value = self._value(t)
+        value = self.values.of(t)
         if value is not None:
             return bool((value > 0).all())
         if t.op in ("sqrt", "rsqrt"):
@@ -83,7 +80,7 @@ class Finiteness:
 
     def _non_negative(self, t: Term, depth: int) -> bool:
         """``t`` >= 0 everywhere: a square, an op with a non-negative range, a mean or sum of those."""
-        value = self._value(t)
+        value = self.values.of(t)
         if value is not None:
             return bool((value >= 0).all())
         if t.op in _NON_NEGATIVE or (t.op == "multiply" and t.args[0] is t.args[1]):

@@ -65,8 +65,7 @@ class Reader:
         variance, eps = sorted(std.args[0].args, key=lambda t: t.op != "variance")
         reduced = ((2,), True)
         if (mean.op, variance.op, eps.op) != ("mean", "variance", "scalar") or eps.attrs[0] < 0 \
-                or mean.args[0] is not g or variance.args[0] is not g or reduced not in (mean.attrs, variance.attrs) \
-                or mean.attrs != variance.attrs:
+                or mean.args[0] is not g or variance.args[0] is not g or not mean.attrs == variance.attrs == reduced:
             return None
         x = g.args[0] if g.op == "reshape" else g
         n, groups, _ = g.ty[0]
