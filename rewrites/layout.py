@@ -75,6 +75,11 @@ def _permute_axis(p: tuple, axis: int) -> int:
     return p[axis]
 
 
+def _inverse_axis(p: tuple, axis: int) -> int:
+    """Where axis ``axis`` of ``x`` lands in ``x^p``."""
+    return p.index(axis)
+
+
 def _permute_axes(p: tuple, axes: tuple) -> tuple:
     return tuple(sorted(p[i] for i in axes))
 
@@ -173,6 +178,12 @@ _rules += [
     # slice(x^p, axis) -> slice(x, p[axis])^p
     rule(eq_(y, slice(transpose(x, p), axis, begin, end)), name="slice_through_transpose").then(
         union(y).with_(transpose(slice(x, computed(_permute_axis, p, axis), begin, end), p))),
+    # transpose(concat(a, b, axis), p) -> concat(a^p, b^p, p^-1[axis])   and   transpose(slice(x, axis), p) ->
+    # slice(x^p, p^-1[axis]): a transpose moves up to the tensor it shares (rotary embeddings slice the heads)
+    rule(eq_(y, transpose(concat(tlist(a, b), axis), p)), name="transpose_of_concat").then(
+        union(y).with_(concat(tlist(transpose(a, p), transpose(b, p)), computed(_inverse_axis, p, axis)))),
+    rule(eq_(y, transpose(slice(x, axis, begin, end), p)), name="transpose_through_slice").then(
+        union(y).with_(slice(transpose(x, p), computed(_inverse_axis, p, axis), begin, end))),
     # transpose(reshape(x, s), p) -> reshape(transpose(x, p'), ...)   when the reshape only merges or splits
     # runs of axes that p moves as blocks (ONNX writes k^T of attention as reshape / transpose / reshape)
     rule(eq_(y, transpose(reshape(x, s1), p)), eq_(ty(x), ta), eq_(ty(y), t1), holds(_liftable, ta, s1, p),

@@ -434,6 +434,20 @@ def _layout() -> dict:
         flat = tuple(n for run in target for n in run)
         return T("transpose", (T("reshape", (b.input(tuple(source)),), (flat,)),), (p,))
 
+    def concat_then_transpose(d, b):
+        s = d(shapes())
+        axis = d(st.integers(0, len(s) - 1))
+        other = tuple(n + 1 if i == axis else n for i, n in enumerate(s))  # the two differ along the axis
+        return T("transpose", (T("concat", (b.input(s), b.input(other)), (axis,)),), (perm(d, len(s)),))
+
+    def slice_then_transpose(d, b):
+        s = d(shapes())
+        axis = d(st.integers(0, len(s) - 1))
+        begin = d(st.integers(0, s[axis] - 1))
+        cut = T("slice", (b.input(s),), (axis, begin, d(st.integers(begin + 1, s[axis]))))
+        return T("transpose", (cut,), (perm(d, len(s)),))
+
+    out.update({"transpose_of_concat": concat_then_transpose, "transpose_through_slice": slice_then_transpose})
     out.update({"batch_norm_through_transpose": bn, "concat_of_transposes": concat,
                 "slice_through_transpose": sliced, "mean_through_transpose": mean,
                 "transpose_through_reshape": reshape_then_transpose})
