@@ -65,10 +65,6 @@ def _conv_bias_ok(tw: tuple, tb: tuple, tx: tuple) -> bool:
     return _fp32(tx, tw, tb) and tuple(tb[0]) in ((1, channels, *ones), (channels, *ones))
 
 
-def _conv_ok(tw: tuple, tx: tuple) -> bool:
-    return _fp32(tx, tw)
-
-
 def _zero_bias(tw: tuple) -> tuple:
     """The shape of a per-output-channel bias of a 2-D convolution (weight type ``tw``): ``(O, 1, 1)``."""
     return (tw[0][0], 1, 1)
@@ -119,11 +115,11 @@ RULES = [
                                computed(shape, ty_)))),
     # conv2d(x, w) -> dnnl_conv2d(x, w, 0, ...)   a convolution without bias (exporters drop a zero bias)
     rule(eq_(y, conv2d(x, w, strides, padding, dilation, groups)), eq_(ty(x), tx), eq_(ty(w), tw),
-         holds(_conv_ok, tw, tx), name="conv2d_to_dnnl").then(
+         holds(_fp32, tx, tw), name="conv2d_to_dnnl").then(
         union(y).with_(dnnl_conv2d(x, w, _zeros(tw), strides, padding, dilation, groups, PyObject(False), _NCHW))),
     # conv1d(x, w) -> reshape(dnnl_conv2d(x as (N, C, 1, L), w as (O, I, 1, K), 0, ...), (N, O, L'))
     rule(eq_(y, conv1d(x, w, strides, padding, dilation, groups)), eq_(ty(x), tx), eq_(ty(w), tw), eq_(ty(y), ty_),
-         holds(_conv_ok, tw, tx), name="conv1d_to_dnnl").then(
+         holds(_fp32, tx, tw), name="conv1d_to_dnnl").then(
         union(y).with_(reshape(dnnl_conv2d(reshape(x, computed(_image, tx)), reshape(w, computed(_image, tw)),
                                            _zeros(tw), computed(_as_2d, strides, _ONE),
                                            computed(_as_2d, padding, _ZERO), computed(_as_2d, dilation, _ONE),
