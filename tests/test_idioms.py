@@ -9,8 +9,9 @@ from tvm import relax
 
 from tsir.backends import runtime, targets
 from tsir.ir import idioms
+from tsir.ir.finite import Finiteness
 from tsir.ir.ops import OPS
-from tsir.ir.term import Graph, Term
+from tsir.ir.term import ConstantValues, Graph, Term
 from tsir.lower import lower
 from tsir.testing.strategies import GraphBuilder
 
@@ -166,3 +167,14 @@ def test_onnx_group_norm_is_group_norm():
                                            beta.ravel().astype("float32")], (3, 1e-5))
     got = OPS["group_norm"].evaluate([b.values["x0"], *(b.constants[a.attrs[0]] for a in out.args[1:])], out.attrs)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_a_deep_denominator_is_no_recursion():
+    """The sign checks look a bounded way down: a division by a residual stream thousands of adds deep is
+    simply not known to be finite."""
+    b = GraphBuilder(0)
+    x, step = b.input((2, 4)), b.input((2, 4))
+    stream = x
+    for _ in range(3000):
+        stream = T("add", (stream, step))
+    assert not Finiteness(ConstantValues(b.constants)).finite(T("divide", (x, stream)))

@@ -19,7 +19,7 @@ from tsir.ir.term import ConstantValues, Term, postorder
 _DOMAIN = {"divide": 1, "rsqrt": 0, "sqrt": 0, "log": 0}
 _UNSAFE = {"power", "opaque", "get_item"}
 _NON_NEGATIVE = {"abs", "relu", "exp", "sigmoid", "softmax", "variance", "sqrt", "rsqrt"}
-_DEPTH = 8  # how far the sign checks look down a denominator
+_DEPTH = 8  # how far the sign checks look down a denominator (a residual stream can be thousands deep)
 
 
 class Finiteness:
@@ -65,17 +65,19 @@ class Finiteness:
         if t.op in _UNSAFE:
             return False
         if t.op in _DOMAIN:
-            return self._positive(t.args[_DOMAIN[t.op]])
+            return self._positive(t.args[_DOMAIN[t.op]], _DEPTH)
         return True
 
-    def _positive(self, t: Term) -> bool:
+    def _positive(self, t: Term, depth: int) -> bool:
         """``t`` > 0 everywhere: a positive constant, non-negative plus positive, or a square root of those."""
         value = self.values.of(t)
         if value is not None:
             return bool((value > 0).all())
+        if depth == 0:
+            return False
         if t.op in ("sqrt", "rsqrt"):
-            return self._positive(t.args[0])
-        return t.op == "add" and any(self._positive(a) and self._non_negative(b, _DEPTH)
+            return self._positive(t.args[0], depth - 1)
+        return t.op == "add" and any(self._positive(a, depth - 1) and self._non_negative(b, _DEPTH)
                                      for a, b in (t.args, t.args[::-1]))
 
     def _non_negative(self, t: Term, depth: int) -> bool:
