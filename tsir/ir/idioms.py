@@ -46,7 +46,9 @@ class Reader:
         if term.op in ("take", "gather_elements"):
             return _gather(term, self.values)
         if term.op in ("add", "subtract", "multiply", "divide"):
-            term = _identity_applied(term, self.values)
+            operand = _identity_applied(term, self.values)
+            if operand is not term:
+                return operand  # already read when it was converted
         if term.op == "divide":
             return self._group_norm(term) or term
         if term.op in ("multiply", "add"):
