@@ -1,8 +1,11 @@
 """Analytic cost: a roofline model per target, for instant ranking of candidate programs.
 
 A kernel's time is ``max(flops / (peak * efficiency[op]), bytes / (bandwidth * bandwidth_efficiency))
-+ dispatch``. Ops that are views (reshape), leaves and tuples cost nothing; a node whose inputs are all
-constant costs nothing at run time, since it is folded when the program is lowered.
++ dispatch``, plus a small share of the lesser of the two terms: kernels of one shape that are bound by
+memory and dispatch alike (a tiny matmul in TVM's code or oneDNN's) then rank by their compute rate
+instead of tying, which would leave the choice to the order of the e-graph. Ops that are views (reshape),
+leaves and tuples cost nothing; a node whose inputs are all constant costs nothing at run time, since it
+is folded when the program is lowered.
 
 The efficiencies start from the fixed table ``COMPUTE_EFFICIENCY``; ``Roofline.calibrated`` replaces
 them (and the bandwidth efficiency and dispatch overhead) with values fitted on kernels measured on the
@@ -41,7 +44,9 @@ class Roofline:
         # activations reordered into the kernel's blocked layout and back, before and after it: read + write each
         reorders = spec.layout_of(attrs) in spec.reorders
         reordered = 2 * (type_bytes(in_types[0]) + type_bytes(out_type)) if reorders else 0.0
-        return max(flops / rate, moved / bandwidth) + reordered / bandwidth + self.dispatch_s
+        compute, memory = flops / rate, moved / bandwidth
+        bound = max(compute, memory) + OTHER_BOUND_SHARE * min(compute, memory)
+        return bound + reordered / bandwidth + self.dispatch_s
 
     def compute_efficiency(self, cost_class: str) -> float:
         """The fraction of peak a kernel of ``cost_class`` (``OpSpec.cost_class``) reaches."""
@@ -52,6 +57,8 @@ class Roofline:
         return replace(self, efficiency=tuple(sorted(efficiency.items())), bandwidth_efficiency=bandwidth_efficiency,
                        dispatch_s=dispatch_s)
 
+
+OTHER_BOUND_SHARE = 0.01  # of the lesser of compute and memory time, paid on top of the greater
 
 # Fraction of the GEMM peak a kernel of each GEMM-class op reaches on x86 (`python -m bench.ops` measures
 # them per op): TVM's code when tuned by MetaSchedule (~177 of ~500 GFLOP/s on 64x512x2048; untuned it is

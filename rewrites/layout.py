@@ -94,6 +94,11 @@ def _axis_groups(source: tuple, target: tuple) -> list[tuple[list, list]] | None
         return None
     groups, i, j = [], 0, 0
     while i < len(source) or j < len(target):
+        if i < len(source) and j < len(target) and (source[i] == 1) != (target[j] == 1):
+            # an axis of size 1 on one side only: a run of its own (inserted or dropped), whatever follows
+            groups.append(([i], []) if source[i] == 1 else ([], [j]))
+            i, j = (i + 1, j) if source[i] == 1 else (i, j + 1)
+            continue
         src, dst, size_src, size_dst = [], [], 1, 1
         if i < len(source):
             src, size_src, i = [i], source[i], i + 1

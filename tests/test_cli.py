@@ -36,6 +36,7 @@ def test_optimize_prints_table_and_writes_everything(optimized):
     assert proc.returncode == 0, proc.stderr
     for row in (*ROWS, "PyTorch eager (reference)"):
         assert row in proc.stdout, f"missing {row!r} in:\n{proc.stdout}"
+    assert "search curve" in proc.stdout  # the analytic search ran generations
     for stage in ("import", "saturate", "search", "build", "verify"):
         assert f"✓ {stage}" in proc.stderr  # the rich progress lines
     written = ["model.so", "pareto.png", "report.json", "report.md", "search_curve.png", "tvm.log"]
@@ -185,3 +186,18 @@ def test_optimize_an_onnx_file(tmp_path, monkeypatch, capsys):
     assert "ONNX Runtime (reference)" in capsys.readouterr().out
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["input"]["kind"] == "onnx" and report["verification"]["reference"] == "onnxruntime"
+
+
+def test_optimize_with_measured_cost_and_tuning(tmp_path, monkeypatch, capsys):
+    """``--cost measured --tuning-trials N --cache DIR``: kernels timed here with tuning asked for, and the
+    kernel cache written where it was asked to be."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["optimize", "mlp", "--out", "o", "--budget", "10s", "--cost", "measured", "--tuning-trials",
+                     "2", "--cache", "cache"]) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["search"]["cost_tier"] == "measured" and report["search"]["tuning"]["trials_per_task"] == 2
+    assert report["verification"]["status"] == "verified"
+    assert "measured cost" in capsys.readouterr().out
+    assert report["search"]["kernel_cache"]["dir"] == "cache/kernels" and any((tmp_path / "cache").rglob("*"))
+    assert cli.main(["optimize", "mlp", "--out", "o2", "--cost", "fast"]) == 2
+    assert cli.main(["optimize", "mlp", "--out", "o2", "--tuning-trials", "-1"]) == 2

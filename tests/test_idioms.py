@@ -178,3 +178,45 @@ def test_a_deep_denominator_is_no_recursion():
     for _ in range(3000):
         stream = T("add", (stream, step))
     assert not Finiteness(ConstantValues(b.constants)).finite(T("divide", (x, stream)))
+
+
+def _evaluate(term: Term, values: dict, constants: list) -> np.ndarray:
+    """``term``'s value on the inputs ``values`` (by name) with the reference semantics of its ops."""
+    if term.op == "input":
+        return values[term.attrs[0]]
+    if term.op == "weight":
+        return constants[term.attrs[0]]
+    return OPS[term.op].evaluate([_evaluate(a, values, constants) for a in term.args], term.attrs)
+
+
+def test_batch_norm_after_a_conv_folds_into_its_weights():
+    """conv + batch norm, with or without the conv's bias and in 1-D and 2-D, reads as one conv with new weights
+    and a per-channel bias (the form the ONNX exporter writes), and computes the same; a batch norm after
+    anything else is kept."""
+    rng = np.random.default_rng(0)
+    b = GraphBuilder(0)
+    reader = idioms.Reader(b.constants)
+
+    def constant(value):
+        b.constants.append(np.asarray(value, dtype="float32"))
+        return T("weight", (), (len(b.constants) - 1,), (b.constants[-1].shape, "float32"))
+
+    def stats(c):
+        return [constant(rng.uniform(0.5, 2, c)), constant(rng.normal(size=c)), constant(rng.normal(size=c)),
+                constant(rng.uniform(0.5, 2, c))]
+
+    x2, x1 = b.input((1, 3, 6, 6)), b.input((1, 3, 7))
+    conv2 = T("conv2d", (x2, constant(rng.normal(size=(4, 3, 3, 3)))), ((1, 1), (1, 1, 1, 1), (1, 1), 1))
+    conv1 = T("conv1d", (x1, constant(rng.normal(size=(4, 3, 3)))), ((1,), (0, 0), (1,), 1))
+    biased = T("add", (conv1, constant(rng.normal(size=(1, 4, 1)))))
+    for x, conv in ((conv2, conv2), (biased, conv1)):
+        norm = T("batch_norm", (x, *stats(4)), (1, 1e-3))
+        folded = reader.read(T("tuple", (norm, *norm.args[3:]))).args[0]
+        assert folded.op == "add" and folded.args[0].op == conv.op and folded.args[0].args[0] is conv.args[0]
+        assert folded.args[1].ty[0] == (1, 4) + (1,) * (len(x.ty[0]) - 2)
+        np.testing.assert_allclose(_evaluate(folded, b.values, b.constants), _evaluate(norm, b.values, b.constants),
+                                   rtol=1e-5, atol=1e-5)
+    after_relu = T("batch_norm", (T("relu", (conv2,)), *stats(4)), (1, 1e-3))
+    kept = T("tuple", (after_relu, *after_relu.args[3:]))
+    assert reader.read(kept) is kept
+    assert reader.read(T("pad", (x2,), ((0,) * 8,))) is x2

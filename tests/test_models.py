@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from torch import nn
@@ -150,6 +151,17 @@ def test_extraction_beyond_egglogs_u64_tree_cost():
     assert sum(t.op == "sigmoid" for t in postorder(program)) == 70  # EfficientNet end to end: the next test
 
 
+def test_a_small_egraph_saturates_however_short_the_time_limit():
+    """Below ``timed_from_enodes`` the clock is not read: the same program on an idle or a busy machine. Read
+    from the start, a limit too short for anything stops after the rounds that always run."""
+    graph = relax_to_tsir(load(*suite.load("bert"), None).module)
+    clock_free = TermEGraph(graph).saturate(Limits(time_s=1e-6))
+    assert clock_free.stop_reason == "saturated" and clock_free.enodes < Limits().timed_from_enodes
+    assert clock_free.iterations > Limits().min_iterations
+    timed = TermEGraph(graph).saturate(Limits(time_s=1e-6, timed_from_enodes=0))
+    assert timed.stop_reason == "time limit" and timed.iterations == Limits().min_iterations
+
+
 def test_bert_base_at_sequence_128_optimizes_and_verifies():
     """Real size: BERT-base (12 layers, hidden 768, vocabulary 30522) on 128 tokens, as the bench runs it."""
     result = _optimize(*suite.load("bert-base-128"))
@@ -198,6 +210,24 @@ def test_onnx_clip_imports_as_its_torch_twins_clip(tmp_path):
     path = suite.onnx("mobilenet-v1", tmp_path / "mobilenet.onnx")
     ops = [t.op for t in postorder(relax_to_tsir(load(path, None, None).module).root)]
     assert "opaque" not in ops and ops.count("clip") == twin.count("clip") > 0
+
+
+class WindowPad(torch.nn.Module):
+    """Swin's window padding: pads up to a multiple of 4, which at 8x8 is nothing, then at 6x6 is 2."""
+
+    def forward(self, x):
+        return torch.nn.functional.pad(x, (0, 0, 0, (-x.shape[2]) % 4, 0, (-x.shape[1]) % 4)) * 2.0
+
+
+@pytest.mark.parametrize("size, opaque", [(8, 0), (6, 1)])
+def test_onnx_pad_of_nothing_imports_as_no_op(tmp_path, size, opaque):
+    """A zero-width ONNX Pad is its input (TVM's ONNX frontend writes any Pad as an opaque TE kernel); one
+    that pads stays a pad, and both match ONNX Runtime."""
+    path = suite.export_onnx(WindowPad().eval(), (torch.randn(1, size, size, 3),), tmp_path / "pad.onnx")
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("Pad") == 1
+    ops = [t.op for t in postorder(relax_to_tsir(load(path, None, None).module).root)]
+    assert ops.count("opaque") == opaque and "multiply" in ops
+    assert tsir.optimize(path, budget_s=2, measure=False).report["verification"]["status"] == "verified"
 
 
 def test_onnx_bert_imports_without_shape_values(tmp_path):

@@ -46,8 +46,8 @@ class TemporalConv(torch.nn.Module):
 
 
 def test_conv1d_converts_folds_and_takes_the_library_road():
-    """conv1d is modeled (no opaque node), its batch norm folds into it, and the optimized model (oneDNN's
-    2-D convolution over height 1 where the search picks it) matches PyTorch."""
+    """conv1d is modeled (no opaque node), its batch norm folds into it on import, and the optimized model
+    (oneDNN's 2-D convolution over height 1 where the search picks it) matches PyTorch."""
     from tsir import optimize
 
     model, inputs = TemporalConv().eval(), (torch.randn(2, 4, 16),)
@@ -56,11 +56,9 @@ def test_conv1d_converts_folds_and_takes_the_library_road():
         model.norm.running_var.uniform_(0.5, 2.0)
     graph = relax_to_tsir(to_relax(export(model, inputs)))
     ops = {t.op for t in graph.nodes()}
-    assert "opaque" not in ops and {"conv1d", "batch_norm"} <= ops
+    assert "opaque" not in ops and "batch_norm" not in ops and "conv1d" in ops
     result = optimize(model, inputs, budget_s=10, measure=False)
     assert result.report["verification"]["status"] == "verified"
-    assert "batch_norm" not in result.report["program"]["optimized"]
-    assert result.report["rules_fired"]["folding"]["conv1d_scale_fold"] >= 1
     assert result.report["rules_fired"]["library"]["conv1d_bias_to_dnnl"] >= 1
 
 

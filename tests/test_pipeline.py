@@ -45,15 +45,35 @@ def test_opaque_op_passes_through_and_verifies():
 
 
 def test_conv_batch_norm_folds_away_in_resnet18():
+    """ResNet-18's 20 batch norms fold into their convolutions on import, as the ONNX exporter folds them."""
     entry = zoo.load("resnet18")
     result = optimize(entry.module, entry.example_inputs, budget_s=20, measure=False)
     before, after = result.report["program"]["original"], result.report["program"]["optimized"]
-    assert before["batch_norm"] == 20
-    assert "batch_norm" not in after
+    assert "batch_norm" not in before and "batch_norm" not in after
     convs = ("conv2d", "dnnl_conv2d")  # TVM or oneDNN road (in either layout)
-    assert sum(after.get(op, 0) for op in convs) == before["conv2d"]
+    assert before["conv2d"] == 20 and sum(after.get(op, 0) for op in convs) == 20
+
+
+class LinearBatchNorm(torch.nn.Module):
+    """linear -> BatchNorm1d -> ReLU: a batch norm after no convolution, which the e-graph folds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.bn = torch.nn.Linear(12, 8), torch.nn.BatchNorm1d(8)
+        torch.nn.init.uniform_(self.bn.running_var, 0.5, 1.5)
+        torch.nn.init.normal_(self.bn.running_mean)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.fc(x)))
+
+
+def test_batch_norm_after_a_linear_folds_in_the_egraph():
+    torch.manual_seed(0)
+    result = optimize(LinearBatchNorm().eval(), (torch.randn(4, 12),), budget_s=5, measure=False)
+    assert result.report["program"]["original"]["batch_norm"] == 1
+    assert "batch_norm" not in result.report["program"]["optimized"]
     fired = result.report["rules_fired"]["folding"]
-    assert fired["batch_norm_affine"] >= 20 and fired["conv_scale_fold"] >= 20
+    assert fired["batch_norm_affine"] >= 1 and fired["linear_scale_fold"] >= 1
 
 
 def test_linear_bias_form_is_chosen_for_mlp():

@@ -116,3 +116,16 @@ def test_search_stops_on_its_clock_and_says_so():
     assert real.stopped_by == "time" and 1.0 <= real.time_s < 10.0 and len(real.history) > 1
     patient = genetic_search(space, GeneticConfig(generations=10**6, time_s=600, patience=2))
     assert patient.stopped_by == "patience" and patient.time_s < 600
+
+
+def test_greedy_pays_once_for_a_child_used_twice():
+    """|y|² is y * y after saturation; y * y uses y twice but computes it once, so greedy takes it over the two
+    kernels abs and power."""
+    x = Term("input", (), ("x",), ((64, 64), "float32"))
+    y = Term("matmul", (x, x))
+    root = Term("tuple", (Term("power", (Term("abs", (y,)), Term("scalar", (), (2.0,)))),))
+    egraph = TermEGraph(Graph(root, [x], []), ("algebra",))
+    egraph.saturate()
+    space = Space.of(egraph.view(), X86_HOST)
+    ops = [t.op for t in postorder(to_term(space, greedy(space)))]
+    assert ops == ["input", "matmul", "multiply", "tuple"]

@@ -41,3 +41,12 @@ def test_optimize_rejects_bad_target_and_rpc_before_work():
         optimize(entry.module, entry.example_inputs, target="tpu")
     with pytest.raises(Exception, match="host:port:key"):
         optimize(entry.module, entry.example_inputs, rpc="localhost:9190")
+
+
+def test_kernels_bound_by_memory_alike_rank_by_their_compute_rate():
+    """A tiny linear is memory- and dispatch-bound in TVM's code and in oneDNN's alike; the faster compute still
+    ranks first, so the choice does not fall to the e-graph's order."""
+    roofline = targets.resolve("x86").roofline
+    x, w, b, out = ((16, 32), "float32"), ((32, 32), "float32"), ((32,), "float32"), ((16, 32), "float32")
+    tvm_code, onednn = (roofline.kernel_s(op, [x, w, b], out) for op in ("linear", "dnnl_linear"))
+    assert onednn < tvm_code < onednn * 1.01

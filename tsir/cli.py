@@ -34,6 +34,11 @@ class Mode(StrEnum):
     approx = "approx"
 
 
+class Cost(StrEnum):
+    analytic = "analytic"
+    measured = "measured"
+
+
 def parse_budget(text: str) -> float:
     """``90``, ``90s``, ``10m``, ``1h`` or ``1.5m`` -> seconds."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
@@ -110,6 +115,9 @@ def summary(report: dict) -> Table:
                   f"{eg['iterations']} iterations ({eg['stop_reason']})")
     table.add_row("search time", f"{search['time_s']:.2f} s ({search['evaluations']} programs, "
                   f"{search['cost_tier']} cost)")
+    if search["curve"]:
+        best = [point["best_ms"] for point in search["curve"]]
+        table.add_row("search curve", f"best {best[0]:.3f} -> {best[-1]:.3f} ms over {len(best)} generations")
     for name, value in report_files.verification_rows(ver):
         table.add_row(name, value)
     return table
@@ -131,12 +139,19 @@ def optimize(
     verify_data: Annotated[Path | None, typer.Option(help="verify on these inputs: a .npz with one array per model "
                                                      "input (named like it), example-shaped or stacked")] = None,
     verify_draws: Annotated[int, typer.Option(help="random input draws to verify on (without --verify-data)")] = 3,
+    cost: Annotated[Cost, typer.Option(help="how the search prices programs: the analytic roofline, or kernels and "
+                                       "the finalists timed on this machine (measured)")] = Cost.analytic,
+    tuning_trials: Annotated[int, typer.Option(min=0, help="MetaSchedule tuning trials per TVM kernel (0: none)")] = 0,
+    cache: Annotated[Path | None, typer.Option(help="kernel timings and tuning records, reused by later runs "
+                                               "(default: $TSIR_CACHE_DIR or ~/.cache/tsir)")] = None,
 ) -> None:
     """Optimize MODEL for --target, verify it, write the library and the report to --out."""
     import tsir
 
     budget_s = parse_budget(budget)
-    options = {}
+    options: dict = {"cost": cost.value, "tuning_trials": tuning_trials}
+    if cache is not None:
+        options["cache_dir"] = cache
     if rpc is not None:
         options["rpc"] = parse_rpc(rpc)
     if mode == Mode.approx:

@@ -31,9 +31,13 @@ class Limits:
     # rounds run whatever the clock says (a batch norm folded into its conv, then a oneDNN conv with its
     # activation fused, takes four), so a short budget on a busy machine still gets the same basic program
     min_iterations: int = 5
+    # nor is the clock read while the e-graph is smaller than this: a model of a few hundred ops saturates in
+    # a second or two, and then gives the same program however short the budget or busy the machine
+    timed_from_enodes: int = 10_000
 
     def __post_init__(self) -> None:
-        if self.iterations < 0 or self.nodes <= 0 or self.time_s <= 0 or self.min_iterations < 0:
+        if self.iterations < 0 or self.nodes <= 0 or self.time_s <= 0 or self.min_iterations < 0 \
+                or self.timed_from_enodes < 0:
             raise ValueError(f"saturation limits must be positive, got {self}")
 
 
@@ -127,7 +131,8 @@ class TermEGraph:
             if report.enodes_per_iteration[-1] >= limits.nodes:
                 report.stop_reason = "node limit"
                 break
-            if report.iterations >= limits.min_iterations and time.perf_counter() - start >= limits.time_s:
+            large = report.enodes_per_iteration[-1] >= limits.timed_from_enodes
+            if large and report.iterations >= limits.min_iterations and time.perf_counter() - start >= limits.time_s:
                 report.stop_reason = "time limit"
                 break
         report.time_s = time.perf_counter() - start

@@ -29,7 +29,7 @@ class Options:
     target: str = "x86"  # a name from tsir.backends.targets.valid_names()
     rpc: str | None = None  # "host:port:key": time whole candidates on a TVM RPC tracker's devices
     mode: str = "exact"  # "exact", or "approx": low-rank / int8 approximations within ``accuracy``
-    budget_s: float = 60.0  # the search budget (saturation takes 30 % of it, the search the rest)
+    budget_s: float = 60.0  # the search budget (saturation of a large e-graph takes 30 % of it, the search the rest)
     seed: int = 0
     families: Sequence[str] = tuple(FAMILIES)  # rule families (tsir.rewrites.FAMILIES)
     custom_convert_map: dict[str, Callable] | None = None  # torch op -> Relax converter, for the torch frontend

@@ -23,6 +23,7 @@ from tsir.backends.runtime import flatten
 from tsir.errors import StaticShapeError, TsirError, UnsupportedOpError
 from tsir.frontend import check_static, export, to_relax
 from tsir.onnx_clip import clips_from_call_tir
+from tsir.onnx_pads import zero_pads_as_identity
 
 Model = torch.nn.Module | torch.export.ExportedProgram | tvm.IRModule | str | os.PathLike
 
@@ -119,6 +120,7 @@ def from_onnx(path: Path, example_inputs: Sequence | None) -> Source:
         onnx.checker.check_model(proto)
     except Exception as err:  # onnx raises DecodeError, ValidationError, ...
         raise TsirError(f"{str(path)!r} is not a valid ONNX model ({err}); re-export it") from err
+    proto = zero_pads_as_identity(proto)
     initializers = {init.name for init in proto.graph.initializer}
     graph_inputs = [i for i in proto.graph.input if i.name not in initializers]
     specs = []

@@ -86,11 +86,8 @@ def export_onnx(model: torch.nn.Module | torch.export.ExportedProgram, inputs: I
     return path
 
 
-# Relax ops the suite still keeps opaque (run as TVM builds them, no rewrites), each with why
-OPAQUE_REASONS = {
-    "relax.call_tir": "TVM's ONNX frontend writes some ONNX ops as TE kernels (Swin's window Pad, here of "
-                      "width 0): tsir sees a compiled PrimFunc, not an op; the torch twin has no such pad",
-}
+# Relax ops the suite still keeps opaque (run as TVM builds them, no rewrites), each with why: none today
+OPAQUE_REASONS: dict[str, str] = {}
 
 
 def _add(name: str, family: str, ci: bool = True) -> Callable[[Factory], Factory]:

@@ -15,8 +15,10 @@ Gathers' indices are read back too (a take of every index in order is a reshape)
 ``where(less(i, 0), add(i, n), i)`` is ``i`` itself, and a cast of integer indices to an integer type wide
 enough for the axis (TVM's torch frontend casts token ids to int32) changes no valid index.
 Adding a constant zero or multiplying by a constant one is read as the other operand, and a reshape and its
-way back as nothing. The ONNX exporter's group norm (a reshape to groups, mean and variance, then the
-per-channel scale and shift) is read as ``group_norm``.
+way back as nothing, and so is a pad of zero widths. The ONNX exporter's group norm (a reshape to groups,
+mean and variance, then the per-channel scale and shift) is read as ``group_norm``. A batch norm right after
+a convolution with constant weights is folded into new weights and a bias, as the ONNX exporter does on
+export, so a model and its ONNX twin start from one program.
 """
 
 from __future__ import annotations
@@ -55,7 +57,33 @@ class Reader:
             return self._norm_affine(term) or term
         if term.op == "reshape" and term.args[0].op == "reshape" and term.ty == term.args[0].args[0].ty:
             return term.args[0].args[0]  # a reshape and its way back
+        if term.op == "pad" and not any(term.attrs[0]):
+            return term.args[0]  # no padding at all
+        if term.op == "tuple" and term.args and term.args[0].op == "batch_norm":
+            folded = self._batch_norm_into_conv(term.args[0])
+            return term if folded is None else Term("tuple", (folded, *term.args[1:]))
         return term
+
+    def _batch_norm_into_conv(self, norm: Term) -> Term | None:
+        """``batch_norm(conv(x, w) [+ c])`` with constant weight, bias and statistics on the channel axis:
+        ``conv(x, w * s) + t``, folded here as the ONNX exporter does on export."""
+        x, *params = norm.args
+        (axis, eps), bias = norm.attrs, None
+        if x.op == "add" and x.args[0].op in ("conv2d", "conv1d"):
+            x, bias = x.args
+            bias = self.values.of(bias)
+            if bias is None or (bias := _per_channel(bias, x.ty[0])) is None:
+                return None
+        weight = self.values.of(x.args[1]) if x.op in ("conv2d", "conv1d") and axis == 1 else None
+        gamma, beta, mean, var = (self.values.of(p) for p in params)
+        if weight is None or any(v is None for v in (gamma, beta, mean, var)):
+            return None
+        scale = gamma / np.sqrt(var + np.float32(eps))
+        shift = beta - mean * scale if bias is None else (bias - mean) * scale + beta
+        view = (1, -1) + (1,) * (len(x.ty[0]) - 2)
+        scaled = (weight * scale.reshape(-1, *(1,) * (weight.ndim - 1))).astype(weight.dtype)
+        conv = Term(x.op, (x.args[0], self._weight(scaled)), x.attrs)
+        return Term("add", (conv, self._weight(shift.reshape(view).astype(weight.dtype))))
 
     def _group_norm(self, divide: Term) -> Term | None:
         """The ONNX exporter's group norm, ``(g - mean(g)) / sqrt(var(g) + eps)`` over the last axis of

@@ -1,7 +1,8 @@
 """Greedy extraction: per e-class, the e-node of least tree cost (children costed independently).
 
-This is the classic bottom-up extractor (egg's and Tensat's default). It counts a shared subprogram
-once per use, so it can miss programs whose parts are shared: the genetic search starts from it.
+This is the classic bottom-up extractor (egg's and Tensat's default), except that a node that uses one
+child twice (``x * x``) pays for it once. It still counts a subprogram shared by different nodes once per
+use, so it can miss programs whose parts are shared: the genetic search starts from it.
 """
 
 from __future__ import annotations
@@ -12,5 +13,9 @@ from tsir.search.extract import Genome, Space, least_cost
 def greedy(space: Space) -> Genome:
     costs = {id(node): cost for nodes, row in zip(space.view.classes, space.node_cost, strict=True)
              for node, cost in zip(nodes, row, strict=True)}
-    best, choice = least_cost(space.view, lambda node, kids: costs[id(node)] + sum(kids))
+
+    def cost_of(node, kids: list) -> float:
+        return costs[id(node)] + sum(dict(zip(node.children, kids, strict=True)).values())  # each child once
+
+    best, choice = least_cost(space.view, cost_of)
     return [i if b is not None else space.min_depth_node[c] for c, (b, i) in enumerate(zip(best, choice, strict=True))]
