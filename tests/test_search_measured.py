@@ -151,6 +151,21 @@ def test_measured_search_picks_the_measured_best_skips_failures_and_reuses_the_c
     assert again.report["kernel_cache"]["misses"] == 0, "the second run finds every kernel in the cache"
 
 
+def test_a_rerun_replays_a_search_only_under_the_same_budget(tmp_path):
+    """Same cache and budget: the rerun replays the first search's generations (same result); a larger budget
+    searches on instead of stopping where the quick run's clock stopped it."""
+    from tsir.search.genetic import GeneticConfig
+
+    egraph, space, graph, original, spec, inputs = _mlp_space()
+    config = GeneticConfig(generations=2, time_s=20)
+
+    def search(budget_s: float) -> dict:
+        options = SearchOptions(cost="measured", cache_dir=tmp_path, budget_s=budget_s)
+        return run_search(egraph, space, graph, original, spec, config, options, inputs, ScriptedMeasurer(-1)).report
+
+    assert [search(b)["replayed"] for b in (10, 10, 600)] == [False, True, False]
+
+
 def test_bad_search_options_are_rejected_before_any_work():
     from tsir import TsirError, optimize
 

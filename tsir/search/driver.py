@@ -55,6 +55,7 @@ class SearchOptions:
     final_share: float = 0.35  # share of the search budget kept for building and timing the finalists whole
     measure_per_generation: int = 2  # programs newly timed per kernel after each generation
     progress: bool = False
+    budget_s: float | None = None  # the user's budget: a rerun replays a search only under the same one
 
     def __post_init__(self) -> None:
         if self.cost not in COSTS:
@@ -209,8 +210,9 @@ def _measured_with(run: _Measuring, measurer: Measurer | None, final_at: float):
         ev.measure_kernels(fresh)
         return any(p.kernel_ms is not None or p.error for p in fresh)
 
-    # a rerun on the same cache runs as many generations as the first run completed within its budget, so
-    # it replays that run from the caches (same programs, same result) instead of measuring new ones
+    # a rerun on the same cache and budget runs as many generations as the first run completed within it, so
+    # it replays that run from the caches (same programs, same result) instead of measuring new ones; a
+    # larger budget searches on (a quick first run does not cap a long one)
     log = _generations_log(cache_dir, ev, target, config, options)
     replayed = _read_json(log)
     ga_config = replace(config, time_s=max(final_at - time.monotonic(), 0.0))
@@ -283,7 +285,7 @@ def _generations_log(cache_dir: Path, ev: Evaluator, target: str, config, option
     """Where the generation count of a search of this model, target, seed and settings is kept."""
     text = repr((ev.model_digest, target, config.seed, config.population, config.generations, config.patience,
                  config.mutation_rate, config.tournament, options.tuning_trials, options.tuning_tasks,
-                 options.measure_per_generation))
+                 options.measure_per_generation, options.budget_s))
     return cache_dir / "searches" / f"{hashlib.sha256(text.encode()).hexdigest()[:32]}.json"
 
 
