@@ -65,6 +65,12 @@ def _is_identity(p: tuple) -> bool:
     return tuple(p) == tuple(range(len(p)))
 
 
+def _moves_unit_axes_only(tx: tuple, p: tuple) -> bool:
+    """``p`` keeps the axes of ``tx`` longer than 1 in order (and moves some of length 1): a reshape."""
+    kept = [a for a in p if shape(tx)[a] != 1]
+    return not _is_identity(p) and kept == sorted(kept)
+
+
 def _same_shape(t: tuple, new_shape: tuple) -> bool:
     return shape(t) == tuple(new_shape)
 
@@ -128,6 +134,9 @@ _rules = [
         union(y).with_(transpose(x, computed(_compose, p, q)))),  # (x^p)^q -> x^(p[q])
     rule(eq_(y, transpose(x, p)), holds(_is_identity, p), name="transpose_identity").then(
         union(y).with_(x)),  # x^id -> x
+    # x^p -> reshape(x)   when p moves only axes of length 1: the data keep their order
+    rule(eq_(y, transpose(x, p)), eq_(ty(x), tx), eq_(ty(y), t1), holds(_moves_unit_axes_only, tx, p),
+         name="transpose_of_unit_axes").then(union(y).with_(reshape(x, computed(shape, t1)))),
     rule(eq_(y, reshape(reshape(x, s1), s2)), name="reshape_reshape").then(
         union(y).with_(reshape(x, s2))),  # reshape(reshape(x, s1), s2) -> reshape(x, s2)
     rule(eq_(y, reshape(x, s1)), eq_(ty(x), tx), holds(_same_shape, tx, s1), name="reshape_identity").then(
@@ -195,8 +204,8 @@ RULES = _rules
 rules = ruleset(*RULES, name="algebra")
 
 TOLERANCE = {
-    **dict.fromkeys(["transpose_transpose", "transpose_identity", "reshape_reshape", "reshape_identity",
-                     "broadcast_identity", "add_commute", "multiply_commute", "multiply_one", "divide_one",
+    **dict.fromkeys(["transpose_transpose", "transpose_identity", "transpose_of_unit_axes", "reshape_reshape",
+                     "reshape_identity", "broadcast_identity", "add_commute", "multiply_commute", "multiply_one", "divide_one",
                      "add_zero", "subtract_zero", "abs_squared", "not_equal"], EXACT),
     "divide_by_sqrt": ELEMENTWISE,  # 1/sqrt and rsqrt round differently by an ulp or two
     "power_two": ELEMENTWISE,  # pow is within an ulp or two of the exact x * x

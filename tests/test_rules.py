@@ -176,9 +176,23 @@ def _algebra() -> dict:
             return T(op, (a, other) if side == "left" else (other, a))
         return make
 
+    def unit_axes_moved(d, b):
+        """A shape with a few axes of length 1, transposed so that only those move."""
+        s = [max(n, 2) for n in d(shapes(min_rank=2))]
+        for i in d(st.lists(st.integers(0, len(s)), min_size=1, max_size=2)):
+            s.insert(i, 1)
+
+        def moving_units(order: tuple) -> tuple:  # the long axes keep their order, the units go where order says
+            units, others = [i for i, n in enumerate(s) if n == 1], [i for i, n in enumerate(s) if n != 1]
+            return tuple(others.pop(0) if s[a] != 1 else units.pop(0) for a in order)
+
+        order = d(st.permutations(range(len(s))).filter(lambda o: moving_units(o) != tuple(range(len(s)))))
+        return T("transpose", (b.input(tuple(s)),), (moving_units(order),))
+
     out = {
         "transpose_transpose": tt,
         "transpose_identity": lambda d, b: T("transpose", (b.input(s := d(shapes())),), (tuple(range(len(s))),)),
+        "transpose_of_unit_axes": unit_axes_moved,
         "reshape_reshape": rr,
         "reshape_identity": lambda d, b: T("reshape", (b.input(s := d(shapes())),), (s,)),
         "broadcast_identity": lambda d, b: T("broadcast_to", (b.input(s := d(shapes())),), (s,)),
