@@ -205,8 +205,8 @@ rules = ruleset(*RULES, name="algebra")
 
 TOLERANCE = {
     **dict.fromkeys(["transpose_transpose", "transpose_identity", "transpose_of_unit_axes", "reshape_reshape",
-                     "reshape_identity", "broadcast_identity", "add_commute", "multiply_commute", "multiply_one", "divide_one",
-                     "add_zero", "subtract_zero", "abs_squared", "not_equal"], EXACT),
+                     "reshape_identity", "broadcast_identity", "add_commute", "multiply_commute", "multiply_one",
+                     "divide_one", "add_zero", "subtract_zero", "abs_squared", "not_equal"], EXACT),
     "divide_by_sqrt": ELEMENTWISE,  # 1/sqrt and rsqrt round differently by an ulp or two
     "power_two": ELEMENTWISE,  # pow is within an ulp or two of the exact x * x
     "power_half": ELEMENTWISE,
