@@ -31,12 +31,12 @@ def zero_pads_as_identity(model: onnx.ModelProto) -> onnx.ModelProto:
         pads = values.get(node.input[1]) if node.op_type == "Pad" and len(node.input) > 1 else None
         return pads is not None and pads.size > 0 and not pads.any()
 
-    if not any(pads_nothing(n) for n in model.graph.node):
+    empty = [i for i, node in enumerate(model.graph.node) if pads_nothing(node)]
+    if not empty:
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    for node in out.graph.node:
-        if pads_nothing(node):
-            identity = onnx.helper.make_node("Identity", [node.input[0]], list(node.output), name=node.name)
-            node.CopyFrom(identity)
+    for i in empty:
+        node = out.graph.node[i]
+        node.CopyFrom(onnx.helper.make_node("Identity", [node.input[0]], list(node.output), name=node.name))
     return out
