@@ -5,7 +5,9 @@ A kernel's time is ``max(flops / (peak * efficiency[op]), bytes / (bandwidth * b
 memory and dispatch alike (a tiny matmul in TVM's code or oneDNN's) then rank by their compute rate
 instead of tying, which would leave the choice to the order of the e-graph. Ops that are views (reshape),
 leaves and tuples cost nothing; a node whose inputs are all constant costs nothing at run time, since it
-is folded when the program is lowered.
+is folded when the program is lowered. ``Roofline.work`` gives a kernel's parts, so that ops fused into
+one kernel (``tsir.search.fusion``) are priced as one: their compute summed, the bytes crossing the
+group's boundary moved once, one dispatch.
 
 The efficiencies start from the fixed table ``COMPUTE_EFFICIENCY``; ``Roofline.calibrated`` replaces
 them (and the bandwidth efficiency and dispatch overhead) with values fitted on kernels measured on the
@@ -23,6 +25,15 @@ _BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1, "int
 
 
 @dataclass(frozen=True)
+class Work:
+    """One kernel's work: compute time at its op's rate, bytes read and written, and its layout reorders' time."""
+
+    compute_s: float
+    moved_bytes: float
+    reorder_s: float
+
+
+@dataclass(frozen=True)
 class Roofline:
     """Peak arithmetic rate, memory bandwidth and per-kernel dispatch overhead of one target."""
 
@@ -34,19 +45,28 @@ class Roofline:
     bandwidth_efficiency: float = 1.0  # fraction of ``bandwidth`` memory-bound kernels reach
 
     def kernel_s(self, op: str, in_types: list, out_type, attrs: tuple = ()) -> float:
+        """Run time of one kernel of ``op`` on its own."""
+        work = self.work(op, in_types, out_type, attrs)
+        return 0.0 if work is None else self.time_s(work.compute_s, work.moved_bytes, work.reorder_s)
+
+    def work(self, op: str, in_types: list, out_type, attrs: tuple = ()) -> Work | None:
+        """What one kernel of ``op`` does (None: the op is no kernel)."""
         spec = OPS.get(op)
         if spec is None or not spec.kernel:
-            return 0.0
+            return None
         flops = spec.flops(tuple(in_types), out_type, ())
         moved = sum(type_bytes(t) for t in (*in_types, out_type))
         rate = self.peak_flops * self.compute_efficiency(spec.cost_class(attrs))
-        bandwidth = self.bandwidth * self.bandwidth_efficiency
         # activations reordered into the kernel's blocked layout and back, before and after it: read + write each
         reorders = spec.layout_of(attrs) in spec.reorders
         reordered = 2 * (type_bytes(in_types[0]) + type_bytes(out_type)) if reorders else 0.0
-        compute, memory = flops / rate, moved / bandwidth
-        bound = max(compute, memory) + OTHER_BOUND_SHARE * min(compute, memory)
-        return bound + reordered / bandwidth + self.dispatch_s
+        return Work(flops / rate, moved, reordered / (self.bandwidth * self.bandwidth_efficiency))
+
+    def time_s(self, compute_s: float, moved_bytes: float, reorder_s: float = 0.0) -> float:
+        """Run time of a kernel that computes for ``compute_s`` and reads and writes ``moved_bytes``."""
+        memory = moved_bytes / (self.bandwidth * self.bandwidth_efficiency)
+        bound = max(compute_s, memory) + OTHER_BOUND_SHARE * min(compute_s, memory)
+        return bound + reorder_s + self.dispatch_s
 
     def compute_efficiency(self, cost_class: str) -> float:
         """The fraction of peak a kernel of ``cost_class`` (``OpSpec.cost_class``) reaches."""

@@ -189,15 +189,17 @@ def test_optimize_an_onnx_file(tmp_path, monkeypatch, capsys):
 
 
 def test_optimize_with_measured_cost_and_tuning(tmp_path, monkeypatch, capsys):
-    """``--cost measured --tuning-trials N --cache DIR``: kernels timed here with tuning asked for, and the
-    kernel cache written where it was asked to be."""
+    """``--cost measured --tuning-trials N --cache DIR``: kernels timed here with tuning asked for, the kernel
+    cache written where it was asked to be, and the search curve shown, even on a short budget."""
     monkeypatch.chdir(tmp_path)
     assert cli.main(["optimize", "mlp", "--out", "o", "--budget", "10s", "--cost", "measured", "--tuning-trials",
                      "2", "--cache", "cache"]) == 0
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["search"]["cost_tier"] == "measured" and report["search"]["tuning"]["trials_per_task"] == 2
     assert report["verification"]["status"] == "verified"
-    assert "measured cost" in capsys.readouterr().out
+    assert report["search"]["generations"] >= 1 and len(report["search"]["curve"]) == report["search"]["generations"]
+    out = capsys.readouterr().out
+    assert "measured cost" in out and "search curve" in out
     assert report["search"]["kernel_cache"]["dir"] == "cache/kernels" and any((tmp_path / "cache").rglob("*"))
     assert cli.main(["optimize", "mlp", "--out", "o2", "--cost", "fast"]) == 2
     assert cli.main(["optimize", "mlp", "--out", "o2", "--tuning-trials", "-1"]) == 2

@@ -141,8 +141,9 @@ def _measured(space, graph, original_mod, spec, config, options, inputs, measure
     The budget is split by deadlines, all on one clock: tuning may use ``tuning_share`` of it, the
     baselines are built whole, the end-to-end tier keeps for itself at the end ``final_share`` or, when
     more, what one more build and its timing rounds take (``end_to_end_s``), and the genetic search (with
-    its kernel timing) has what is left in between. A warm cache skips the tuning and timing already done, so the
-    search then stops on its generation and patience limits long before the budget.
+    its kernel timing) has what is left in between, and at least ``GA_FLOOR_SHARE`` of the budget. A warm
+    cache skips the tuning and timing already done, so the search then stops on its generation and patience
+    limits long before the budget.
     """
     budget = config.time_s  # counted from ``start``, when the search stage began (seeds included)
     final_at = start + (1.0 - options.final_share) * budget  # the end-to-end tier starts by then
@@ -215,7 +216,9 @@ def _measured_with(run: _Measuring, measurer: Measurer | None, final_at: float):
     # larger budget searches on (a quick first run does not cap a long one)
     log = _generations_log(cache_dir, ev, target, config, options)
     replayed = _read_json(log)
-    ga_config = replace(config, time_s=max(final_at - time.monotonic(), 0.0))
+    # the generations themselves are cheap (unmeasured programs are priced analytically), so the search runs
+    # some even when timing the seeds took its share: it then measures nothing more, but still explores
+    ga_config = replace(config, time_s=max(final_at - time.monotonic(), GA_FLOOR_SHARE * budget))
     if replayed is not None:
         ga_config = replace(ga_config, generations=min(config.generations, int(replayed["generations"])))
     result = genetic_search(space, ga_config, lambda g: (ev.latency_ms(g), float(space.size_bytes(g)), 0.0),
@@ -296,6 +299,7 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+GA_FLOOR_SHARE = 0.05  # of the search budget: the least time the genetic search gets, however late it starts
 NOISE = 0.02  # a GA program must beat the best baseline by this fraction end to end to be picked over it
 
 

@@ -11,10 +11,11 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tsir.backends.roofline import Roofline, type_bytes
-from tsir.egraph import EGraphView, ENode
+from tsir.backends.roofline import Roofline, Work, type_bytes
+from tsir.egraph import EGraphView, ENode, list_items
 from tsir.ir.ops import OPS, RUNTIME_ONLY
 from tsir.ir.term import Term
+from tsir.search.fusion import program_s
 
 Genome = list[int]
 
@@ -27,6 +28,10 @@ class Space:
     min_depth_node: list[int]
     node_cost: list[list[float]]  # seconds at run time; 0 for views, leaves and constant-foldable nodes
     constant: list[bool]  # the class has a constant-only program (folded before run time)
+    # the kernel work of each e-node (None: no kernel) and the roofline pricing it: the program is then priced
+    # whole, as fused kernels (``fusion.program_s``); without them, as the sum of ``node_cost``
+    node_work: list[list[Work | None]] | None = None
+    roofline: Roofline | None = None
     # the last repaired genome and its walk: scoring a genome repairs it, then costs, sizes and decodes it,
     # and each of those walks the same genome again
     recent_walk: tuple[tuple[int, ...], list[int]] | None = field(default=None, repr=False, compare=False)
@@ -34,15 +39,26 @@ class Space:
     @classmethod
     def of(cls, view: EGraphView, roofline: Roofline) -> Space:
         const = _constant_classes(view)
-        costs = [
-            [0.0 if _node_is_constant(n, const) else
-             roofline.kernel_s(n.op, [view.types[k] for k in n.children], view.types[c], n.attrs) for n in nodes]
+        work = [
+            [None if _node_is_constant(n, const) or n.op not in OPS else
+             roofline.work(n.op, [view.types[k] for k in _tensor_children(view, n)], view.types[c], n.attrs)
+             for n in nodes]
             for c, nodes in enumerate(view.classes)
         ]
-        return cls(view, min_depth_nodes(view), costs, const)
+        costs = [[0.0 if w is None else roofline.time_s(w.compute_s, w.moved_bytes, w.reorder_s) for w in row]
+                 for row in work]
+        return cls(view, min_depth_nodes(view), costs, const, work, roofline)
 
     def cost(self, genome: Genome) -> float:
-        """Predicted run time of the program ``genome`` chooses (each shared node counted once)."""
+        """Predicted run time of the program ``genome`` chooses: its fused kernels, each shared one once."""
+        order = walk(self, genome)
+        if self.node_work is None or self.roofline is None:
+            return self.node_sum(genome)
+        return program_s(order, lambda c: self.node(genome, c), lambda c: self.node_work[c][genome[c]],
+                         self.view.root, self.view.types, self.roofline)
+
+    def node_sum(self, genome: Genome) -> float:
+        """The sum of the chosen e-nodes' costs, each priced alone (the additive cost extractors minimize)."""
         return sum(self.node_cost[c][genome[c]] for c in walk(self, genome))
 
     def size_bytes(self, genome: Genome) -> int:
@@ -108,6 +124,11 @@ def least_cost(view: EGraphView, cost_of: Callable[[ENode, list], object | None]
 def min_depth_nodes(view: EGraphView) -> list[int]:
     """Per e-class, the e-node with the shallowest program; choosing these never makes a cycle."""
     return least_cost(view, lambda node, kids: 1 + max(kids, default=0))[1]
+
+
+def _tensor_children(view: EGraphView, node: ENode) -> list[int]:
+    """The e-classes of the tensors ``node`` reads: a variadic op's list, element by element."""
+    return list_items(view.classes, node.children[0]) if OPS[node.op].arity is None else list(node.children)
 
 
 def _constant_classes(view: EGraphView) -> list[bool]:
