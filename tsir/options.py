@@ -38,6 +38,7 @@ class Options:
     measure: bool = True  # time the original and the optimized model on the target (when it runs here)
     cost: str = "analytic"  # "analytic" (roofline) or "measured" (kernels timed on the target)
     tuning_trials: int = 0  # MetaSchedule trials per kernel (0: none)
+    finalists: int = 3  # cost="measured": search programs built whole and timed at the end, besides the baselines
     cache_dir: str | os.PathLike | None = None  # kernel cache and tuning database; $TSIR_CACHE_DIR, ~/.cache/tsir
     progress: bool = False  # a progress bar for the search
     accuracy: Budget | None = None  # mode="approx": the accuracy budget and its data
@@ -54,6 +55,8 @@ class Options:
             raise TsirError(f"unknown mode {self.mode!r}; this version supports: {', '.join(MODES)}")
         if not isinstance(self.verify_draws, int) or self.verify_draws < 1:
             raise TsirError(f"verify_draws must be a positive number of random input draws, got {self.verify_draws!r}")
+        if not isinstance(self.finalists, int) or self.finalists < 1:
+            raise TsirError(f"finalists must be a positive number of programs, got {self.finalists!r}")
         if not isinstance(self.budget_s, (int, float)) or self.budget_s <= 0:
             raise TsirError(f"budget_s must be a positive number of seconds, got {self.budget_s!r}")
 

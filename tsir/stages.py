@@ -109,7 +109,7 @@ def plan(options: Options) -> Plan:
         raise TsirError(f"cost='measured' times kernels on the target's device, and no {spec.kind} device is on this "
                         "machine; use cost='analytic', or measure on a device with rpc='host:port:key'")
     search = SearchOptions(cost, options.tuning_trials, cache_dir=options.cache_dir or DEFAULT_DIR,
-                           progress=options.progress, budget_s=options.budget_s)
+                           final_candidates=options.finalists, progress=options.progress, budget_s=options.budget_s)
     if options.out_dir is not None:
         writable_dir(Path(options.out_dir))
     return Plan(spec, families, search, measurer)

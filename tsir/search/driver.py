@@ -39,6 +39,7 @@ from tsir.search.egglog_extract import egglog_extraction
 from tsir.search.extract import Genome, Space, to_term
 from tsir.search.genetic import GeneticConfig, SearchResult, analytic_objectives, genetic_search
 from tsir.search.greedy import greedy
+from tsir.search.ilp import ilp_extraction
 from tsir.search.measured import CachedExecutable, Evaluator, Program, WorkerMeasurer, progress_bar, spearman
 
 COSTS = ("analytic", "measured", "rpc")  # rpc: whole programs timed on TVM RPC devices
@@ -87,11 +88,11 @@ def run_search(
     cal = calibration.load(options.cache_dir, str(spec.target.export())) if options.cost == "analytic" else None
     if cal is not None:
         space = Space.of(space.view, cal.roofline(spec.roofline, tuned=options.tuning_trials > 0))
-    baselines = {"egglog": egglog_extraction(egraph, space), "greedy": greedy(space), "original": space.original()}
+    baselines, extraction = _baselines(space, config.time_s)
     update, close = progress_bar(options.progress, config.time_s)
     try:
         if options.cost == "analytic":
-            result = genetic_search(space, config, analytic_objectives(space), {"egglog": baselines["egglog"]},
+            result = genetic_search(space, config, analytic_objectives(space), _seeds(baselines),
                                     lambda gen, best, pop: update(best * 1e3) or False)
             report = _report(result, 1e3, "analytic")
             report["baselines_predicted_ms"] = {k: space.cost(g) * 1e3 for k, g in baselines.items()}
@@ -107,7 +108,28 @@ def run_search(
         close()
     report["search_s"] = report["time_s"] = round(time.perf_counter() - start, 4)
     report["calibrated"] = cal is not None
+    report["extraction"] = extraction
     return Outcome(genome, report, library)
+
+
+BASELINES = ("egglog", "greedy", "ilp")  # the extractions the search is measured against
+ILP_SHARE = 0.1  # of the search budget, at most, for the exact extraction (at least a second)
+
+
+def _baselines(space: Space, time_s: float) -> tuple[dict[str, Genome], dict]:
+    """The extractions under tsir's per-kernel cost (egglog's tree cost, greedy, the exact DAG cost by integer
+    programming when it solves in time) and the input program; and how the extraction by ILP went."""
+    baselines = {"egglog": egglog_extraction(space), "greedy": greedy(space)}
+    ilp = ilp_extraction(space, time_limit_s=max(1.0, ILP_SHARE * time_s))
+    if ilp.status == "optimal":  # a best-so-far at the time limit is no exact baseline (often worse than greedy)
+        baselines["ilp"] = ilp.genome
+    baselines["original"] = space.original()
+    return baselines, {"ilp": {"status": ilp.status, "time_s": round(ilp.time_s, 4), "variables": ilp.variables}}
+
+
+def _seeds(baselines: dict[str, Genome]) -> dict[str, Genome]:
+    """The genetic search's seeds besides the two it always takes (the input program and greedy)."""
+    return {k: g for k, g in baselines.items() if k in ("egglog", "ilp")}
 
 
 def _remote(space, graph, original_mod, spec, config, inputs, measurer, baselines, update):
@@ -126,7 +148,7 @@ def _remote(space, graph, original_mod, spec, config, inputs, measurer, baseline
                            inputs, Path(tmp))
         result = genetic_search(
             space, config, lambda g: (timed(module(g)), float(space.size_bytes(g)), 0.0),
-            {"egglog": baselines["egglog"]}, lambda gen, best, pop: update(best * 1e3) or False,
+            _seeds(baselines), lambda gen, best, pop: update(best * 1e3) or False,
             batch=lambda genomes: timed.prefetch([module(g) for g in genomes]))
     report = _report(result, 1e3, "rpc")
     report["rpc_measured"] = len(timed.cache)  # distinct candidate programs timed on devices
@@ -189,7 +211,7 @@ def _measured_with(run: _Measuring, measurer: Measurer | None, final_at: float):
     phases["tuning"] = time.monotonic() - start
     # the baselines are always built whole: build them now, and start the end-to-end tier early enough for
     # one more build (the GA's winner) and the timing rounds, however long this model takes to build
-    ev.prebuild([ev.program(baselines[k]) for k in ("egglog", "greedy")])
+    ev.prebuild([ev.program(baselines[k]) for k in BASELINES if k in baselines])
     phases["baseline_builds"] = time.monotonic() - start - sum(phases.values())
     measurer = measurer or WorkerMeasurer(ev, deadline=start + budget)
     final_at = ev.deadline = min(final_at, start + budget - end_to_end_s(ev, seeds))
@@ -222,27 +244,28 @@ def _measured_with(run: _Measuring, measurer: Measurer | None, final_at: float):
     if replayed is not None:
         ga_config = replace(ga_config, generations=min(config.generations, int(replayed["generations"])))
     result = genetic_search(space, ga_config, lambda g: (ev.latency_ms(g), float(space.size_bytes(g)), 0.0),
-                            {"egglog": baselines["egglog"]}, feedback, time.monotonic)
+                            _seeds(baselines), feedback, time.monotonic)
     if replayed is None:
         write_atomic(log, {"generations": len(result.history)})
     phases["genetic_search"] = time.monotonic() - start - sum(phases.values())
     report = _report(result, 1.0, "measured")
     genomes = {id(ev.program(g)): g for g, _ in result.ranked}
     genomes.update({id(ev.program(g)): g for g in baselines.values()})
-    winner_p = ev.program(result.genome)
+    base = [ev.program(baselines[k]) for k in BASELINES if k in baselines]
     others = sorted((ev.program(g) for g, _ in result.ranked), key=lambda p: ev.latency_ms(genomes[id(p)]))
     finalists: list[Program] = []
-    for p in [winner_p, ev.program(baselines["egglog"]), ev.program(baselines["greedy"]), *others]:
-        if p not in finalists and (len(finalists) < 3 or len(finalists) < options.final_candidates + 2):
+    for p in [ev.program(result.genome), *base, *others]:
+        if p not in finalists:
             finalists.append(p)
-    required = len({id(p) for p in finalists[:3]})
+    required = len({id(p) for p in finalists[:1 + len(base)]})
+    finalists = finalists[:max(required, options.final_candidates + len(base))]
     ev.measure_end_to_end(finalists, measurer, inputs, start + budget, required)
     phases["end_to_end"] = time.monotonic() - start - sum(phases.values())
     timed = [p for p in finalists if p.e2e_ms is not None]
     if not timed:
         raise TsirError("every candidate failed end-to-end measurement: " +
                         "; ".join(p.error or "?" for p in finalists))
-    winner = _pick(timed, [ev.program(baselines[k]) for k in ("egglog", "greedy")])
+    winner = _pick(timed, base)
     for p in finalists:  # only the winner's library is kept in the cache (the final build reuses it)
         if p is not winner and p.library is not None:
             p.library.unlink(missing_ok=True)
@@ -252,10 +275,13 @@ def _measured_with(run: _Measuring, measurer: Measurer | None, final_at: float):
     report.update({
         "baselines_ms": {k: ev.program(g).e2e_ms for k, g in baselines.items() if k != "original"},
         "winner_ms": winner.e2e_ms,
-        "winner_source": next((k for k in ("egglog", "greedy", "original") if ev.program(baselines[k]) is winner),
-                              "ga"),
-        "end_to_end": [{"latency_ms": p.e2e_ms, "kernel_sum_ms": p.kernel_ms, "analytic_ms": p.analytic_ms,
+        "winner_source": next((k for k in baselines if ev.program(baselines[k]) is winner), "ga"),
+        "noise": _noise(winner, base),
+        "end_to_end": [{"latency_ms": p.e2e_ms, "spread": p.e2e_spread, "kernel_sum_ms": p.kernel_ms,
+                        "analytic_ms": p.analytic_ms, "additive_ms": space.node_sum(p.genome) * 1e3,
                         "error": p.error} for p in finalists],
+        "rank_corr_end_to_end": spearman([(p.analytic_ms, p.e2e_ms) for p in timed]),
+        "rank_corr_end_to_end_additive": spearman([(space.node_sum(p.genome), p.e2e_ms) for p in timed]),
         "rank_corr": held_out["rank_corr"],
         "rank_corr_uncalibrated": _rank_corr(space, spec.roofline, measured),
         "rank_corr_in_search": spearman([(p.analytic_ms, p.kernel_ms) for p in measured]),
@@ -287,8 +313,8 @@ def end_to_end_s(ev: Evaluator, seeds: list[Program]) -> float:
 def _generations_log(cache_dir: Path, ev: Evaluator, target: str, config, options) -> Path:
     """Where the generation count of a search of this model, target, seed and settings is kept."""
     text = repr((ev.model_digest, target, config.seed, config.population, config.generations, config.patience,
-                 config.mutation_rate, config.tournament, options.tuning_trials, options.tuning_tasks,
-                 options.measure_per_generation, options.budget_s))
+                 config.mutation_rate, config.region_mutation_rate, config.tournament, options.tuning_trials,
+                 options.tuning_tasks, options.measure_per_generation, options.budget_s))
     return cache_dir / "searches" / f"{hashlib.sha256(text.encode()).hexdigest()[:32]}.json"
 
 
@@ -311,6 +337,14 @@ def _pick(timed: list[Program], baselines: list[Program]) -> Program:
         return best
     best_base = min(base, key=lambda p: p.e2e_ms)
     return best if best.e2e_ms < (1 - NOISE) * best_base.e2e_ms else best_base
+
+
+def _noise(winner: Program, baselines: list[Program]) -> float | None:
+    """The relative spread of the two timing rounds, largest of the winner's and the best baseline's."""
+    timed = [p for p in baselines if p.e2e_ms is not None]
+    best = min(timed, key=lambda p: p.e2e_ms, default=None)
+    spreads = [p.e2e_spread for p in (winner, best) if p is not None and p.e2e_spread is not None]
+    return round(max(spreads), 4) if spreads else None
 
 
 def _rank_corr(space: Space, roofline, measured: list[Program]) -> float | None:

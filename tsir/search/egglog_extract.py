@@ -1,28 +1,32 @@
-"""egglog's extraction baseline: the program of least tree cost (egglog's default cost model) as a genome.
+"""egglog's extraction baseline: the program of least tree cost, under tsir's cost model or egglog's default.
 
-egglog's default cost is one per e-node and per primitive leaf, summed over the *tree* (a shared child
-counts once per use). egglog keeps that sum in a saturating u64: a net whose values are used twice per
-block (SiLU's ``x * sigmoid(x)``, squeeze-excite's rescale) doubles its tree size per block, the sum
-saturates, every candidate of a class then costs u64::MAX, and egglog's extractor finds no best e-node
-that passes its cycle check and panics (``Option::unwrap() on a None value ... while extracting``).
-So tsir computes the same minimum with Python's exact integers, on the e-graph view, without recursion:
-``extract.least_cost``.
+egglog's extractor sums a cost over the *tree* (a shared child counts once per use) and keeps, per e-class,
+the e-node of least sum. Its default cost is one per e-node and per primitive leaf; egglog 13 also takes a
+``cost_model``, and the search's baseline gives it tsir's: each e-node's kernel priced alone by the
+target's roofline (``Space.node_cost``). tsir computes the same minimum on the e-graph view, without
+recursion (``extract.least_cost``): egglog keeps the default sum in a saturating u64, and a net whose
+values are used twice per block (SiLU's ``x * sigmoid(x)``) doubles its tree size per block until every
+candidate costs u64::MAX and egglog's extractor panics (``Option::unwrap() on a None value``).
 """
 
 from __future__ import annotations
 
-from tsir.egraph import TermEGraph
 from tsir.search.extract import Genome, Space, least_cost
 
 
-def tree_costs(space: Space) -> tuple[list[int | None], Genome]:
-    """Per e-class, the least tree cost of a program (None if it has none) and the genome choosing it."""
-    return least_cost(space.view, lambda node, kids: 1 + len(node.attrs) + sum(kids))
+def tree_costs(space: Space, tsir_cost: bool = True) -> tuple[list, Genome]:
+    """Per e-class, the least tree cost of a program (None if it has none) and the genome choosing it; under
+    tsir's cost model (seconds) or egglog's default (``tsir_cost=False``: one per e-node and attribute)."""
+    if not tsir_cost:
+        return least_cost(space.view, lambda node, kids: 1 + len(node.attrs) + sum(kids))
+    costs = {id(node): cost for nodes, row in zip(space.view.classes, space.node_cost, strict=True)
+             for node, cost in zip(nodes, row, strict=True)}
+    return least_cost(space.view, lambda node, kids: costs[id(node)] + sum(kids))
 
 
-def egglog_extraction(egraph: TermEGraph, space: Space) -> Genome:
+def egglog_extraction(space: Space, tsir_cost: bool = True) -> Genome:
     """The genome of the least-tree-cost program."""
-    best, genome = tree_costs(space)
+    best, genome = tree_costs(space, tsir_cost)
     if best[space.view.root] is None:
         raise AssertionError("the root e-class has no finite program in the e-graph view")
     return genome

@@ -15,7 +15,7 @@ from tsir.backends.roofline import Roofline, Work, type_bytes
 from tsir.egraph import EGraphView, ENode, list_items
 from tsir.ir.ops import OPS, RUNTIME_ONLY
 from tsir.ir.term import Term
-from tsir.search.fusion import program_s
+from tsir.search.fusion import fuse, program_s
 
 Genome = list[int]
 
@@ -56,6 +56,14 @@ class Space:
             return self.node_sum(genome)
         return program_s(order, lambda c: self.node(genome, c), lambda c: self.node_work[c][genome[c]],
                          self.view.root, self.view.types, self.roofline)
+
+    def kernel_groups(self, genome: Genome) -> list[list[int]]:
+        """The e-classes of the program ``genome`` chooses, grouped into the kernels TVM fuses them into
+        (one class per kernel when the space has no kernel work)."""
+        order = walk(self, genome)
+        if self.node_work is None:
+            return [[c] for c in order]
+        return fuse(order, lambda c: self.node(genome, c), lambda c: self.node_work[c][genome[c]]).groups
 
     def node_sum(self, genome: Genome) -> float:
         """The sum of the chosen e-nodes' costs, each priced alone (the additive cost extractors minimize)."""

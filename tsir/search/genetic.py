@@ -1,9 +1,11 @@
 """Multi-objective genetic search over e-graph choices (NSGA-II).
 
 A genome is one e-node index per e-class. The first population holds the seeded extractions (the
-input program, greedy, egglog's) and random genomes. Each generation picks parents by binary
-tournament in NSGA-II's crowded order, mixes them by uniform or subtree crossover, mutates, repairs
-every child into an acyclic program, and keeps the best of parents and children by front and
+input program, greedy, egglog's, the ILP's) and random genomes. Each generation picks parents by binary
+tournament in NSGA-II's crowded order, mixes them by uniform, subtree or region crossover (a region is
+one of the kernels TVM fuses the parent's program into: a conv with its epilogue, a chain of
+elementwise and layout ops), mutates single classes and, now and then, a whole region of the child,
+repairs every child into an acyclic program, and keeps the best of parents and children by front and
 crowding distance. Objectives are (latency, size, error), all minimized; the winner is the fastest
 genome whose error is within ``max_error`` (0 in exact mode). Deterministic for a seed; stops at
 ``generations``, at the wall-clock ``time_s``, or after ``patience`` generations without a faster
@@ -35,6 +37,7 @@ class GeneticConfig:
     generations: int = 30
     tournament: int = 2
     mutation_rate: float = 0.05  # chance that a reachable class re-picks its e-node
+    region_mutation_rate: float = 0.2  # chance that a child re-picks the e-nodes of one of its kernels at once
     time_s: float = 30.0
     seed: int = 0
     patience: int = 10  # generations without a faster winner before stopping early
@@ -115,8 +118,10 @@ def genetic_search(
         children = []
         while len(children) < config.population:
             a, b = (_tournament(population, order, rng, config.tournament) for _ in range(2))
-            child = _uniform(a, b, space, rng) if rng.random() < 0.5 else _subtree(a, b, space, rng)
+            child = rng.choice((_uniform, _subtree, _region))(a, b, space, rng)
             _mutate(child, space, rng, config.mutation_rate)
+            if rng.random() < config.region_mutation_rate:
+                _mutate_region(child, space, rng)
             _mix_knobs(child, b, config, rng)
             children.append(child)
         population = _select(_distinct(population + score_all(children)), config.population)
@@ -180,6 +185,20 @@ def _subtree(a: Genome, b: Genome, space: Space, rng: random.Random) -> Genome:
         child[c] = b[c]
         stack.extend(space.node(b, c).children)
     return child
+
+
+def _region(a: Genome, b: Genome, space: Space, rng: random.Random) -> Genome:
+    """``a`` with the choices of ``b`` for every class of one of ``b``'s kernels (a fusion group)."""
+    child = list(a)
+    for c in rng.choice(space.kernel_groups(list(b))):
+        child[c] = b[c]
+    return child
+
+
+def _mutate_region(genome: Genome, space: Space, rng: random.Random) -> None:
+    """Re-pick the e-node of every class of one of the program's kernels."""
+    for c in rng.choice(space.kernel_groups(genome)):
+        genome[c] = rng.randrange(len(space.view.classes[c]))
 
 
 def _mix_knobs(child: Genome, other: Genome, config: GeneticConfig, rng: random.Random) -> None:

@@ -1,6 +1,6 @@
 """Exact extraction by integer linear programming: the genome of least additive DAG cost.
 
-The DAG cost of a genome is ``Space.cost``: its chosen nodes' costs summed over the classes reached from the
+The DAG cost of a genome is ``Space.node_sum``: its chosen nodes' costs summed over the classes reached from the
 root, a shared class counted once (greedy minimises tree cost, which counts it once per use). Over the classes
 reachable from the root (through any e-node), SciPy's ``milp`` (HiGHS) solves:
 
@@ -40,7 +40,7 @@ _SCALE = 1e6  # objective in microseconds
 class IlpResult:
     genome: Genome | None  # None when no feasible solution was found in time or the problem was too large
     status: str  # "optimal", "time_limit" (best found, not proven), "too_large", "no_solution" (infeasible or failed)
-    cost_s: float | None  # Space.cost of genome, recomputed (not the solver's number)
+    cost_s: float | None  # Space.node_sum of genome, recomputed (not the solver's number)
     time_s: float
     variables: int  # binary variables: the e-nodes of the reachable classes
 
@@ -55,7 +55,7 @@ def ilp_extraction(space: Space, time_limit_s: float = 10.0, max_variables: int 
     res = _solve(space, classes, nodes, time_limit_s - (time.perf_counter() - start))
     genome = None if res.x is None or res.status not in (0, 1) else _genome(space, nodes, res.x)
     status = {0: "optimal", 1: "time_limit"}.get(res.status, "no_solution")
-    cost = None if genome is None else space.cost(list(genome))
+    cost = None if genome is None else space.node_sum(list(genome))
     return IlpResult(genome, status, cost, time.perf_counter() - start, len(nodes))
 
 

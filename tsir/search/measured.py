@@ -75,7 +75,8 @@ class Program:
     module: tvm.IRModule | None = None
     calls: list[Call] | None = None
     kernel_ms: float | None = None  # tier 2: sum of measured kernel calls (None: not measured or failed)
-    e2e_ms: float | None = None  # tier 3
+    e2e_ms: float | None = None  # tier 3: the mean of two timing rounds' medians
+    e2e_spread: float | None = None  # how far apart the two rounds were: |a - b| / (a + b)
     error: str | None = None
     library: Path | None = None  # tier 3's build of the program, kept in the cache (reused by the final build)
 
@@ -335,6 +336,7 @@ class Evaluator:
             for (p, key), a, b in zip(built, rows[:n], rows[n:][::-1], strict=True):
                 times = [m.median_ms for m in (a, b) if m.median_ms is not None]
                 p.e2e_ms = statistics.mean(times) if times else None
+                p.e2e_spread = abs(times[0] - times[1]) / sum(times) if len(times) == 2 else None
                 p.error = None if times else (a.error or b.error)
                 if times or p.error != "budget":  # a program the deadline left untimed is not cached
                     e2e.put(key, KernelTiming(p.e2e_ms, p.error))
