@@ -6,13 +6,14 @@ Each run builds whole and times, in one child and in two interleaved rounds, the
 baseline (egglog's extraction under tsir's cost model, greedy, the exact DAG-cost extraction by integer
 programming) and up to ``--finalists`` more programs of the search. The table shows, from the cold run:
 
-- ``ga_ms`` and the best baseline (its name and ms), each baseline's ms;
+- ``ga_ms``, the search's pick (``winner``: ``ga``, ``original`` for the input program, or the baseline whose
+  program it is), the best baseline (its name and ms) and each baseline's ms;
 - ``noise``: how far apart the two timing rounds of the winner and the best baseline were (largest);
-  ``margin``: how much faster the GA's program is than the best baseline; ``better``: by more than the
-  noise (never when the winner is a baseline's program);
-- ``rank_corr``: Spearman rank correlation of the whole-program analytic cost with the end-to-end latency
-  over every program timed whole (``-`` below 8 distinct programs), beside it the additive per-kernel
-  cost's (``rank_additive``);
+  ``margin``: how much faster the pick is than the best baseline; ``better``: by more than the noise
+  (never when the pick is a baseline's program);
+- ``rank_corr``: Spearman rank correlation of the whole-program analytic cost, calibrated on the cache's
+  kernels, with the end-to-end latency over every program timed whole (``-`` below 8 distinct programs);
+  beside it the same uncalibrated (``rank_uncalibrated``) and the additive per-kernel cost's (``rank_additive``);
 - ``search_s``, ``tuning_s``, ``verified``.
 
 Writes ``bench/results/search.json``: ``{"results": [...cold rows...], "runs": {"cold": ..., "warm": ...}}``.
@@ -33,8 +34,9 @@ from bench.io import RESULTS_DIR, atomic_write
 from tsir import optimize, suite, zoo
 
 RESULTS = RESULTS_DIR / "search.json"
-COLUMNS = ["model", "ga_ms", "best_baseline", "best_baseline_ms", "egglog_ms", "greedy_ms", "ilp_ms", "noise",
-           "margin", "better", "rank_corr", "rank_additive", "programs", "search_s", "tuning_s", "verified"]
+COLUMNS = ["model", "ga_ms", "winner", "best_baseline", "best_baseline_ms", "egglog_ms", "greedy_ms", "ilp_ms",
+           "noise", "margin", "better", "rank_corr", "rank_uncalibrated", "rank_additive", "programs", "search_s",
+           "tuning_s", "verified"]
 BASELINES = ("egglog", "greedy", "ilp")
 MIN_RANKED = 8  # distinct programs timed whole before a rank correlation is reported
 SUITE_MODELS = ["resnet-basic", "mobilenet-v2", "vit", "bert", "gpt2"]  # real architectures, besides the zoo
@@ -64,8 +66,10 @@ def row(name: str, report: dict) -> dict:
     return {"model": name, "ga_ms": ga, "best_baseline": best, "best_baseline_ms": timed.get(best),
             **{f"{k}_ms": v for k, v in baselines.items()}, "noise": noise,
             "margin": None if margin is None else round(margin, 4),
-            "better": bool(s["winner_source"] == "ga" and margin is not None and margin > (noise or 0.0)),
+            "winner": s["winner_source"],
+            "better": bool(s["winner_source"] not in BASELINES and margin is not None and margin > (noise or 0.0)),
             "rank_corr": s["rank_corr_end_to_end"] if enough else None,
+            "rank_uncalibrated": s["rank_corr_end_to_end_uncalibrated"] if enough else None,
             "rank_additive": s["rank_corr_end_to_end_additive"] if enough else None, "programs": len(ranked),
             "search_s": s["search_s"], "tuning_s": s["tuning_s"], "verified": report["verification"]["status"]}
 

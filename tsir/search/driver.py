@@ -280,8 +280,7 @@ def _measured_with(run: _Measuring, measurer: Measurer | None, final_at: float):
         "end_to_end": [{"latency_ms": p.e2e_ms, "spread": p.e2e_spread, "kernel_sum_ms": p.kernel_ms,
                         "analytic_ms": p.analytic_ms, "additive_ms": space.node_sum(p.genome) * 1e3,
                         "error": p.error} for p in finalists],
-        "rank_corr_end_to_end": spearman([(p.analytic_ms, p.e2e_ms) for p in timed]),
-        "rank_corr_end_to_end_additive": spearman([(space.node_sum(p.genome), p.e2e_ms) for p in timed]),
+        **_end_to_end_rank_corr(space, spec.roofline, fitted, options, timed),
         "rank_corr": held_out["rank_corr"],
         "rank_corr_uncalibrated": _rank_corr(space, spec.roofline, measured),
         "rank_corr_in_search": spearman([(p.analytic_ms, p.kernel_ms) for p in measured]),
@@ -337,6 +336,17 @@ def _pick(timed: list[Program], baselines: list[Program]) -> Program:
         return best
     best_base = min(base, key=lambda p: p.e2e_ms)
     return best if best.e2e_ms < (1 - NOISE) * best_base.e2e_ms else best_base
+
+
+def _end_to_end_rank_corr(space: Space, base, fitted, options: SearchOptions, timed: list[Program]) -> dict:
+    """Spearman of the analytic cost vs end-to-end latency over the programs timed whole: the whole-program
+    cost calibrated on the cache's kernels (when fitted), uncalibrated, and the additive per-kernel cost."""
+    calibrated = Space.of(space.view, fitted.roofline(base, tuned=options.tuning_trials > 0)) if fitted else None
+    return {
+        "rank_corr_end_to_end": calibrated and spearman([(calibrated.cost(p.genome), p.e2e_ms) for p in timed]),
+        "rank_corr_end_to_end_uncalibrated": spearman([(p.analytic_ms, p.e2e_ms) for p in timed]),
+        "rank_corr_end_to_end_additive": spearman([(space.node_sum(p.genome), p.e2e_ms) for p in timed]),
+    }
 
 
 def _noise(winner: Program, baselines: list[Program]) -> float | None:
