@@ -14,7 +14,7 @@ run: native
 	$(PY) -m tsir optimize $(MODEL) --out build
 
 test: native
-	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=25 tests
 
 # pip install of the committed HEAD into a fresh venv outside the checkout, then tsir optimize mlp (minutes)
 check-install:
