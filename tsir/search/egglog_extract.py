@@ -19,8 +19,7 @@ def tree_costs(space: Space, tsir_cost: bool = True) -> tuple[list, Genome]:
     tsir's cost model (seconds) or egglog's default (``tsir_cost=False``: one per e-node and attribute)."""
     if not tsir_cost:
         return least_cost(space.view, lambda node, kids: 1 + len(node.attrs) + sum(kids))
-    costs = {id(node): cost for nodes, row in zip(space.view.classes, space.node_cost, strict=True)
-             for node, cost in zip(nodes, row, strict=True)}
+    costs = space.cost_by_node()
     return least_cost(space.view, lambda node, kids: costs[id(node)] + sum(kids))
 
 

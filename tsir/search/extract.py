@@ -15,7 +15,7 @@ from tsir.backends.roofline import Roofline, Work, type_bytes
 from tsir.egraph import EGraphView, ENode, list_items
 from tsir.ir.ops import OPS, RUNTIME_ONLY
 from tsir.ir.term import Term
-from tsir.search.fusion import fuse, program_s
+from tsir.search.fusion import Fused, fuse, program_s
 
 Genome = list[int]
 
@@ -51,19 +51,25 @@ class Space:
 
     def cost(self, genome: Genome) -> float:
         """Predicted run time of the program ``genome`` chooses: its fused kernels, each shared one once."""
-        order = walk(self, genome)
         if self.node_work is None or self.roofline is None:
             return self.node_sum(genome)
-        return program_s(order, lambda c: self.node(genome, c), lambda c: self.node_work[c][genome[c]],
-                         self.view.root, self.view.types, self.roofline)
+        return program_s(self._fused(genome), lambda c: self.node_work[c][genome[c]], self.view.root,
+                         self.view.types, self.roofline)
 
     def kernel_groups(self, genome: Genome) -> list[list[int]]:
         """The e-classes of the program ``genome`` chooses, grouped into the kernels TVM fuses them into
         (one class per kernel when the space has no kernel work)."""
-        order = walk(self, genome)
         if self.node_work is None:
-            return [[c] for c in order]
-        return fuse(order, lambda c: self.node(genome, c), lambda c: self.node_work[c][genome[c]]).groups
+            return [[c] for c in walk(self, genome)]
+        return self._fused(genome).groups
+
+    def _fused(self, genome: Genome) -> Fused:
+        return fuse(walk(self, genome), lambda c: self.node(genome, c), lambda c: self.node_work[c][genome[c]])
+
+    def cost_by_node(self) -> dict[int, float]:
+        """``node_cost`` keyed by ``id()`` of the e-node, for extractors that walk nodes rather than indices."""
+        return {id(node): cost for nodes, row in zip(self.view.classes, self.node_cost, strict=True)
+                for node, cost in zip(nodes, row, strict=True)}
 
     def node_sum(self, genome: Genome) -> float:
         """The sum of the chosen e-nodes' costs, each priced alone (the additive cost extractors minimize)."""

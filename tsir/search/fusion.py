@@ -12,6 +12,7 @@ pattern; this follows its rules on the chosen program, along each edge whose pro
 
 On the zoo's programs this gives TVM's kernel count, less the standalone reshapes that the build turns
 into views (``relax.transform.RewriteDataflowReshape``).
+
 Views (reshape) cost nothing and stand for their input. A group costs one dispatch, its members'
 compute summed, and the bytes that cross its boundary (``Roofline.time_s``): the values it reads from
 outside and those it writes for other groups or as the program's result. So a ReLU after a conv costs
@@ -103,10 +104,8 @@ def fuse(order: list[int], node: Callable[[int], ENode], work: Callable[[int], W
     return Fused(groups, group_of, alias, users, inputs)
 
 
-def program_s(order: list[int], node: Callable[[int], ENode], work: Callable[[int], Work | None], root: int,
-              types: list, roofline: Roofline) -> float:
-    """Predicted run time of the program: its fused kernels, each priced by ``roofline`` as one."""
-    fused = fuse(order, node, work)
+def program_s(fused: Fused, work: Callable[[int], Work | None], root: int, types: list, roofline: Roofline) -> float:
+    """Predicted run time of a program grouped by ``fuse``: its kernels, each priced by ``roofline`` as one."""
     result = fused.alias[root]
     total = 0.0
     for members in fused.groups:

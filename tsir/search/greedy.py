@@ -11,8 +11,7 @@ from tsir.search.extract import Genome, Space, least_cost
 
 
 def greedy(space: Space) -> Genome:
-    costs = {id(node): cost for nodes, row in zip(space.view.classes, space.node_cost, strict=True)
-             for node, cost in zip(nodes, row, strict=True)}
+    costs = space.cost_by_node()
 
     def cost_of(node, kids: list) -> float:
         return costs[id(node)] + sum(dict(zip(node.children, kids, strict=True)).values())  # each child once
