@@ -3,14 +3,15 @@
 For every model (zoo or suite names; x86, exact mode, measured cost, MetaSchedule tuning on) the search
 runs twice on one cache directory: cold (empty kernel cache, tuning database and calibration) and warm.
 Each run builds whole and times, in one child and in two interleaved rounds, the GA's winner, every
-baseline (egglog's extraction under tsir's cost model, greedy, the exact DAG-cost extraction by integer
-programming) and up to ``--finalists`` more programs of the search. The table shows, from the cold run:
+baseline (egglog's extraction under tsir's cost model, greedy, fusion-aware greedy, the exact DAG-cost
+extraction by integer programming) and up to ``--finalists`` more programs of the search. The table shows, from the cold run:
 
 - ``ga_ms``, the search's pick (``winner``: ``ga``, ``original`` for the input program, or the baseline whose
   program it is), the best baseline (its name and ms) and each baseline's ms;
 - ``noise``: how far apart the two timing rounds of the winner and the best baseline were (largest);
   ``margin``: how much faster the pick is than the best baseline; ``better``: by more than the noise
-  (never when the pick is a baseline's program);
+  (never when the pick is a baseline's program); ``difference``: the pick's kernels (named by their fused
+  ops) that the best baseline's program lacks (``+``) and the baseline's that the pick lacks (``-``);
 - ``rank_corr``: Spearman rank correlation of the whole-program analytic cost, calibrated on the cache's
   kernels, with the end-to-end latency over every program timed whole (``-`` below 8 distinct programs);
   beside it the same uncalibrated (``rank_uncalibrated``) and the additive per-kernel cost's (``rank_additive``);
@@ -34,10 +35,10 @@ from bench.io import RESULTS_DIR, atomic_write
 from tsir import optimize, suite, zoo
 
 RESULTS = RESULTS_DIR / "search.json"
-COLUMNS = ["model", "ga_ms", "winner", "best_baseline", "best_baseline_ms", "egglog_ms", "greedy_ms", "ilp_ms",
-           "noise", "margin", "better", "rank_corr", "rank_uncalibrated", "rank_additive", "programs", "search_s",
-           "tuning_s", "verified"]
-BASELINES = ("egglog", "greedy", "ilp")
+COLUMNS = ["model", "ga_ms", "winner", "best_baseline", "best_baseline_ms", "egglog_ms", "greedy_ms",
+           "fused_greedy_ms", "ilp_ms", "noise", "margin", "better", "difference", "rank_corr", "rank_uncalibrated",
+           "rank_additive", "programs", "search_s", "tuning_s", "verified"]
+BASELINES = ("egglog", "greedy", "fused_greedy", "ilp")
 MIN_RANKED = 8  # distinct programs timed whole before a rank correlation is reported
 SUITE_MODELS = ["resnet-basic", "mobilenet-v2", "vit", "bert", "gpt2"]  # real architectures, besides the zoo
 # optimize budget per model (s), most of it for the search (tuning, kernel timing, GA, finalists)
@@ -68,10 +69,19 @@ def row(name: str, report: dict) -> dict:
             "margin": None if margin is None else round(margin, 4),
             "winner": s["winner_source"],
             "better": bool(s["winner_source"] not in BASELINES and margin is not None and margin > (noise or 0.0)),
+            "difference": difference(s["versus_best_baseline"]),
             "rank_corr": s["rank_corr_end_to_end"] if enough else None,
             "rank_uncalibrated": s["rank_corr_end_to_end_uncalibrated"] if enough else None,
             "rank_additive": s["rank_corr_end_to_end_additive"] if enough else None, "programs": len(ranked),
             "search_s": s["search_s"], "tuning_s": s["tuning_s"], "verified": report["verification"]["status"]}
+
+
+def difference(versus: dict | None) -> str:
+    """The pick's kernels that the best baseline lacks and vice versa: ``+2 conv2d+add+relu -2 dnnl_conv2d``."""
+    if not versus:
+        return ""
+    return " ".join([*(f"+{n} {k}" for k, n in versus["gained"].items()),
+                     *(f"-{n} {k}" for k, n in versus["lost"].items())])
 
 
 def run(models: list[str], cache_dir: Path, budget_s: float | None, tuning_trials: int, finalists: int,

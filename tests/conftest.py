@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 _COVERAGE_DIR = "TSIR_COVERAGE_DIR"
-_COLUMNS = ("model", "source", "ops", "opaque", "rules_fired", "verified", "time_s", "onnx_vs_torch")
+_COLUMNS = ("model", "source", "ops", "opaque", "rules_fired", "verified", "time_s", "cost_vs_torch", "onnx_vs_torch")
+TWIN_COST_TOLERANCE = 0.01  # an ONNX twin whose chosen program is predicted this close to its torch program's
 
 
 def pytest_configure(config) -> None:
@@ -42,10 +43,13 @@ def pytest_terminal_summary(terminalreporter) -> None:
         write("  ".join(_cell(c, r.get(c, "")) for c in _COLUMNS))
     models = {r["model"] for r in rows}
     verified = sum(r["verified"] for r in rows)
+    twins = [r for r in rows if r["source"] == "onnx"]
+    close = sum(abs(r["cost_vs_torch"] - 1) <= TWIN_COST_TOLERANCE for r in twins)
     write(f"suite summary: {len(models)} models, {len(rows)} programs (torch + onnx), {verified}/{len(rows)} "
           f"verified, {sum(r['opaque'] for r in rows)} opaque ops, {sum(r['rules_fired'] for r in rows)} rule "
           f"matches, {sum(r['time_s'] for r in rows):.0f} s; ONNX twin with the same kernels as its torch program: "
-          f"{sum(r.get('onnx_vs_torch') == 'same' for r in rows)}/{sum(r['source'] == 'onnx' for r in rows)}")
+          f"{sum(r.get('onnx_vs_torch') == 'same' for r in twins)}/{len(twins)}, with a program predicted within "
+          f"{TWIN_COST_TOLERANCE:.0%} of its torch program's: {close}/{len(twins)}")
 
 
 def _cell(column: str, value) -> str:

@@ -12,10 +12,11 @@ from tsir.convert import relax_to_tsir
 from tsir.egraph import TermEGraph
 from tsir.frontend import export, to_relax
 from tsir.ir.term import Graph, Term, postorder
+from tsir.search.driver import kernel_difference
 from tsir.search.egglog_extract import egglog_extraction
 from tsir.search.extract import Space, to_term, walk
 from tsir.search.genetic import GeneticConfig, _region, genetic_search
-from tsir.search.greedy import greedy
+from tsir.search.greedy import fused_greedy, greedy
 from tsir.search.ilp import ilp_extraction
 from tsir.search.nsga import dominates
 from tsir.testing.strategies import GraphBuilder
@@ -154,6 +155,19 @@ def test_under_the_whole_program_cost_the_search_finds_a_fusion_the_additive_ext
     best_baseline = min(space.cost(g) for g in baselines.values())
     assert space.cost(result.genome) < 0.8 * best_baseline  # one dispatch instead of two, here ~2.1 vs ~4.2 µs
     assert space.node_sum(result.genome) >= min(space.node_sum(g) for g in baselines.values())
+
+
+def test_fused_greedy_prices_the_epilogue_fused_and_finds_it_without_a_search():
+    space = _dense_gelu_space()
+    genome = fused_greedy(space)
+    assert "dnnl_linear" not in _ops(space, genome) and "gelu" in _ops(space, genome)
+    assert len(space.kernel_groups(genome)) == 1  # TVM's linear with bias and gelu as its epilogue
+    assert space.cost(genome) < 0.8 * space.cost(greedy(space))
+    assert space.node_sum(genome) > space.node_sum(greedy(space))  # priced kernel by kernel it loses
+    difference = kernel_difference(space, genome, greedy(space), "greedy")
+    (gained, n), = difference["gained"].items()
+    assert n == 1 and gained.endswith("+gelu") and "dnnl" not in gained
+    assert any(k.startswith("dnnl_linear") for k in difference["lost"]) and difference["baseline"] == "greedy"
 
 
 def test_region_crossover_takes_one_fused_kernel_of_the_other_parent():

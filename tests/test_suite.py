@@ -31,12 +31,12 @@ def _twin_difference(from_torch: tsir.Result, from_onnx: tsir.Result) -> str:
                      *(f"-{n}{op}" for op, n in sorted(fewer.items()))])
 
 
-def _row(name: str, source: str, result: tsir.Result, seconds: float, twin: str = "") -> dict:
+def _row(name: str, source: str, result: tsir.Result, seconds: float, twin: str = "", cost_vs_torch: str = "") -> dict:
     ops = result.report["program"]["optimized"]
     fired = sum(n for rules in result.report["rules_fired"].values() for n in rules.values())
     return {"model": name, "source": source, "ops": sum(ops.values()), "opaque": ops.get("opaque", 0),
             "rules_fired": fired, "verified": result.report["verification"]["passed"], "time_s": round(seconds, 1),
-            "onnx_vs_torch": twin or ("same" if source == "onnx" else "")}
+            "cost_vs_torch": cost_vs_torch, "onnx_vs_torch": twin or ("same" if source == "onnx" else "")}
 
 
 @pytest.mark.parametrize("name", suite.names())
@@ -50,7 +50,9 @@ def test_model_and_its_onnx_twin_optimize_and_verify(name, tmp_path, record_cove
     path = suite.export_onnx(program, inputs, tmp_path / f"{name}.onnx")
     from_onnx = tsir.optimize(path, [t.numpy() for t in inputs], budget_s=BUDGET_S, measure=False, model_name=name)
     record_coverage(_row(name, "torch", from_torch, torch_s))
-    record_coverage(_row(name, "onnx", from_onnx, time.perf_counter() - start, _twin_difference(from_torch, from_onnx)))
+    predicted = [r.report["search"]["predicted_s"] for r in (from_onnx, from_torch)]
+    record_coverage(_row(name, "onnx", from_onnx, time.perf_counter() - start, _twin_difference(from_torch, from_onnx),
+                         round(predicted[0] / predicted[1], 4)))
     assert from_torch.report["verification"]["status"] == from_onnx.report["verification"]["status"] == "verified"
     for result in (from_torch, from_onnx):  # every op tsir leaves opaque on the suite has a listed reason
         assert set(result.report["program"]["opaque"]) <= set(suite.OPAQUE_REASONS), result.report["program"]

@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,7 +39,7 @@ from tsir.search import calibration
 from tsir.search.egglog_extract import egglog_extraction
 from tsir.search.extract import Genome, Space, to_term
 from tsir.search.genetic import GeneticConfig, SearchResult, analytic_objectives, genetic_search
-from tsir.search.greedy import greedy
+from tsir.search.greedy import fused_greedy, greedy
 from tsir.search.ilp import ilp_extraction
 from tsir.search.measured import CachedExecutable, Evaluator, Program, WorkerMeasurer, progress_bar, spearman
 
@@ -97,6 +98,8 @@ def run_search(
             report = _report(result, 1e3, "analytic")
             report["baselines_predicted_ms"] = {k: space.cost(g) * 1e3 for k, g in baselines.items()}
             genome = result.genome
+            best = min((k for k in BASELINES if k in baselines), key=lambda k: space.cost(baselines[k]))
+            report["versus_best_baseline"] = kernel_difference(space, genome, baselines[best], best)
         elif options.cost == "rpc":
             if measurer is None:
                 raise TsirError("cost='rpc' needs a measurer for the RPC devices (optimize(..., rpc='host:port:key'))")
@@ -112,14 +115,15 @@ def run_search(
     return Outcome(genome, report, library)
 
 
-BASELINES = ("egglog", "greedy", "ilp")  # the extractions the search is measured against
+BASELINES = ("egglog", "greedy", "fused_greedy", "ilp")  # the extractions the search is measured against
 ILP_SHARE = 0.1  # of the search budget, at most, for the exact extraction (at least a second)
 
 
 def _baselines(space: Space, time_s: float) -> tuple[dict[str, Genome], dict]:
     """The extractions under tsir's per-kernel cost (egglog's tree cost, greedy, the exact DAG cost by integer
-    programming when it solves in time) and the input program; and how the extraction by ILP went."""
-    baselines = {"egglog": egglog_extraction(space), "greedy": greedy(space)}
+    programming when it solves in time), greedy under a fusion-aware tree cost, and the input program; and how
+    the extraction by ILP went."""
+    baselines = {"egglog": egglog_extraction(space), "greedy": greedy(space), "fused_greedy": fused_greedy(space)}
     ilp = ilp_extraction(space, time_limit_s=max(1.0, ILP_SHARE * time_s))
     if ilp.status == "optimal":  # a best-so-far at the time limit is no exact baseline (often worse than greedy)
         baselines["ilp"] = ilp.genome
@@ -129,7 +133,7 @@ def _baselines(space: Space, time_s: float) -> tuple[dict[str, Genome], dict]:
 
 def _seeds(baselines: dict[str, Genome]) -> dict[str, Genome]:
     """The genetic search's seeds besides the two it always takes (the input program and greedy)."""
-    return {k: g for k, g in baselines.items() if k in ("egglog", "ilp")}
+    return {k: g for k, g in baselines.items() if k in ("egglog", "ilp", "fused_greedy")}
 
 
 def _remote(space, graph, original_mod, spec, config, inputs, measurer, baselines, update):
@@ -276,6 +280,7 @@ def _measured_with(run: _Measuring, measurer: Measurer | None, final_at: float):
         "baselines_ms": {k: ev.program(g).e2e_ms for k, g in baselines.items() if k != "original"},
         "winner_ms": winner.e2e_ms,
         "winner_source": next((k for k in baselines if ev.program(baselines[k]) is winner), "ga"),
+        "versus_best_baseline": _versus_best_baseline(space, ev, winner, baselines),
         "noise": _noise(winner, base),
         "end_to_end": [{"latency_ms": p.e2e_ms, "spread": p.e2e_spread, "kernel_sum_ms": p.kernel_ms,
                         "analytic_ms": p.analytic_ms, "additive_ms": space.node_sum(p.genome) * 1e3,
@@ -347,6 +352,26 @@ def _end_to_end_rank_corr(space: Space, base, fitted, options: SearchOptions, ti
         "rank_corr_end_to_end_uncalibrated": spearman([(p.analytic_ms, p.e2e_ms) for p in timed]),
         "rank_corr_end_to_end_additive": spearman([(space.node_sum(p.genome), p.e2e_ms) for p in timed]),
     }
+
+
+def kernel_difference(space: Space, genome: Genome, other: Genome, name: str) -> dict:
+    """How the kernels of ``genome``'s program differ from those of ``other`` (baseline ``name``): each kernel
+    named by its fused ops (``conv2d+add+relu``), counted in ``gained`` (only in ``genome``) or ``lost``."""
+    def kernels(g: Genome) -> Counter:
+        return Counter("+".join(space.node(g, c).op for c in group) for group in space.kernel_groups(list(g)))
+
+    mine, theirs = kernels(genome), kernels(other)
+    return {"baseline": name, "gained": dict(sorted((mine - theirs).items())),
+            "lost": dict(sorted((theirs - mine).items()))}
+
+
+def _versus_best_baseline(space: Space, ev: Evaluator, winner: Program, baselines: dict[str, Genome]) -> dict | None:
+    """``kernel_difference`` of the winner from the baseline fastest end to end (None when none was timed)."""
+    timed = [k for k in BASELINES if k in baselines and ev.program(baselines[k]).e2e_ms is not None]
+    if not timed:
+        return None
+    best = min(timed, key=lambda k: ev.program(baselines[k]).e2e_ms)
+    return kernel_difference(space, winner.genome, baselines[best], best)
 
 
 def _noise(winner: Program, baselines: list[Program]) -> float | None:

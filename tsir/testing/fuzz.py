@@ -29,6 +29,7 @@ from tsir.ir.term import Graph, Term, fold
 from tsir.lower import lower
 from tsir.rewrites import FAMILIES
 from tsir.search.extract import Space, to_term
+from tsir.search.greedy import fused_greedy, greedy
 from tsir.testing import Case, in_precision, program_text
 from tsir.testing.strategies import graphs
 from tsir.verify import Tolerance, compare
@@ -54,13 +55,13 @@ class Stats:
 
 def extractions(graph: Graph, count: int, seed: int) -> list[Term]:
     """Distinct programs from the saturated e-graph of ``graph``: random genomes (repaired to be acyclic),
-    the minimum-depth choice, and the original program."""
+    the minimum-depth choice and the greedy extractors' picks, besides the original program."""
     egraph = TermEGraph(graph, tuple(FAMILIES))
     egraph.saturate(LIMITS)
     space = Space.of(egraph.view(), targets.resolve("x86").roofline)
     rng = random.Random(seed)
     programs = {id(graph.root): graph.root}
-    genomes = [list(space.min_depth_node)] + [
+    genomes = [list(space.min_depth_node), greedy(space), fused_greedy(space)] + [
         [rng.randrange(len(nodes)) for nodes in space.view.classes] for _ in range(count)]
     for genome in genomes:
         term = to_term(space, genome)
