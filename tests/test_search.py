@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+from hypothesis import HealthCheck, given, settings
 
 from tsir import zoo
 from tsir.backends.roofline import X86_HOST
@@ -19,7 +20,7 @@ from tsir.search.genetic import GeneticConfig, _region, genetic_search
 from tsir.search.greedy import fused_greedy, greedy
 from tsir.search.ilp import ilp_extraction
 from tsir.search.nsga import dominates
-from tsir.testing.strategies import GraphBuilder
+from tsir.testing.strategies import GraphBuilder, graphs
 
 
 def cyclic_space() -> tuple[Space, Term]:
@@ -168,6 +169,24 @@ def test_fused_greedy_prices_the_epilogue_fused_and_finds_it_without_a_search():
     (gained, n), = difference["gained"].items()
     assert n == 1 and gained.endswith("+gelu") and "dnnl" not in gained
     assert any(k.startswith("dnnl_linear") for k in difference["lost"]) and difference["baseline"] == "greedy"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graphs(max_ops=6))
+def test_the_hill_climb_ends_in_a_local_optimum_no_slower_than_the_ga_winner(case):
+    egraph = TermEGraph(case.graph)
+    egraph.saturate()
+    space = Space.of(egraph.view(), X86_HOST)
+    config = GeneticConfig(population=4, generations=2, time_s=60.0, polish_share=0.5)
+    polished = genetic_search(space, config)
+    assert polished.cost <= polished.before_polish
+    assert (polished.polished > 0) == (polished.cost < polished.before_polish)
+    for c in walk(space, list(polished.genome)):  # no single-class move is faster
+        for i in range(len(space.view.classes[c])):
+            move = list(polished.genome)
+            move[c] = i
+            assert space.cost(move) >= polished.cost
+    assert polished.cost <= genetic_search(space, GeneticConfig(population=4, generations=2, time_s=60.0)).cost
 
 
 def test_region_crossover_takes_one_fused_kernel_of_the_other_parent():

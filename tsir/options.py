@@ -39,6 +39,7 @@ class Options:
     cost: str = "analytic"  # "analytic" (roofline) or "measured" (kernels timed on the target)
     tuning_trials: int = 0  # MetaSchedule trials per kernel (0: none)
     finalists: int = 3  # cost="measured": search programs built whole and timed at the end, besides the baselines
+    # (the GA's best half, the rest spread over the programs it explored)
     cache_dir: str | os.PathLike | None = None  # kernel cache and tuning database; $TSIR_CACHE_DIR, ~/.cache/tsir
     progress: bool = False  # a progress bar for the search
     accuracy: Budget | None = None  # mode="approx": the accuracy budget and its data

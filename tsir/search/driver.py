@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import tempfile
 import time
 from collections import Counter
@@ -53,7 +54,9 @@ class SearchOptions:
     tuning_share: float = 0.3  # at most this share of the search budget goes to tuning
     tuning_tasks: int = 3  # kernels of the baselines tuned per search (GEMM/conv first, heaviest first)
     cache_dir: str | os.PathLike = DEFAULT_DIR
-    final_candidates: int = 3  # GA programs built whole and timed besides the baselines (time permitting)
+    # programs built whole and timed besides the baselines (time permitting): the GA's best half, and the rest
+    # spread over the programs it explored by analytic cost (what the end-to-end rank correlation ranks)
+    final_candidates: int = 3
     final_share: float = 0.35  # share of the search budget kept for building and timing the finalists whole
     measure_per_generation: int = 2  # programs newly timed per kernel after each generation
     progress: bool = False
@@ -93,7 +96,8 @@ def run_search(
     update, close = progress_bar(options.progress, config.time_s)
     try:
         if options.cost == "analytic":
-            result = genetic_search(space, config, analytic_objectives(space), _seeds(baselines),
+            result = genetic_search(space, replace(config, polish_share=POLISH_SHARE), analytic_objectives(space),
+                                    _seeds(baselines),
                                     lambda gen, best, pop: update(best * 1e3) or False)
             report = _report(result, 1e3, "analytic")
             report["baselines_predicted_ms"] = {k: space.cost(g) * 1e3 for k, g in baselines.items()}
@@ -115,6 +119,7 @@ def run_search(
     return Outcome(genome, report, library)
 
 
+POLISH_SHARE = 0.25  # of the analytic search's time, kept for the hill climb from the GA's winner
 BASELINES = ("egglog", "greedy", "fused_greedy", "ilp")  # the extractions the search is measured against
 ILP_SHARE = 0.1  # of the search budget, at most, for the exact extraction (at least a second)
 
@@ -258,11 +263,18 @@ def _measured_with(run: _Measuring, measurer: Measurer | None, final_at: float):
     base = [ev.program(baselines[k]) for k in BASELINES if k in baselines]
     others = sorted((ev.program(g) for g, _ in result.ranked), key=lambda p: ev.latency_ms(genomes[id(p)]))
     finalists: list[Program] = []
-    for p in [ev.program(result.genome), *base, *others]:
-        if p not in finalists:
-            finalists.append(p)
-    required = len({id(p) for p in finalists[:1 + len(base)]})
-    finalists = finalists[:max(required, options.final_candidates + len(base))]
+
+    def add(programs, limit: int) -> None:
+        for p in programs:
+            if p not in finalists and len(finalists) < limit:
+                finalists.append(p)
+
+    add([ev.program(result.genome), *base], 1 + len(base))
+    required = len(finalists)
+    add(others, required + (options.final_candidates + 1) // 2)  # the GA's best; then what it explored, spread
+    spread = _spread(space, result.explored, required + options.final_candidates - len(finalists), config.seed)
+    genomes.update({id(ev.program(g)): g for g in spread})
+    add(map(ev.program, spread), required + options.final_candidates)
     ev.measure_end_to_end(finalists, measurer, inputs, start + budget, required)
     phases["end_to_end"] = time.monotonic() - start - sum(phases.values())
     timed = [p for p in finalists if p.e2e_ms is not None]
@@ -305,6 +317,23 @@ def _measured_with(run: _Measuring, measurer: Measurer | None, final_at: float):
         "phases_s": {k: round(v, 3) for k, v in phases.items()},
     })
     return genomes[id(winner)], report, winner.library
+
+
+SPREAD_POOL = 256  # explored programs priced to choose the spread finalists from
+
+
+def _spread(space: Space, explored: list[tuple[int, ...]], count: int, seed: int) -> list[Genome]:
+    """``count`` programs the search explored whose analytic costs spread evenly from its cheapest to its
+    dearest (distinct costs), so that the end-to-end rank correlation ranks programs that differ, not only the
+    near-equal best ones."""
+    if count <= 0 or not explored:
+        return []
+    pool = random.Random(seed).sample(explored, min(SPREAD_POOL, len(explored)))
+    priced = sorted({space.cost(list(g)): list(g) for g in pool}.items())
+    if len(priced) <= count:
+        return [g for _, g in priced]
+    return [priced[round(i * (len(priced) - 1) / (count - 1))][1] if count > 1 else priced[-1][1]
+            for i in range(count)]
 
 
 def end_to_end_s(ev: Evaluator, seeds: list[Program]) -> float:
@@ -408,6 +437,7 @@ def _report(result: SearchResult, to_ms: float, tier: str) -> dict:
         "seeds_predicted_s": {k: v * to_ms / 1e3 for k, v in result.seeds.items()},
         "evaluations": result.evaluations,
         "generations": len(result.history),
+        "polish": {"moves": result.polished, "before_s": result.before_polish * to_ms / 1e3},
         "ga_time_s": round(result.time_s, 4),
         "tuning_s": 0.0,
     }

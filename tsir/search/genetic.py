@@ -9,7 +9,8 @@ repairs every child into an acyclic program, and keeps the best of parents and c
 crowding distance. Objectives are (latency, size, error), all minimized; the winner is the fastest
 genome whose error is within ``max_error`` (0 in exact mode). Deterministic for a seed; stops at
 ``generations``, at the wall-clock ``time_s``, or after ``patience`` generations without a faster
-winner.
+winner. With ``polish_share`` (the analytic tier, whose latency objective is cheap) a hill climb over
+single-class moves then improves the winner in the time left, at least that share of ``time_s``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class GeneticConfig:
     patience: int = 10  # generations without a faster winner before stopping early
     max_error: float = 0.0  # error budget: 0 is exact mode
     knobs: tuple[int, ...] = ()  # approximate mode: choices per approximation knob, genes after the classes
+    polish_share: float = 0.0  # of ``time_s``, kept for a hill climb from the winner (for a cheap latency objective)
 
 
 @dataclass
@@ -54,8 +56,11 @@ class SearchResult:
     front: list[tuple[Genome, Objectives]] = field(default_factory=list)  # the final Pareto front
     ranked: list[tuple[Genome, Objectives]] = field(default_factory=list)  # final population, best first
     evaluations: int = 0
+    explored: list[tuple[int, ...]] = field(default_factory=list)  # every distinct genome scored, in order
     time_s: float = 0.0
     stopped_by: str = "generations"  # or "time" (the budget ``time_s`` ran out) or "patience"
+    polished: int = 0  # single-class moves of the final hill climb that made the winner faster
+    before_polish: float = 0.0  # latency objective of the GA's winner before the hill climb
 
 
 def analytic_objectives(space: Space) -> Callable[[Genome], Objectives]:
@@ -76,14 +81,14 @@ def genetic_search(
     rng = random.Random(config.seed)
     start, wall_start = clock(), time.perf_counter()
     cache: dict[tuple[int, ...], Objectives] = {}
-    evaluated: set[tuple[int, ...]] = set()
+    evaluated: dict[tuple[int, ...], None] = {}  # ordered: the first scoring of each genome
 
     def score(genome: Genome) -> Objectives:
         walk(space, genome)
         key = tuple(genome)
         if key not in cache:
             cache[key] = objectives(genome)
-            evaluated.add(key)
+            evaluated[key] = None
         return cache[key]
 
     def score_all(genomes: list[Genome]) -> list[tuple[Genome, Objectives]]:
@@ -109,10 +114,11 @@ def genetic_search(
     population = _select(score_all(genomes), config.population)
     result = SearchResult(best(population)[0], best(population)[1][0], {k: score(list(g))[0] for k, g in seeds.items()})
     stale = 0
+    ga_time_s = config.time_s * (1 - config.polish_share)
     for generation in range(config.generations):
         elapsed = clock() - start
-        if elapsed >= config.time_s or stale >= config.patience:
-            result.stopped_by = "time" if elapsed >= config.time_s else "patience"
+        if elapsed >= ga_time_s or stale >= config.patience:
+            result.stopped_by = "time" if elapsed >= ga_time_s else "patience"
             break
         order = rank([o for _, o in population])
         children = []
@@ -133,11 +139,18 @@ def genetic_search(
             population = _select([(g, score(g)) for g, _ in population], config.population)
             result.history[-1] = best(population)[1][0]
     result.genome, winner_objectives = best(population)
+    if config.polish_share > 0:
+        polished = _polish(space, result.genome, score, lambda: clock() - start < config.time_s, config.max_error)
+        result.polished, result.before_polish = len(polished) - 1, winner_objectives[0]
+        if result.polished:
+            population = _select(_distinct([polished[-1], *population]), config.population)
+            result.genome, winner_objectives = polished[-1]
     result.cost = winner_objectives[0]
     order = rank([o for _, o in population])
     result.front = [population[i] for i in range(len(population)) if order[i][0] == 0]
     result.ranked = [population[i] for i in sorted(range(len(population)), key=lambda i: (population[i][1], i))]
     result.evaluations = len(evaluated)
+    result.explored = list(evaluated)
     result.time_s = time.perf_counter() - wall_start
     return result
 
@@ -190,15 +203,42 @@ def _subtree(a: Genome, b: Genome, space: Space, rng: random.Random) -> Genome:
 def _region(a: Genome, b: Genome, space: Space, rng: random.Random) -> Genome:
     """``a`` with the choices of ``b`` for every class of one of ``b``'s kernels (a fusion group)."""
     child = list(a)
-    for c in rng.choice(space.kernel_groups(list(b))):
+    groups = space.kernel_groups(list(b))
+    for c in rng.choice(groups) if groups else ():  # a program that runs no kernel has no region
         child[c] = b[c]
     return child
 
 
 def _mutate_region(genome: Genome, space: Space, rng: random.Random) -> None:
     """Re-pick the e-node of every class of one of the program's kernels."""
-    for c in rng.choice(space.kernel_groups(genome)):
+    groups = space.kernel_groups(genome)
+    for c in rng.choice(groups) if groups else ():
         genome[c] = rng.randrange(len(space.view.classes[c]))
+
+
+def _polish(space: Space, genome: Genome, score: Callable[[Genome], Objectives], in_time: Callable[[], bool],
+            max_error: float) -> list[tuple[Genome, Objectives]]:
+    """Hill climb from ``genome``: re-pick one class's e-node at a time, keep each move that makes the program
+    faster within ``max_error``, sweep the program's classes until a sweep finds none or time is up. Returns
+    ``genome`` and each improvement, in order."""
+    path = [(list(genome), score(list(genome)))]
+    improved = True
+    while improved:
+        improved = False
+        for c in walk(space, list(path[-1][0])):
+            for i in range(len(space.view.classes[c])):
+                current, objectives = path[-1]
+                if i == current[c]:
+                    continue
+                if not in_time():
+                    return path
+                move = list(current)
+                move[c] = i
+                moved = score(move)  # repairs ``move``
+                if moved[0] < objectives[0] and moved[2] <= max_error:
+                    path.append((move, moved))
+                    improved = True
+    return path
 
 
 def _mix_knobs(child: Genome, other: Genome, config: GeneticConfig, rng: random.Random) -> None:
