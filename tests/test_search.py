@@ -13,7 +13,7 @@ from tsir.convert import relax_to_tsir
 from tsir.egraph import TermEGraph
 from tsir.frontend import export, to_relax
 from tsir.ir.term import Graph, Term, postorder
-from tsir.search.driver import kernel_difference
+from tsir.search.driver import _spread, kernel_difference
 from tsir.search.egglog_extract import egglog_extraction
 from tsir.search.extract import Space, to_term, walk
 from tsir.search.genetic import GeneticConfig, _region, genetic_search
@@ -187,6 +187,19 @@ def test_the_hill_climb_ends_in_a_local_optimum_no_slower_than_the_ga_winner(cas
             move[c] = i
             assert space.cost(move) >= polished.cost
     assert polished.cost <= genetic_search(space, GeneticConfig(population=4, generations=2, time_s=60.0)).cost
+
+
+def test_spread_finalists_span_the_explored_programs_from_cheapest_to_dearest():
+    entry = zoo.load("lenet")
+    egraph = TermEGraph(relax_to_tsir(to_relax(export(entry.module, entry.example_inputs))))
+    egraph.saturate()
+    space = Space.of(egraph.view(), X86_HOST)
+    explored = genetic_search(space, GeneticConfig(seed=0, generations=5)).explored
+    costs = sorted({space.cost(list(g)) for g in explored})
+    assert len(explored) <= 256 and len(costs) > 4  # so the pool is every explored program
+    spread = [space.cost(g) for g in _spread(space, explored, 4, seed=0)]
+    assert spread == sorted(set(spread)) and len(spread) == 4
+    assert spread[0] == costs[0] and spread[-1] == costs[-1]
 
 
 def test_region_crossover_takes_one_fused_kernel_of_the_other_parent():
