@@ -86,6 +86,61 @@ def test_python_dash_m_tsir_optimizes_a_factory_file(tmp_path):
     assert optimized.get("linear", 0) + optimized.get("dnnl_linear", 0) == 1 and "matmul" not in optimized
 
 
+FACTORY = """
+import torch
+def build():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
+                                torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
+    return model, (torch.randn(16, 64),)
+"""
+
+
+def test_approx_mode_on_a_factory_file_with_npz_data(tmp_path):
+    """``--mode approx --data --heldout --metric`` on the user's own model: the held-out metric is scored on
+    their file and the pick stays within --max-drop of the original."""
+    (tmp_path / "classifier.py").write_text(FACTORY)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", rng.standard_normal((64, 64)).astype(np.float32))
+    np.savez(tmp_path / "heldout.npz", rng.standard_normal((48, 64)).astype(np.float32))
+    proc = subprocess.run([sys.executable, "-m", "tsir", "optimize", "classifier.py:build", "--mode", "approx",
+                           "--data", "calib.npz", "--heldout", "heldout.npz", "--metric", "cosine", "--max-drop",
+                           "0.01", "--budget", "20s", "--out", "o"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["mode"] == "approx" and report["verification"]["status"] == "within-budget"
+    heldout = report["verification"]["heldout"]
+    assert heldout["metric"] == "cosine" and heldout["max_drop"] == 0.01 and heldout["examples"] == 48
+    assert heldout["drop"] <= 0.01 and heldout["optimized"] >= heldout["original"] - 0.01
+
+
+def test_bad_approx_data_exits_2_and_names_the_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "classifier.py").write_text(FACTORY)
+    np.savez(tmp_path / "ok.npz", np.zeros((32, 64), np.float32))
+    np.savez(tmp_path / "misshaped.npz", np.zeros((32, 63), np.float32))
+    np.savez(tmp_path / "few.npz", np.zeros((8, 64), np.float32))
+    np.savez(tmp_path / "labelled.npz", np.zeros((32, 64), np.float32), labels=np.zeros(32, np.int64))
+    np.save(tmp_path / "single.npy", np.zeros((32, 64), np.float32))
+    model = ["optimize", "classifier.py:build", "--mode", "approx"]
+    for args in (["--data", "ok.npz"], ["--data", "ok.npz", "--heldout", "misshaped.npz"],
+                 ["--data", "few.npz", "--heldout", "ok.npz"], ["--data", "labelled.npz", "--heldout", "ok.npz"],
+                 ["--data", "single.npy", "--heldout", "ok.npz"], ["--data", "nowhere.npz", "--heldout", "ok.npz"]):
+        assert cli.main(model + args) == 2
+    assert cli.main(["optimize", "mlp", "--metric", "cosine"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--mode approx needs calibration and held-out data: --data calib.npz --heldout heldout.npz" in err
+    assert "--heldout 'misshaped.npz': array 'arr_0' has shape (32, 63); the model's input takes examples of shape " \
+           "(64,)" in err
+    assert "--data 'few.npz' has 8 examples; approximate mode runs the model on whole batches of 16" in err
+    assert "only one of 'labelled.npz' and 'ok.npz' has 'labels'" in err
+    assert "--data 'single.npy' is a single array, not an .npz of arrays" in err
+    assert "--data file 'nowhere.npz' does not exist" in err
+    assert "--data, --heldout and --metric are for --mode approx" in err
+    assert not (tmp_path / "build").exists()  # nothing half-written
+
+
 def test_rules_lists_every_family_and_the_total():
     result = CliRunner().invoke(cli.app, ["rules"])
     assert result.exit_code == 0

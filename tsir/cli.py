@@ -34,6 +34,12 @@ class Mode(StrEnum):
     approx = "approx"
 
 
+class Metric(StrEnum):
+    top1 = "top1"
+    cosine = "cosine"
+    relative_error = "relative_error"
+
+
 class Cost(StrEnum):
     analytic = "analytic"
     measured = "measured"
@@ -128,9 +134,15 @@ def optimize(
     model: Annotated[str, typer.Argument(help="zoo name, path/to/model.onnx, or path/to/file.py:factory")],
     target: Annotated[str, typer.Option(help="x86 (this CPU), arm[:core], cuda[:sm_XX]; docs/deploying.md")] = "x86",
     mode: Annotated[Mode, typer.Option(help="exact rewrites only, or approx: low-rank/int8 layers within "
-                                       "--max-drop (MODEL digits or minilm, which bring their data)")] = Mode.exact,
-    max_drop: Annotated[float | None, typer.Option(help="approx: largest accepted held-out metric drop "
-                                                   "(default 0.005 top-1 for digits, 0.01 cosine for minilm)")] = None,
+                                       "--max-drop on --heldout (digits and minilm bring their data)")] = Mode.exact,
+    max_drop: Annotated[float | None, typer.Option(help="approx: largest accepted held-out metric drop (default "
+                                                   "0.005; 0.01 cosine for minilm)")] = None,
+    data: Annotated[Path | None, typer.Option(help="approx: calibration inputs, an .npz with one array per model "
+                                              "input (examples along axis 0) and optional 'labels'")] = None,
+    heldout: Annotated[Path | None, typer.Option(help="approx: held-out inputs the metric is scored on, as "
+                                                 "--data")] = None,
+    metric: Annotated[Metric | None, typer.Option(help="approx: top1 (against labels, or agreement with the original), "
+                                           "cosine or relative_error, each against the original model")] = None,
     budget: Annotated[str, typer.Option(help="time budget: 90s, 10m, 1h")] = "60s",
     out_dir: Annotated[Path, typer.Option("--out", help="directory for model.so, report.json, report.md")] = Path(
         "build"),
@@ -155,14 +167,10 @@ def optimize(
     if rpc is not None:
         options["rpc"] = parse_rpc(rpc)
     if mode == Mode.approx:
-        from tsir.approx.real import REAL
-
-        if model not in REAL:
-            raise TsirError(f"--mode approx needs calibration and held-out data: use MODEL {' or '.join(REAL)} "
-                            "(bundled data), or the Python API with accuracy=tsir.Budget(...)")
-        loaded, inputs, options["accuracy"] = REAL[model](*(() if max_drop is None else (max_drop,)))
-        name = model
+        loaded, inputs, name, options["accuracy"] = _approx_model(model, data, heldout, metric, max_drop)
     else:
+        if data is not None or heldout is not None or metric is not None:
+            raise TsirError("--data, --heldout and --metric are for --mode approx; add it, or leave them out")
         loaded, inputs, name = load_model(model)
     with Progress(SpinnerColumn(finished_text="[green]✓"), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=err, transient=False) as progress:
@@ -180,6 +188,28 @@ def optimize(
     out.print(summary(result.report))
     written = [f for f in report_files.FILES if (out_dir / f).exists()]
     out.print(f"wrote {', '.join(written)} to {out_dir}/")
+
+
+def _approx_model(model: str, data: Path | None, heldout: Path | None, metric: Metric | None,
+                  max_drop: float | None) -> tuple[object, tuple, str, object]:
+    """MODEL with its accuracy budget: a bundled one's own data, or the user's --data and --heldout files."""
+    from tsir.approx.data_files import budget_from_files
+    from tsir.approx.real import REAL
+
+    if data is None and heldout is None and metric is None and model in REAL:
+        loaded, inputs, budget = REAL[model](*(() if max_drop is None else (max_drop,)))
+        return loaded, inputs, model, budget
+    if data is None or heldout is None:
+        raise TsirError("--mode approx needs calibration and held-out data: --data calib.npz --heldout heldout.npz "
+                        f"(one array per model input, examples along axis 0), or MODEL {' or '.join(REAL)} "
+                        "(bundled data)")
+    loaded, inputs, name = load_model(model)
+    if inputs is None:
+        raise TsirError("--mode approx with --data takes a zoo name or path/to/file.py:factory; for an ONNX file "
+                        "use the Python API (tsir.optimize(path, inputs, mode='approx', accuracy=tsir.Budget(...)))")
+    metric_name = (metric or Metric.top1).value
+    budget = budget_from_files(data, heldout, metric_name, 0.005 if max_drop is None else max_drop, inputs)
+    return loaded, inputs, name, budget
 
 
 @app.command()
