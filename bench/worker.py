@@ -1,18 +1,28 @@
-"""One system in its own process: prepare a model, verify it against PyTorch, run timed blocks on request.
+"""One system in its own process: prepare a model, verify it against PyTorch, run timed blocks on request,
+and report the process's peak resident memory.
 
-Separate processes keep the systems' thread pools (two OpenMP runtimes, TVM's pool, ONNX Runtime's)
-from spinning against each other, and a system that crashes cannot take the harness down. A worker
-lives for the whole run (imports are paid once) and prepares one (model, batch) after another.
+Separate processes keep the systems' thread pools (two OpenMP runtimes, TVM's pool, ONNX Runtime's,
+OpenVINO's) from spinning against each other, make each peak memory that system's own, and a system that
+crashes cannot take the harness down. A worker lives for the whole run (imports are paid once) and
+prepares one (model, batch) after another; the kernel's peak-RSS mark (``VmHWM``) is reset before each.
+
+Memory per row: ``prepare_peak_rss_mb`` over preparing (export, compile, tune), ``peak_rss_mb`` over the
+first call, verification and timing, after the torch module was dropped by the systems that do not run it
+(both include the process's imports: Python, torch, TVM and tsir in every worker, and the system's runtime).
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import multiprocessing as mp
 import time
 import traceback
 from multiprocessing.connection import Connection
 
-from .systems import SYSTEMS, THREADS, Prepared
+from . import policy
+from .prepared import Prepared
+from .systems import KEEPS_MODULE, SYSTEMS
 
 VERIFIED = ("verified", "verified-on-host", "within-budget")  # tsir's statuses of a verified result
 
@@ -22,16 +32,46 @@ def _error(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since the last ``reset_peak`` (VmHWM), in MiB."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def reset_peak() -> None:
+    """Return freed memory to the OS, then set the peak-RSS mark to the current RSS (Linux >= 4.0)."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def _prepare(system: str, model: str, batch: int, budget_s: float) -> tuple[Prepared | None, dict]:
-    from tsir import zoo
     from tsir.verify import compare, reference_outputs
 
+    from .cases import load
+
+    info: dict = {}
     start = time.perf_counter()
     try:
-        entry = zoo.load(model, batch)
-        prepared = SYSTEMS[system](entry, budget_s)
-        check = compare(reference_outputs(entry.module, entry.example_inputs), prepared.outputs())
-        info = {"verified": check.passed, "max_abs_err": check.max_abs_error, **prepared.notes}
+        case = load(model, batch)
+        reference = reference_outputs(case.module, case.inputs)
+        reset_peak()
+        prepared = SYSTEMS[system](case, budget_s)
+        info["prepare_s"] = round(time.perf_counter() - start, 2)
+        info["prepare_peak_rss_mb"] = peak_rss_mb()
+        if system not in KEEPS_MODULE:
+            case.module = None
+        reset_peak()
+        if prepared.first_call_ms is None:
+            begin = time.perf_counter()
+            prepared.call()
+            prepared.first_call_ms = (time.perf_counter() - begin) * 1e3
+        info["first_call_ms"] = round(prepared.first_call_ms, 3)
+        check = compare(reference, prepared.outputs())
+        info.update({"verified": check.passed, "max_abs_err": check.max_abs_error, **prepared.notes})
         if not check.passed:
             info["verification_problem"] = check.problem
         if "tsir_verification" in info:  # tsir also verified itself on fresh inputs while optimizing
@@ -39,15 +79,19 @@ def _prepare(system: str, model: str, batch: int, budget_s: float) -> tuple[Prep
         if "approx" in info:  # approximate outputs differ by design: its held-out budget is the check
             info["verified"] = info["approx"]["within_budget"]
     except Exception as err:  # a failing system is a result, not a crash
-        prepared, info = None, {"error": _error(err), "traceback_tail": traceback.format_exc().splitlines()[-3:]}
-    return prepared, {**info, "prepare_s": round(time.perf_counter() - start, 2)}
+        prepared = None
+        info.update({"error": _error(err), "traceback_tail": traceback.format_exc().splitlines()[-3:]})
+    info.setdefault("prepare_s", round(time.perf_counter() - start, 2))
+    return prepared, info
 
 
 def serve(conn: Connection, system: str) -> None:
-    """Worker body: ("prepare", model, batch, budget_s) -> info dict; ("block", n) -> ms per call; ("stop",)."""
+    """Worker body: ("prepare", model, batch, budget_s) -> info dict; ("block", n) -> ms per call;
+    ("memory",) -> peak RSS in MiB since the prepare's first call; ("stop",)."""
     import torch
 
-    torch.set_num_threads(THREADS)
+    policy.check()
+    torch.set_num_threads(policy.threads())
     prepared = None
     while True:
         message = conn.recv()
@@ -57,12 +101,14 @@ def serve(conn: Connection, system: str) -> None:
             prepared = None
             prepared, info = _prepare(system, *message[1:])
             conn.send(info)
-            continue
-        calls = message[1]
-        begin = time.perf_counter()
-        for _ in range(calls):
-            prepared.call()
-        conn.send((time.perf_counter() - begin) * 1e3 / max(calls, 1))
+        elif message[0] == "memory":
+            conn.send(peak_rss_mb())
+        else:
+            calls = message[1]
+            begin = time.perf_counter()
+            for _ in range(calls):
+                prepared.call()
+            conn.send((time.perf_counter() - begin) * 1e3 / max(calls, 1))
 
 
 class Worker:
@@ -100,6 +146,9 @@ class Worker:
 
     def sample(self, calls: int) -> float:
         return self._ask(("block", calls), 600)
+
+    def peak_rss_mb(self) -> float:
+        return self._ask(("memory",), 60)
 
     def close(self) -> None:
         if self.process is None:
