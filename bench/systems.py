@@ -124,6 +124,20 @@ def tsir_library_only(case: Case, budget_s: float) -> Prepared:
     return _tsir(case, budget_s, families=LIBRARY_FAMILIES)
 
 
+def tsir_library(case: Case, budget_s: float, library: str) -> Prepared:
+    """The ``model.so`` a ``tsir optimize`` run wrote (``bench.headline``)."""
+    import tvm
+    from tvm import relax
+
+    from tsir.backends import dnnl, runtime
+
+    dnnl.load()
+    vm = relax.VirtualMachine(tvm.runtime.load_module(library), tvm.cpu())
+    args = [tvm.runtime.tensor(x.numpy(), tvm.cpu()) for x in case.inputs]
+    main = vm["main"]
+    return Prepared(lambda: main(*args), lambda: runtime.flatten(main(*args)))
+
+
 def tsir_approx(case: Case, budget_s: float) -> Prepared:
     """Approximate mode with the fidelity default (zoo models have random weights and no data): relative
     output error <= 1% on random held-out inputs; that budget, not the fp32 tolerance, is its check."""
@@ -147,8 +161,9 @@ SYSTEMS: dict[str, Callable[[Case, float], Prepared]] = {
     "tvm_baseline": tvm_baseline,
     "torch_eager": torch_eager,
     "tsir_approx": tsir_approx,
+    "tsir_library": tsir_library,
 }
-DEFAULT = [s for s in SYSTEMS if s != "tsir_approx"]
+DEFAULT = [s for s in SYSTEMS if s not in ("tsir_approx", "tsir_library")]
 KEEPS_MODULE = ("torch_eager", "torch_compile")  # the systems that run the torch module itself
 
 SETTINGS = {

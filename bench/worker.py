@@ -48,7 +48,7 @@ def reset_peak() -> None:
         f.write("5")
 
 
-def _prepare(system: str, model: str, batch: int, budget_s: float) -> tuple[Prepared | None, dict]:
+def _prepare(system: str, model: str, batch: int, budget_s: float, extra: dict) -> tuple[Prepared | None, dict]:
     from tsir.verify import compare, reference_outputs
 
     from .cases import load
@@ -59,7 +59,7 @@ def _prepare(system: str, model: str, batch: int, budget_s: float) -> tuple[Prep
         case = load(model, batch)
         reference = reference_outputs(case.module, case.inputs)
         reset_peak()
-        prepared = SYSTEMS[system](case, budget_s)
+        prepared = SYSTEMS[system](case, budget_s, **extra)
         info["prepare_s"] = round(time.perf_counter() - start, 2)
         info["prepare_peak_rss_mb"] = peak_rss_mb()
         if system not in KEEPS_MODULE:
@@ -86,8 +86,8 @@ def _prepare(system: str, model: str, batch: int, budget_s: float) -> tuple[Prep
 
 
 def serve(conn: Connection, system: str) -> None:
-    """Worker body: ("prepare", model, batch, budget_s) -> info dict; ("block", n) -> ms per call;
-    ("memory",) -> peak RSS in MiB since the prepare's first call; ("stop",)."""
+    """Worker body: ("prepare", model, batch, budget_s, the system's extra keywords) -> info dict;
+    ("block", n) -> ms per call; ("memory",) -> peak RSS in MiB since the prepare's first call; ("stop",)."""
     import torch
 
     policy.check()
@@ -139,10 +139,10 @@ class Worker:
             self.process = None
             raise RuntimeError(f"the system's process died (exit code {code})") from None
 
-    def prepare(self, model: str, batch: int, budget_s: float, timeout_s: float) -> dict:
+    def prepare(self, model: str, batch: int, budget_s: float, timeout_s: float, **extra) -> dict:
         if self.process is None or not self.process.is_alive():
             self._start()
-        return self._ask(("prepare", model, batch, budget_s), timeout_s)
+        return self._ask(("prepare", model, batch, budget_s, extra), timeout_s)
 
     def sample(self, calls: int) -> float:
         return self._ask(("block", calls), 600)
