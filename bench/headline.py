@@ -26,7 +26,8 @@ def compare(model: str, library: Path, rounds: int = 7, timeout_s: float = 300) 
     try:
         for system, worker in workers.items():
             try:
-                rows[system] = worker.prepare(model, 1, 0.0, timeout_s=timeout_s, library=str(library))
+                extra = {"library": str(library)} if system == SYSTEM else {}
+                rows[system] = worker.prepare(model, 1, 0.0, timeout_s=timeout_s, **extra)
             except (RuntimeError, TimeoutError) as err:
                 rows[system] = {"error": f"while preparing: {err}"}
         ready = {s: w.sample for s, w in workers.items() if not rows[s].get("error")}

@@ -23,7 +23,7 @@ from . import peers
 from .cases import Case
 from .prepared import Prepared
 
-TUNING = {"trials_per_task": 16, "max_tasks": 6, "time_s": 45.0}  # tvm_tuned's budget per model and batch
+TUNING = {"trials_per_task": 16, "max_tasks": 6, "time_s": 30.0}  # tvm_tuned's budget per model and batch
 LIBRARY_FAMILIES = ("library",)
 
 

@@ -34,7 +34,8 @@ def optimized(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def test_optimize_prints_table_and_writes_everything(optimized):
     out, proc = optimized
     assert proc.returncode == 0, proc.stderr
-    for row in (*ROWS, "PyTorch eager (reference)"):
+    for row in (*ROWS, "PyTorch eager (reference)", "speed-up over the best peer", "ONNX Runtime (best of 1 and 2",
+                "OpenVINO (best of 1 and 2"):
         assert row in proc.stdout, f"missing {row!r} in:\n{proc.stdout}"
     assert "search curve" in proc.stdout  # the analytic search ran generations
     for stage in ("import", "saturate", "search", "build", "verify"):
