@@ -194,7 +194,7 @@ def test_optimize_with_measured_cost_and_tuning(tmp_path, monkeypatch, capsys):
     cache written where it was asked to be, and the search curve shown, even on a short budget."""
     monkeypatch.chdir(tmp_path)
     assert cli.main(["optimize", "mlp", "--out", "o", "--budget", "10s", "--cost", "measured", "--tuning-trials",
-                     "2", "--cache", "cache"]) == 0
+                     "2", "--cache", "cache", "--no-peers"]) == 0
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["search"]["cost_tier"] == "measured" and report["search"]["tuning"]["trials_per_task"] == 2
     assert report["verification"]["status"] == "verified"
