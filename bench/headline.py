@@ -18,10 +18,11 @@ SYSTEM = "tsir_library"
 NAMES = {"tsir_library": "tsir", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
-def compare(model: str, library: Path, rounds: int = 7, timeout_s: float = 300) -> dict:
+def compare(model: str, library: Path, log: Path | None = None, rounds: int = 7, timeout_s: float = 300) -> dict:
     """Rows (system -> median_ms, threads, verified, error) for tsir's ``library`` and the peers on ``model``,
-    the best peer and the speed-up over it (None when tsir or every peer failed or did not verify)."""
-    workers = {s: Worker(s) for s in (SYSTEM, *PEERS)}
+    the best peer and the speed-up over it (None when tsir or every peer failed or did not verify). The
+    workers' own output (exporter and runtime warnings) goes to ``log``."""
+    workers = {s: Worker(s, log) for s in (SYSTEM, *PEERS)}
     rows: dict[str, dict] = {}
     try:
         for system, worker in workers.items():

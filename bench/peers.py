@@ -51,16 +51,19 @@ def _thread_counts() -> list[int]:
     return [n for n in (1, 2) if n <= policy.threads()]
 
 
-def fastest(variants: dict[int, tuple[Callable[[], object], Callable[[], list[np.ndarray]]]]) -> Prepared:
-    """The fastest of ``variants`` (threads -> (call, outputs)), timed in alternating blocks; each one's first
-    call is timed on its own."""
+Variant = tuple[Callable[[], object], Callable[[], list[np.ndarray]], float | None]  # call, outputs, first call ms
+
+
+def fastest(variants: dict[int, Variant]) -> Prepared:
+    """The fastest of ``variants`` (threads -> variant), timed in alternating blocks. A variant's first call
+    is timed here unless preparing it already made (and timed) one."""
     first, times = {}, {n: [] for n in variants}
-    for n, (call, _) in variants.items():
+    for n, (call, _, first_ms) in variants.items():
         start = time.perf_counter()
         call()
-        first[n] = (time.perf_counter() - start) * 1e3
+        first[n] = (time.perf_counter() - start) * 1e3 if first_ms is None else first_ms
     for _ in range(PICK_ROUNDS):
-        for n, (call, _) in variants.items():
+        for n, (call, _, _) in variants.items():
             calls = max(1, int(PICK_BLOCK_S * 1e3 / max(first[n], 1e-3)))
             start = time.perf_counter()
             for _ in range(calls):
@@ -68,7 +71,7 @@ def fastest(variants: dict[int, tuple[Callable[[], object], Callable[[], list[np
             times[n].append((time.perf_counter() - start) * 1e3 / calls)
     medians = {n: float(np.median(t)) for n, t in times.items()}
     best = min(medians, key=medians.get)
-    call, outputs = variants[best]
+    call, outputs, _ = variants[best]
     return Prepared(call, outputs, {"threads": best, "threads_ms": medians}, first_call_ms=first[best])
 
 
@@ -135,10 +138,13 @@ def _feeds(session, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
     return dict(zip(names, arrays, strict=True))
 
 
-def _bound(ort, session, arrays: list[np.ndarray]):
-    """(call, outputs) with inputs and outputs bound once to OrtValues (output shapes from one plain run)."""
+def _bound(ort, session, arrays: list[np.ndarray]) -> Variant:
+    """The session with inputs and outputs bound once to OrtValues (output shapes from its first call, a plain
+    run, timed)."""
     feeds = _feeds(session, arrays)
+    start = time.perf_counter()
     shapes = session.run(None, feeds)
+    first_ms = (time.perf_counter() - start) * 1e3
     binding = session.io_binding()
     inputs = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for name, a in feeds.items()}
     for name, value in inputs.items():
@@ -150,8 +156,8 @@ def _bound(ort, session, arrays: list[np.ndarray]):
     def call():
         session.run_with_iobinding(binding)
 
-    call.keep = (inputs, outputs)  # the bound values live as long as the call
-    return call, lambda: [v.numpy().copy() for v in outputs]
+    call.keep = (inputs, outputs)  # the bound OrtValues (and the arrays they view) live as long as the call
+    return call, lambda: [v.numpy().copy() for v in outputs], first_ms
 
 
 def openvino(case: Case, budget_s: float) -> Prepared:
@@ -172,11 +178,11 @@ def openvino(case: Case, budget_s: float) -> Prepared:
     return fastest(variants)
 
 
-def _request(ov, compiled, arrays: list[np.ndarray]):
+def _request(ov, compiled, arrays: list[np.ndarray]) -> Variant:
     request = compiled.create_infer_request()
     if len(compiled.inputs) != len(arrays):
         raise RuntimeError(f"the OpenVINO model takes {len(compiled.inputs)} inputs, the torch model {len(arrays)}")
     for i, a in enumerate(arrays):
         request.set_input_tensor(i, ov.Tensor(a))
     count = len(compiled.outputs)
-    return request.infer, lambda: [np.array(request.get_output_tensor(i).data) for i in range(count)]
+    return request.infer, lambda: [np.array(request.get_output_tensor(i).data) for i in range(count)], None

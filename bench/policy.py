@@ -33,7 +33,8 @@ def apply(threads: int = THREADS) -> dict[str, str]:
     """Decide the policy (once: a decided environment is kept) and set it in ``os.environ``; returns it."""
     if MARKER in os.environ:
         return json.loads(os.environ[MARKER])
-    passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" or os.getloadavg()[0] >= 1.0
+    chosen = os.environ.get("OMP_WAIT_POLICY", "").upper()  # the user's choice wins over the load
+    passive = chosen == "PASSIVE" if chosen else os.getloadavg()[0] >= 1.0
     os.environ["OMP_NUM_THREADS"] = os.environ["TVM_NUM_THREADS"] = str(threads)
     if passive:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import multiprocessing as mp
+import os
 import time
 import traceback
 from multiprocessing.connection import Connection
@@ -85,9 +86,14 @@ def _prepare(system: str, model: str, batch: int, budget_s: float, extra: dict) 
     return prepared, info
 
 
-def serve(conn: Connection, system: str) -> None:
+def serve(conn: Connection, system: str, log: str | None = None) -> None:
     """Worker body: ("prepare", model, batch, budget_s, the system's extra keywords) -> info dict;
-    ("block", n) -> ms per call; ("memory",) -> peak RSS in MiB since the prepare's first call; ("stop",)."""
+    ("block", n) -> ms per call; ("memory",) -> peak RSS in MiB since the prepare's first call; ("stop",).
+    With ``log``, everything the process writes to stderr (Python and native) is appended there."""
+    if log is not None:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 2)
+        os.close(fd)
     import torch
 
     policy.check()
@@ -114,15 +120,16 @@ def serve(conn: Connection, system: str) -> None:
 class Worker:
     """The coordinator's handle on one system's process (started again if it died)."""
 
-    def __init__(self, system: str) -> None:
+    def __init__(self, system: str, log: str | os.PathLike | None = None) -> None:
         self.system = system
+        self.log = None if log is None else str(log)
         self.process = None
         self.conn = None
 
     def _start(self) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=serve, args=(child, self.system), daemon=True)
+        self.process = ctx.Process(target=serve, args=(child, self.system, self.log), daemon=True)
         self.process.start()
         child.close()
 

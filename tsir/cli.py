@@ -194,7 +194,7 @@ def headline(model: str, library: Path) -> Table:
     from tsir.bench import headline as peers
 
     with err.status("timing tsir, ONNX Runtime and OpenVINO, each in its own process"):
-        result = peers.compare(model, library)
+        result = peers.compare(model, library, log=library.parent / report_files.NATIVE_LOG)
     table = Table(title=f"tsir against ONNX Runtime and OpenVINO: {model}, batch 1, {result['threads']} threads "
                   "for each, own processes, interleaved, verified")
     table.add_column("")
