@@ -8,7 +8,8 @@ prepares one (model, batch) after another; the kernel's peak-RSS mark (``VmHWM``
 
 Memory per row: ``prepare_peak_rss_mb`` over preparing (export, compile, tune), ``peak_rss_mb`` over the
 first call, verification and timing, after the torch module was dropped by the systems that do not run it
-(both include the process's imports: Python, torch, TVM and tsir in every worker, and the system's runtime).
+(both include the process's imports: Python, torch, TVM and tsir in every worker, and the system's runtime;
+``base_rss_mb`` is what the process held before preparing: imports, the torch model, its reference outputs).
 """
 
 from __future__ import annotations
@@ -33,12 +34,16 @@ def _error(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
+def _status_mb(field: str) -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory since the last ``reset_peak`` (VmHWM), in MiB."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    return _status_mb("VmHWM")
 
 
 def reset_peak() -> None:
@@ -60,6 +65,7 @@ def _prepare(system: str, model: str, batch: int, budget_s: float, extra: dict) 
         case = load(model, batch)
         reference = reference_outputs(case.module, case.inputs)
         reset_peak()
+        info["base_rss_mb"] = _status_mb("VmRSS")  # imports, the torch model and its reference outputs
         prepared = SYSTEMS[system](case, budget_s, **extra)
         info["prepare_s"] = round(time.perf_counter() - start, 2)
         info["prepare_peak_rss_mb"] = peak_rss_mb()

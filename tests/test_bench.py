@@ -121,6 +121,7 @@ def test_quick_bench_writes_machine_peak_memory_and_first_call(tmp_path):
         assert row["verified"] is True and row["max_abs_err"] < 1e-4 and row["error"] is None
         assert 0 < row["p10_ms"] <= row["median_ms"] <= row["p90_ms"]
         assert row["first_call_ms"] > 0 and row["peak_rss_mb"] > 0 and row["prepare_peak_rss_mb"] > 0
+        assert 0 < row["base_rss_mb"] <= row["prepare_peak_rss_mb"]
     for peer in ("onnxruntime", "openvino"):
         assert rows[peer]["threads"] in (1, 2) and set(rows[peer]["threads_ms"]) == {"1", "2"}
     assert rows["onnxruntime"]["transformer_optimizer"].startswith("not applicable")
