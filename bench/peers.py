@@ -5,7 +5,8 @@ models (by the Hugging Face config's ``model_type``) rewritten by ONNX Runtime's
 (``optimize_model`` with that model type, the config's heads and hidden size, the documented default
 ``opt_level``), kept only when its outputs match the plain model's; a session at ``ORT_ENABLE_ALL``,
 sequential, inputs and outputs bound once to pre-made OrtValues (``run_with_iobinding``: no conversion
-per call). ``openvino``: ``ov.convert_model`` from the torch module, compiled for the CPU with
+per call). ``openvino``: ``ov.convert_model`` from the torch module (traced; when that fails, from its
+``torch.export`` program, the reason in the notes), compiled for the CPU with
 ``PERFORMANCE_HINT=LATENCY`` and ``INFERENCE_PRECISION_HINT=f32`` (exact fp32, like the others), inputs
 set once on the infer request. Both build a 1-thread and a 2-thread variant (at most the run's thread
 count), time them alternately and keep the faster; the notes say which and both times.
@@ -41,7 +42,8 @@ SETTINGS = {
                     "transformer_optimizer": {"model_types": ORT_MODEL_TYPES, "opt_level": "documented default"},
                     "intra_op_num_threads": "best of 1 and 2",
                     "spinning": "session.intra_op.allow_spinning=0 under the passive policy"},
-    "openvino": {"convert": "ov.convert_model(torch module, example_input)", "device": "CPU",
+    "openvino": {"convert": "ov.convert_model(torch module, example_input), else of its torch.export program",
+                 "device": "CPU",
                  "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
                  "INFERENCE_NUM_THREADS": "best of 1 and 2", "inputs": "set once on the infer request"},
 }
@@ -163,10 +165,7 @@ def _bound(ort, session, arrays: list[np.ndarray]) -> Variant:
 def openvino(case: Case, budget_s: float) -> Prepared:
     import openvino as ov
 
-    try:
-        model = ov.convert_model(case.module, example_input=case.inputs)
-    except Exception as err:
-        raise RuntimeError(f"ov.convert_model failed: {type(err).__name__}: {err}") from err
+    model, how = _ov_model(ov, case)
     core = ov.Core()
     arrays = [np.ascontiguousarray(x.numpy()) for x in case.inputs]
     variants = {}
@@ -175,7 +174,34 @@ def openvino(case: Case, budget_s: float) -> Prepared:
                                                      "INFERENCE_NUM_THREADS": n})
         variants[n] = _request(ov, compiled, arrays)
     del model
-    return fastest(variants)
+    prepared = fastest(variants)
+    prepared.notes["converted_from"] = how
+    return prepared
+
+
+def _ov_model(ov, case: Case):
+    """``ov.convert_model`` of the torch module (traced), else of its ``torch.export`` program; raises with
+    both reasons when neither converts."""
+    import torch
+
+    try:
+        return ov.convert_model(case.module, example_input=case.inputs), "torch module"
+    except Exception as err:
+        traced = _ov_error(err)
+    try:
+        program = torch.export.export(case.module, case.inputs)
+        return ov.convert_model(program), f"torch.export program (the traced module failed: {traced})"
+    except Exception as err:
+        raise RuntimeError(f"ov.convert_model failed: traced module: {traced}; torch.export program: "
+                           f"{_ov_error(err)}") from err
+
+
+def _ov_error(err: BaseException) -> str:
+    """OpenVINO's summary of what did not convert (the "-- ..." lines after "Summary:"), else the first line."""
+    lines = str(err).splitlines()
+    lines = lines[lines.index("Summary:") + 1:] if "Summary:" in lines else lines
+    summary = [line.lstrip("- ").strip() for line in lines if line.startswith("-- ")]
+    return "; ".join(summary) or _error(err)
 
 
 def _request(ov, compiled, arrays: list[np.ndarray]) -> Variant:
