@@ -10,6 +10,7 @@ setup:
 native: setup
 	@bash scripts/build_native.sh
 
+# optimize MODEL, then time the result against ONNX Runtime and OpenVINO at their best on equal threads
 run: native
 	$(PY) -m tsir optimize $(MODEL) --out build
 
@@ -20,9 +21,11 @@ test: native
 check-install:
 	@bash scripts/check_pip_install.sh
 
-# The zoo under every system (bench/results/latest.*), then every GEMM-class op on each road (bench/results/ops.*)
+# tsir against ONNX Runtime, OpenVINO, torch.compile and TVM on suite and zoo models (bench/results/latest.*),
+# then every GEMM-class op on each road (bench/results/ops.*). BENCH_ARGS go to the first: --quick for a smoke.
+BENCH_ARGS ?=
 bench: native
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 	$(PY) -m bench.ops
 
 fuzz: native

@@ -136,6 +136,7 @@ def _times_ms(run: runtime.Runner, inputs: list[np.ndarray], repeat: int, number
 
 def peak_gflops(spec, repeat: int) -> float:
     """Best GFLOP/s of a large oneDNN sgemm: the measured peak the table is a percentage of."""
+    dnnl.load()
     m, k, n = PEAK_SHAPE
     case = OpCase("matmul", (((m, k), "float32"), ((k, n), "float32")), (), ())
     run = runtime.Runner(runtime.build(_module(case, "onednn"), spec))

@@ -1,34 +1,30 @@
-"""The systems a zoo model is run under. Each ``prepare`` returns a ``Prepared``: a zero-argument call that
-runs one inference on the example inputs (what is timed) and a way to get numpy outputs (to verify).
+"""The systems a model is run under, each at its expert settings. ``prepare(case, budget_s)`` returns a
+``Prepared``; preparing may be slow (export, compile, tune), calling it is what is timed.
 
-``tvm_baseline`` and ``tsir_exact`` build with the same ``tsir.backends.runtime.build`` (same target,
-same kernel sources and tuning state); ``tvm_baseline`` imports the model and builds it with no rewrites.
+``tvm_baseline``, ``tvm_tuned`` and the tsir systems build with the same ``tsir.backends.runtime`` (same
+target, kernel sources and default schedules). ``tvm_tuned`` tunes the imported model's kernels with
+MetaSchedule under ``TUNING`` (a fresh database per worker, so the budget is all it gets).
+``tsir_library_only`` runs tsir with the ``library`` family alone (oneDNN kernels, no other rewrites), so
+``tsir_exact`` against it is the share of the e-graph and the search. ``torch_compile`` compiles lazily:
+its first call (``first_call_ms``) includes the compilation.
 """
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-import tvm
 
-from tsir import optimize
-from tsir.backends import runtime, targets
-from tsir.frontend import export, to_relax
-from tsir.zoo import ZooModel
+from . import peers
+from .cases import Case
+from .prepared import Prepared
 
-THREADS = 2
-
-
-@dataclass
-class Prepared:
-    call: Callable[[], object]
-    outputs: Callable[[], list[np.ndarray]]
-    notes: dict
+TUNING = {"trials_per_task": 16, "max_tasks": 6, "time_s": 30.0}  # tvm_tuned's budget per model and batch
+LIBRARY_FAMILIES = ("library",)
 
 
 def _numpy(value) -> list[np.ndarray]:
@@ -38,7 +34,9 @@ def _numpy(value) -> list[np.ndarray]:
         return [value]
     if hasattr(value, "numpy"):
         return [value.numpy()]
-    return [a for item in value for a in _numpy(item)]
+    from tsir import pytree
+
+    return [a for item in pytree.leaves(value) for a in _numpy(item)]
 
 
 def _torch(module: torch.nn.Module, inputs: tuple) -> Prepared:
@@ -46,68 +44,133 @@ def _torch(module: torch.nn.Module, inputs: tuple) -> Prepared:
         with torch.inference_mode():
             return module(*inputs)
 
-    return Prepared(call, lambda: _numpy(call()), {})
+    return Prepared(call, lambda: _numpy(call()))
 
 
-def torch_eager(entry: ZooModel, budget_s: float) -> Prepared:
-    return _torch(entry.module, entry.example_inputs)
+def torch_eager(case: Case, budget_s: float) -> Prepared:
+    return _torch(case.module, case.inputs)
 
 
-def torch_compile(entry: ZooModel, budget_s: float) -> Prepared:
+def torch_compile(case: Case, budget_s: float) -> Prepared:
+    import torch._inductor.config as inductor
+
+    inductor.freezing = True
     torch.compiler.reset()
-    prepared = _torch(torch.compile(entry.module, dynamic=False), entry.example_inputs)
-    prepared.call()  # compiles here, not inside the timed calls
-    return prepared
-
-
-def onnxruntime(entry: ZooModel, budget_s: float) -> Prepared:
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        torch.onnx.export(entry.module, entry.example_inputs, str(path), dynamo=False)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feeds = {i.name: x.numpy() for i, x in zip(session.get_inputs(), entry.example_inputs, strict=True)}
-    return Prepared(lambda: session.run(None, feeds), lambda: _numpy(session.run(None, feeds)), {})
+    compiled = torch.compile(case.module, mode="max-autotune-no-cudagraphs", dynamic=False)
+    return _torch(compiled, case.inputs)
 
 
 def _vm(executable, inputs: tuple, notes: dict) -> Prepared:
+    import tvm
+
+    from tsir.backends import runtime
+
     runner = runtime.Runner(executable)
     args = [tvm.runtime.tensor(x.numpy(), runner.device) for x in inputs]
     main = runner.vm["main"]
     return Prepared(lambda: main(*args), lambda: runtime.flatten(main(*args)), notes)
 
 
-def tvm_baseline(entry: ZooModel, budget_s: float) -> Prepared:
-    mod = to_relax(export(entry.module, entry.example_inputs))
-    return _vm(runtime.build(mod, targets.resolve("x86")), entry.example_inputs, {})
+def _relax(case: Case):
+    from tsir.frontend import export, to_relax
+
+    return to_relax(export(case.module, case.inputs))
 
 
-def tsir_exact(entry: ZooModel, budget_s: float) -> Prepared:
-    result = optimize(entry.module, entry.example_inputs, mode="exact", budget_s=budget_s, measure=False)
+def tvm_baseline(case: Case, budget_s: float) -> Prepared:
+    from tsir.backends import runtime, targets
+
+    return _vm(runtime.build(_relax(case), targets.resolve("x86")), case.inputs, {})
+
+
+def tvm_tuned(case: Case, budget_s: float) -> Prepared:
+    from tsir.backends import targets
+    from tsir.backends.kernels import fuse, kernels
+    from tsir.backends.tuning import TuningDatabase
+
+    mod = _relax(case)
+    database = TuningDatabase(targets.resolve("x86").target, _tuning_dir())
+    report = database.tune(kernels(fuse(mod, database.target)), TUNING["trials_per_task"], TUNING["time_s"],
+                           max_tasks=TUNING["max_tasks"])
+    notes = {"tuning": {"tasks_tuned": report.tasks_tuned, "trials": report.trials, "time_s": round(report.time_s, 1),
+                        "skipped_for_budget": report.skipped_for_budget, "failures": report.failures[:3]}}
+    return _vm(database.build(mod), case.inputs, notes)
+
+
+_TUNING_DIR: list[str] = []
+
+
+def _tuning_dir() -> str:
+    """This worker's own tuning database folder, removed when it exits."""
+    if not _TUNING_DIR:
+        _TUNING_DIR.append(tempfile.mkdtemp(prefix="tsir-bench-tuning-"))
+        atexit.register(shutil.rmtree, _TUNING_DIR[0], True)
+    return _TUNING_DIR[0]
+
+
+def _tsir(case: Case, budget_s: float, **options) -> Prepared:
+    from tsir import optimize
+
+    result = optimize(case.module, case.inputs, mode="exact", budget_s=budget_s, measure=False, **options)
     notes = {"tsir_verification": result.report["verification"], "program": result.report["program"]["optimized"]}
-    return _vm(result.executable, entry.example_inputs, notes)
+    return _vm(result.executable, case.inputs, notes)
 
 
-def tsir_approx(entry: ZooModel, budget_s: float) -> Prepared:
+def tsir_exact(case: Case, budget_s: float) -> Prepared:
+    return _tsir(case, budget_s)
+
+
+def tsir_library_only(case: Case, budget_s: float) -> Prepared:
+    return _tsir(case, budget_s, families=LIBRARY_FAMILIES)
+
+
+def tsir_library(case: Case, budget_s: float, library: str) -> Prepared:
+    """The ``model.so`` a ``tsir optimize`` run wrote (``bench.headline``)."""
+    import tvm
+    from tvm import relax
+
+    from tsir.backends import dnnl, runtime
+
+    dnnl.load()
+    vm = relax.VirtualMachine(tvm.runtime.load_module(library), tvm.cpu())
+    args = [tvm.runtime.tensor(x.numpy(), tvm.cpu()) for x in case.inputs]
+    main = vm["main"]
+    return Prepared(lambda: main(*args), lambda: runtime.flatten(main(*args)))
+
+
+def tsir_approx(case: Case, budget_s: float) -> Prepared:
     """Approximate mode with the fidelity default (zoo models have random weights and no data): relative
     output error <= 1% on random held-out inputs; that budget, not the fp32 tolerance, is its check."""
+    from tsir import optimize
     from tsir.approx.budget import random_budget
 
-    result = optimize(entry.module, entry.example_inputs, mode="approx", accuracy=random_budget(entry.example_inputs),
+    result = optimize(case.module, case.inputs, mode="approx", accuracy=random_budget(case.inputs),
                       budget_s=budget_s)  # measure: candidates are ranked by latency timed here
     approx = result.report["approx"]
     notes = {"approx": {**approx["heldout"], "layers": approx["layers"]}, "size_bytes": result.report["size_bytes"]}
-    return _vm(result.executable, entry.example_inputs, notes)
+    return _vm(result.executable, case.inputs, notes)
 
 
-SYSTEMS: dict[str, Callable[[ZooModel, float], Prepared]] = {
-    "torch_eager": torch_eager,
-    "torch_compile": torch_compile,
-    "onnxruntime": onnxruntime,
-    "tvm_baseline": tvm_baseline,
+SYSTEMS: dict[str, Callable[[Case, float], Prepared]] = {
     "tsir_exact": tsir_exact,
+    "tsir_library_only": tsir_library_only,
+    "onnxruntime": peers.onnxruntime,
+    "openvino": peers.openvino,
+    "torch_compile": torch_compile,
+    "tvm_tuned": tvm_tuned,
+    "tvm_baseline": tvm_baseline,
+    "torch_eager": torch_eager,
     "tsir_approx": tsir_approx,
+    "tsir_library": tsir_library,
+}
+DEFAULT = [s for s in SYSTEMS if s not in ("tsir_approx", "tsir_library")]
+KEEPS_MODULE = ("torch_eager", "torch_compile")  # the systems that run the torch module itself
+
+SETTINGS = {
+    **peers.SETTINGS,
+    "torch_compile": {"mode": "max-autotune-no-cudagraphs", "torch._inductor.config.freezing": True,
+                      "dynamic": False, "first_call": "includes the compilation"},
+    "tvm_tuned": {"meta_schedule": TUNING, "database": "fresh per run"},
+    "tsir_library_only": {"families": list(LIBRARY_FAMILIES)},
+    "tsir_exact": {"families": "all", "mode": "exact"},
 }

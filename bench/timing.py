@@ -31,7 +31,7 @@ def interleaved(samplers: dict[str, Sampler], *, warmup: int, rounds: int, block
         except Exception as err:
             errors[name] = f"while warming up: {type(err).__name__}: {err}"
     names = [n for n in samplers if n not in errors]
-    for r in range(rounds):
+    for r in range(rounds if names else 0):  # none left: every system failed to prepare or warm up
         for name in names[r % len(names):] + names[:r % len(names)]:  # rotate who goes first
             if name in errors or (spent[name] > cap_s and len(samples[name]) >= 3):
                 continue

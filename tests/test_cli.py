@@ -34,7 +34,8 @@ def optimized(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def test_optimize_prints_table_and_writes_everything(optimized):
     out, proc = optimized
     assert proc.returncode == 0, proc.stderr
-    for row in (*ROWS, "PyTorch eager (reference)"):
+    for row in (*ROWS, "PyTorch eager (reference)", "speed-up over the best peer", "ONNX Runtime (best of 1 and 2",
+                "OpenVINO (best of 1 and 2"):
         assert row in proc.stdout, f"missing {row!r} in:\n{proc.stdout}"
     assert "search curve" in proc.stdout  # the analytic search ran generations
     for stage in ("import", "saturate", "search", "build", "verify"):
@@ -248,7 +249,7 @@ def test_optimize_with_measured_cost_and_tuning(tmp_path, monkeypatch, capsys):
     cache written where it was asked to be, and the search curve shown, even on a short budget."""
     monkeypatch.chdir(tmp_path)
     assert cli.main(["optimize", "mlp", "--out", "o", "--budget", "10s", "--cost", "measured", "--tuning-trials",
-                     "2", "--cache", "cache"]) == 0
+                     "2", "--cache", "cache", "--no-peers"]) == 0
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["search"]["cost_tier"] == "measured" and report["search"]["tuning"]["trials_per_task"] == 2
     assert report["verification"]["status"] == "verified"

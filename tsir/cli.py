@@ -109,7 +109,7 @@ def summary(report: dict) -> Table:
     if lat:
         table.add_row("original latency (TVM, no rewrites)", f"{lat['original']:.3f} ms")
         table.add_row("optimized latency", f"{lat['optimized']:.3f} ms")
-        table.add_row("speed-up", f"{lat['original'] / lat['optimized']:.2f}x")
+        table.add_row("speed-up over TVM (no rewrites)", f"{lat['original'] / lat['optimized']:.2f}x")
         names = {"torch_eager": "PyTorch eager", "onnxruntime": "ONNX Runtime"}
         for key, ms in lat.items():
             if key not in ("original", "optimized"):
@@ -156,9 +156,14 @@ def optimize(
     tuning_trials: Annotated[int, typer.Option(min=0, help="MetaSchedule tuning trials per TVM kernel (0: none)")] = 0,
     cache: Annotated[Path | None, typer.Option(help="kernel timings and tuning records, reused by later runs "
                                                "(default: $TSIR_CACHE_DIR or ~/.cache/tsir)")] = None,
+    peers: Annotated[bool, typer.Option(help="x86, zoo and suite models: time the result against ONNX Runtime "
+                                        "and OpenVINO at their best, on equal threads (the bench's harness)")] = True,
 ) -> None:
     """Optimize MODEL for --target, verify it, write the library and the report to --out."""
     import tsir
+    from tsir.bench import cases, policy
+
+    policy.apply()  # TVM's pool and OpenMP on the same threads, as every system of the headline
 
     budget_s = parse_budget(budget)
     options: dict = {"cost": cost.value, "tuning_trials": tuning_trials}
@@ -188,6 +193,23 @@ def optimize(
     out.print(summary(result.report))
     written = [f for f in report_files.FILES if (out_dir / f).exists()]
     out.print(f"wrote {', '.join(written)} to {out_dir}/")
+    if peers and target == "x86" and mode == Mode.exact and cases.known(model):
+        out.print(headline(model, out_dir / "model.so"))
+
+
+def headline(model: str, library: Path) -> Table:
+    """tsir's library against ONNX Runtime and OpenVINO at their best on ``model`` (batch 1, same threads)."""
+    from tsir.bench import headline as peers
+
+    with err.status("timing tsir, ONNX Runtime and OpenVINO, each in its own process"):
+        result = peers.compare(model, library, log=library.parent / report_files.NATIVE_LOG)
+    table = Table(title=f"tsir against ONNX Runtime and OpenVINO: {model}, batch 1, {result['threads']} threads "
+                  "for each, own processes, interleaved, verified")
+    table.add_column("")
+    table.add_column("median latency", overflow="fold")
+    for label, value in peers.lines(result):
+        table.add_row(label, value)
+    return table
 
 
 def _approx_model(model: str, data: Path | None, heldout: Path | None, metric: Metric | None,
