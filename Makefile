@@ -12,7 +12,7 @@ native: setup
 
 # optimize MODEL, then time the result against ONNX Runtime and OpenVINO at their best on equal threads
 run: native
-	$(PY) -m tsir optimize $(MODEL) --out build
+	$(PY) -m tsir optimize $(MODEL) --out build --peers
 
 test: native
 	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=25 tests

@@ -4,7 +4,8 @@ For every model (zoo or suite names; x86, exact mode, measured cost, MetaSchedul
 runs twice on one cache directory: cold (empty kernel cache, tuning database and calibration) and warm.
 Each run builds whole and times, in one child and in two interleaved rounds, the GA's winner, every
 baseline (egglog's extraction under tsir's cost model, greedy, fusion-aware greedy, the exact DAG-cost
-extraction by integer programming) and up to ``--finalists`` more programs of the search. The table shows, from the cold run:
+extraction by integer programming) and up to ``--finalists`` more programs of the search. The table shows,
+from the cold run:
 
 - ``ga_ms``, the search's pick (``winner``: ``ga``, ``original`` for the input program, or the baseline whose
   program it is), the best baseline (its name and ms) and each baseline's ms;

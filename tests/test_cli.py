@@ -26,9 +26,9 @@ def run_tsir(*args: str, cwd) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def optimized(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """One real `tsir optimize` of the zoo MLP through the installed console script."""
+    """One real `tsir optimize --peers` (as `make run`) of the zoo MLP through the installed console script."""
     cwd = tmp_path_factory.mktemp("cli")
-    return cwd / "out", run_tsir("optimize", "mlp", "--out", "out", "--budget", "10s", cwd=cwd)
+    return cwd / "out", run_tsir("optimize", "mlp", "--out", "out", "--budget", "10s", "--peers", cwd=cwd)
 
 
 def test_optimize_prints_table_and_writes_everything(optimized):
@@ -178,6 +178,7 @@ def test_bench_forwards_to_the_harness(monkeypatch):
     (["optimize", "mlp", "--budget", "ten minutes"], "write e.g. 90s, 10m or 1h"),
     (["optimize", "mlp", "--target", "tpu"], "known targets: x86"),
     (["optimize", "mlp", "--rpc", "host-only"], "host:port:key"),
+    (["optimize", "mlp", "--peers", "--mode", "approx"], "--peers times zoo and suite models on --target x86 in exact"),
     (["report", "nowhere"], "no report.json"),
 ])
 def test_bad_input_exits_2_and_names_the_fix(args, message, tmp_path, monkeypatch, capsys):
@@ -249,7 +250,7 @@ def test_optimize_with_measured_cost_and_tuning(tmp_path, monkeypatch, capsys):
     cache written where it was asked to be, and the search curve shown, even on a short budget."""
     monkeypatch.chdir(tmp_path)
     assert cli.main(["optimize", "mlp", "--out", "o", "--budget", "10s", "--cost", "measured", "--tuning-trials",
-                     "2", "--cache", "cache", "--no-peers"]) == 0
+                     "2", "--cache", "cache"]) == 0
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["search"]["cost_tier"] == "measured" and report["search"]["tuning"]["trials_per_task"] == 2
     assert report["verification"]["status"] == "verified"
