@@ -106,7 +106,7 @@ def test_approx_mode_on_a_factory_file_with_npz_data(tmp_path):
     np.savez(tmp_path / "heldout.npz", rng.standard_normal((48, 64)).astype(np.float32))
     proc = subprocess.run([sys.executable, "-m", "tsir", "optimize", "classifier.py:build", "--mode", "approx",
                            "--data", "calib.npz", "--heldout", "heldout.npz", "--metric", "cosine", "--max-drop",
-                           "0.01", "--budget", "20s", "--out", "o"], cwd=tmp_path, capture_output=True, text=True,
+                           "0.01", "--budget", "10s", "--out", "o"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "o" / "report.json").read_text())
