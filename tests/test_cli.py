@@ -136,7 +136,7 @@ def test_bad_approx_data_exits_2_and_names_the_fix(tmp_path, monkeypatch, capsys
            "(64,)" in err
     assert "--data 'few.npz' has 8 examples; approximate mode runs the model on whole batches of 16" in err
     assert "only one of 'labelled.npz' and 'ok.npz' has 'labels'" in err
-    assert "--data 'single.npy' is a single array, not an .npz of arrays" in err
+    assert "--data file 'single.npy' is not a .npz archive (a single array, not an archive of named arrays)" in err
     assert "--data file 'nowhere.npz' does not exist" in err
     assert "--data, --heldout and --metric are for --mode approx" in err
     assert not (tmp_path / "build").exists()  # nothing half-written

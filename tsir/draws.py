@@ -9,6 +9,7 @@ shaped like its example input (one draw) or with one more leading axis (that man
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def user_draws(data: UserData, mod: tvm.IRModule, examples: Sequence[torch.Tenso
     source = "arrays"
     if isinstance(data, (str, os.PathLike)):
         source = str(data)
-        data = _load_npz(Path(data))
+        data = load_npz(Path(data), "verify data", "np.savez(path, input_name=array, ...)")
         positional = [f"arr_{i}" for i in range(len(names))]
         if set(data) == set(positional) and set(names) != set(positional):  # np.savez(path, a, b): in order
             data = [data[k] for k in positional]
@@ -127,18 +128,19 @@ def user_draws(data: UserData, mod: tvm.IRModule, examples: Sequence[torch.Tenso
     return draws, {"kind": "data", "source": source, "examples": count or 1}
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
+def load_npz(path: Path, label: str, example: str) -> dict[str, np.ndarray]:
+    """The named arrays of the ``.npz`` at ``path``; a clear error naming the ``label`` file (``verify data``,
+    ``--data``) and how to write one (``example``) when it is missing or no archive of arrays."""
     if not path.is_file():
-        raise TsirError(f"verify data file {str(path)!r} does not exist; check the path")
+        raise TsirError(f"{label} file {str(path)!r} does not exist; check the path")
     try:
         npz = np.load(path, allow_pickle=False)
         if not isinstance(npz, np.lib.npyio.NpzFile):
             raise ValueError("a single array, not an archive of named arrays")
         with npz:
             return {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as err:
-        raise TsirError(f"verify data file {str(path)!r} is not a .npz archive ({err}); write it with "
-                        "np.savez(path, input_name=array, ...)") from err
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise TsirError(f"{label} file {str(path)!r} is not a .npz archive ({err}); write it with {example}") from err
 
 
 def _examples_in(array: np.ndarray, example: torch.Tensor, name: str, source: str) -> int | None:

@@ -8,7 +8,6 @@ the original model). Every problem is a ``TsirError`` that names the file, the a
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from tsir.approx.budget import Budget, Data
+from tsir.draws import load_npz
 from tsir.errors import TsirError
 
 LABELS = "labels"
@@ -34,7 +34,7 @@ def budget_from_files(calibration: Path, heldout: Path, metric: str, max_drop: f
 
 def load_split(path: Path, examples: Sequence[torch.Tensor], flag: str) -> tuple[list[np.ndarray], np.ndarray | None]:
     """One file's input arrays (cast to the example inputs' dtypes) and labels (None without)."""
-    arrays = _read(path, flag)
+    arrays = load_npz(path, flag, "np.savez(path, x, labels=y)")
     labels = arrays.pop(LABELS, None)
     if len(arrays) != len(examples):
         raise TsirError(f"{flag} {str(path)!r} has {len(arrays)} input array(s) ({', '.join(arrays) or 'none'}); the "
@@ -63,18 +63,3 @@ def load_split(path: Path, examples: Sequence[torch.Tensor], flag: str) -> tuple
         raise TsirError(f"{flag} {str(path)!r}: {LABELS!r} has shape {labels.shape}; give one label per example "
                         f"({len(out[0])})")
     return out, labels
-
-
-def _read(path: Path, flag: str) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise TsirError(f"{flag} file {str(path)!r} does not exist; check the path")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile) as err:
-        raise TsirError(f"{flag} {str(path)!r} cannot be read as .npz ({err}); write it with "
-                        "np.savez(path, x, labels=y)") from err
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise TsirError(f"{flag} {str(path)!r} is a single array, not an .npz of arrays; write it with "
-                        "np.savez(path, x, labels=y)")
-    with npz:
-        return {name: npz[name] for name in npz.files}

@@ -140,11 +140,12 @@ def genetic_search(
             result.history[-1] = best(population)[1][0]
     result.genome, winner_objectives = best(population)
     if config.polish_share > 0:
-        polished = _polish(space, result.genome, score, lambda: clock() - start < config.time_s, config.max_error)
-        result.polished, result.before_polish = len(polished) - 1, winner_objectives[0]
+        result.before_polish = winner_objectives[0]
+        climbed, climbed_objectives, result.polished = _polish(
+            space, result.genome, score, lambda: clock() - start < config.time_s, config.max_error)
         if result.polished:
-            population = _select(_distinct([polished[-1], *population]), config.population)
-            result.genome, winner_objectives = polished[-1]
+            population = _select(_distinct([(climbed, climbed_objectives), *population]), config.population)
+            result.genome, winner_objectives = climbed, climbed_objectives
     result.cost = winner_objectives[0]
     order = rank([o for _, o in population])
     result.front = [population[i] for i in range(len(population)) if order[i][0] == 0]
@@ -217,28 +218,27 @@ def _mutate_region(genome: Genome, space: Space, rng: random.Random) -> None:
 
 
 def _polish(space: Space, genome: Genome, score: Callable[[Genome], Objectives], in_time: Callable[[], bool],
-            max_error: float) -> list[tuple[Genome, Objectives]]:
+            max_error: float) -> tuple[Genome, Objectives, int]:
     """Hill climb from ``genome``: re-pick one class's e-node at a time, keep each move that makes the program
     faster within ``max_error``, sweep the program's classes until a sweep finds none or time is up. Returns
-    ``genome`` and each improvement, in order."""
-    path = [(list(genome), score(list(genome)))]
+    the last program, its objectives and how many moves were kept."""
+    current = list(genome)
+    objectives, moves = score(list(current)), 0
     improved = True
     while improved:
         improved = False
-        for c in walk(space, list(path[-1][0])):
+        for c in walk(space, list(current)):
             for i in range(len(space.view.classes[c])):
-                current, objectives = path[-1]
                 if i == current[c]:
                     continue
                 if not in_time():
-                    return path
+                    return current, objectives, moves
                 move = list(current)
                 move[c] = i
                 moved = score(move)  # repairs ``move``
                 if moved[0] < objectives[0] and moved[2] <= max_error:
-                    path.append((move, moved))
-                    improved = True
-    return path
+                    current, objectives, moves, improved = move, moved, moves + 1, True
+    return current, objectives, moves
 
 
 def _mix_knobs(child: Genome, other: Genome, config: GeneticConfig, rng: random.Random) -> None:
