@@ -26,11 +26,12 @@ _BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1, "int
 
 @dataclass(frozen=True)
 class Work:
-    """One kernel's work: compute time at its op's rate, bytes read and written, and its layout reorders' time."""
+    """One kernel's work: compute time at its op's rate, bytes read and written, and its time outside both
+    (layout reorders in and out, a library call's own overhead)."""
 
     compute_s: float
     moved_bytes: float
-    reorder_s: float
+    fixed_s: float
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,14 @@ class Roofline:
     peak_flops: float  # FLOP/s
     bandwidth: float  # bytes/s
     dispatch_s: float  # seconds per kernel launch
+    library_call_s: float = 0.0  # a library call's overhead on top of ``dispatch_s`` (primitive lookup, descriptors)
     efficiency: tuple[tuple[str, float], ...] = ()  # (cost class, fraction of peak) replacing COMPUTE_EFFICIENCY's
     bandwidth_efficiency: float = 1.0  # fraction of ``bandwidth`` memory-bound kernels reach
 
     def kernel_s(self, op: str, in_types: list, out_type, attrs: tuple = ()) -> float:
         """Run time of one kernel of ``op`` on its own."""
         work = self.work(op, in_types, out_type, attrs)
-        return 0.0 if work is None else self.time_s(work.compute_s, work.moved_bytes, work.reorder_s)
+        return 0.0 if work is None else self.time_s(work.compute_s, work.moved_bytes, work.fixed_s)
 
     def work(self, op: str, in_types: list, out_type, attrs: tuple = ()) -> Work | None:
         """What one kernel of ``op`` does (None: the op is no kernel)."""
@@ -60,13 +62,15 @@ class Roofline:
         # activations reordered into the kernel's blocked layout and back, before and after it: read + write each
         reorders = spec.layout_of(attrs) in spec.reorders
         reordered = 2 * (type_bytes(in_types[0]) + type_bytes(out_type)) if reorders else 0.0
-        return Work(flops / rate, moved, reordered / (self.bandwidth * self.bandwidth_efficiency))
+        call = self.library_call_s if spec.library else 0.0
+        return Work(flops / rate, moved, reordered / (self.bandwidth * self.bandwidth_efficiency) + call)
 
-    def time_s(self, compute_s: float, moved_bytes: float, reorder_s: float = 0.0) -> float:
-        """Run time of a kernel that computes for ``compute_s`` and reads and writes ``moved_bytes``."""
+    def time_s(self, compute_s: float, moved_bytes: float, fixed_s: float = 0.0) -> float:
+        """Run time of a kernel that computes for ``compute_s``, reads and writes ``moved_bytes`` and spends
+        ``fixed_s`` outside both."""
         memory = moved_bytes / (self.bandwidth * self.bandwidth_efficiency)
         bound = max(compute_s, memory) + OTHER_BOUND_SHARE * min(compute_s, memory)
-        return bound + reorder_s + self.dispatch_s
+        return bound + fixed_s + self.dispatch_s
 
     def compute_efficiency(self, cost_class: str) -> float:
         """The fraction of peak a kernel of ``cost_class`` (``OpSpec.cost_class``) reaches."""
@@ -99,5 +103,7 @@ def type_bytes(ty) -> float:
 
 
 # 2 cores of AMD Zen 5 (AVX-512): ~500 GFLOP/s fp32 GEMM peak measured with ONNX Runtime on this machine
-# class (shared/DESIGN.md); ~40 GB/s sustained DRAM bandwidth for two cores; ~2 µs per Relax VM kernel call.
-X86_HOST = Roofline("x86", peak_flops=5.0e11, bandwidth=4.0e10, dispatch_s=2.0e-6)
+# class (shared/DESIGN.md); ~40 GB/s sustained DRAM bandwidth for two cores; ~2 µs per Relax VM kernel call, and
+# ~1 µs more for a oneDNN call (``python -m bench.ops`` on a 2-core Zen 4: a 1x256 @ 256x10 matmul took 2.0 µs
+# in oneDNN, 0.9 µs in TVM's code; oneDNN wins from a few hundred kFLOP on).
+X86_HOST = Roofline("x86", peak_flops=5.0e11, bandwidth=4.0e10, dispatch_s=2.0e-6, library_call_s=1.0e-6)

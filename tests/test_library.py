@@ -184,12 +184,13 @@ def test_missing_build_names_the_fix(tmp_path):
 
 # ---- end to end: optimize picks oneDNN, the exported library runs in a fresh process ------------
 def test_exported_library_runs_in_a_fresh_process(tmp_path):
-    entry = zoo.load("mlp", 4)
+    entry = zoo.load("mlp", 16)
     result = optimize(entry.module, entry.example_inputs, budget_s=4, measure=False)
-    assert result.report["program"]["optimized"].get("dnnl_linear") == 3
+    # the two larger layers (64x256, 256x256) on oneDNN; the 256x10 head, a few kFLOP, may stay TVM's (cheaper call)
+    assert result.report["program"]["optimized"].get("dnnl_linear", 0) >= 2
     assert "tsir.dnnl.linear" in result.module.script()
     library = result.export(tmp_path / "model.so")
-    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(7))
+    x = torch.randn(16, 64, generator=torch.Generator().manual_seed(7))
     np.save(tmp_path / "x.npy", x.numpy())
     with torch.no_grad():
         want = entry.module(x).numpy()

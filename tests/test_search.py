@@ -141,7 +141,7 @@ def _dense_gelu_space() -> Space:
     """gelu(x @ w + b) on a small batch, saturated: oneDNN's linear plus a gelu kernel, or TVM's linear with
     the bias and gelu fused into its epilogue (one kernel)."""
     b = GraphBuilder(0)
-    x, w, bias = b.input((4, 32)), b.weight((32, 32)), b.weight((32,))
+    x, w, bias = b.input((8, 128)), b.weight((128, 128)), b.weight((128,))
     egraph = TermEGraph(b.case(Term("gelu", (Term("add", (Term("matmul", (x, w)), bias)),))).graph)
     egraph.saturate()
     return Space.of(egraph.view(), X86_HOST)
@@ -154,7 +154,7 @@ def test_under_the_whole_program_cost_the_search_finds_a_fusion_the_additive_ext
     result = genetic_search(space, GeneticConfig(seed=0), seeds=baselines)
     assert "dnnl_linear" not in _ops(space, result.genome) and "gelu" in _ops(space, result.genome)
     best_baseline = min(space.cost(g) for g in baselines.values())
-    assert space.cost(result.genome) < 0.8 * best_baseline  # one dispatch instead of two, here ~2.1 vs ~4.2 µs
+    assert space.cost(result.genome) < 0.8 * best_baseline  # one dispatch instead of two, here ~5.5 vs ~7.1 µs
     assert space.node_sum(result.genome) >= min(space.node_sum(g) for g in baselines.values())
 
 

@@ -45,7 +45,7 @@ class Space:
              for n in nodes]
             for c, nodes in enumerate(view.classes)
         ]
-        costs = [[0.0 if w is None else roofline.time_s(w.compute_s, w.moved_bytes, w.reorder_s) for w in row]
+        costs = [[0.0 if w is None else roofline.time_s(w.compute_s, w.moved_bytes, w.fixed_s) for w in row]
                  for row in work]
         return cls(view, min_depth_nodes(view), costs, const, work, roofline)
 

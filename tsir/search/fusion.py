@@ -114,5 +114,5 @@ def program_s(fused: Fused, work: Callable[[int], Work | None], root: int, types
                    if c == result or any(fused.group_of.get(u) is not members for u in fused.users.get(c, ()))]
         parts = [work(c) for c in members]
         moved = sum(type_bytes(types[c]) for c in (*read, *written))
-        total += roofline.time_s(sum(w.compute_s for w in parts), moved, sum(w.reorder_s for w in parts))
+        total += roofline.time_s(sum(w.compute_s for w in parts), moved, sum(w.fixed_s for w in parts))
     return total
