@@ -1,9 +1,9 @@
 """Analytic cost: a roofline model per target, for instant ranking of candidate programs.
 
 A kernel's time is ``max(flops / (peak * efficiency[op]), bytes / (bandwidth * bandwidth_efficiency))
-+ dispatch``, plus a small share of the lesser of the two terms: kernels of one shape that are bound by
-memory and dispatch alike (a tiny matmul in TVM's code or oneDNN's) then rank by their compute rate
-instead of tying, which would leave the choice to the order of the e-graph. Ops that are views (reshape),
++ dispatch`` (and for a library call its own overhead and layout reorders), plus a small share of the lesser
+of the two terms: kernels of one shape that are bound by memory and dispatch alike then rank by their
+compute rate instead of tying, which would leave the choice to the order of the e-graph. Ops that are views (reshape),
 leaves and tuples cost nothing; a node whose inputs are all constant costs nothing at run time, since it
 is folded when the program is lowered. ``Roofline.work`` gives a kernel's parts, so that ops fused into
 one kernel (``tsir.search.fusion``) are priced as one: their compute summed, the bytes crossing the
