@@ -12,9 +12,13 @@ its first call (``first_call_ms``) includes the compilation.
 from __future__ import annotations
 
 import atexit
+import json
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -109,11 +113,20 @@ def _tuning_dir() -> str:
 
 
 def _tsir(case: Case, budget_s: float, **options) -> Prepared:
-    from tsir import optimize
-
-    result = optimize(case.module, case.inputs, mode="exact", budget_s=budget_s, measure=False, **options)
-    notes = {"tsir_verification": result.report["verification"], "program": result.report["program"]["optimized"]}
-    return _vm(result.executable, case.inputs, notes)
+    """tsir's optimizer in a child process (``bench.tsir_child``), the library it exports loaded here: this
+    process then holds what a deployment does (TVM's runtime, the oneDNN extension, the model's library), not
+    the e-graph and the compiler's memory; the child's peak is the row's ``optimize_peak_rss_mb``."""
+    with tempfile.TemporaryDirectory(prefix="tsir-bench-") as tmp:
+        directory = Path(tmp)
+        torch.save({"module": case.module, "inputs": case.inputs, "budget_s": budget_s, "options": options},
+                   directory / "case.pt")
+        proc = subprocess.run([sys.executable, "-m", f"{__package__}.tsir_child", tmp], capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"tsir optimize failed (exit {proc.returncode}): {proc.stderr.strip()[-600:]}")
+        prepared = _library(directory / "model.so", case.inputs)  # loaded before the directory goes (mapped)
+        prepared.notes = json.loads((directory / "notes.json").read_text())
+    return prepared
 
 
 def tsir_exact(case: Case, budget_s: float) -> Prepared:
@@ -126,14 +139,19 @@ def tsir_library_only(case: Case, budget_s: float) -> Prepared:
 
 def tsir_library(case: Case, budget_s: float, library: str) -> Prepared:
     """The ``model.so`` a ``tsir optimize`` run wrote (``bench.headline``)."""
+    return _library(Path(library), case.inputs)
+
+
+def _library(path: Path, inputs: tuple) -> Prepared:
+    """An exported tsir library, loaded as a deployment loads it (the oneDNN extension first)."""
     import tvm
     from tvm import relax
 
     from tsir.backends import dnnl, runtime
 
     dnnl.load()
-    vm = relax.VirtualMachine(tvm.runtime.load_module(library), tvm.cpu())
-    args = [tvm.runtime.tensor(x.numpy(), tvm.cpu()) for x in case.inputs]
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+    args = [tvm.runtime.tensor(x.numpy(), tvm.cpu()) for x in inputs]
     main = vm["main"]
     return Prepared(lambda: main(*args), lambda: runtime.flatten(main(*args)))
 

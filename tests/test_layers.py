@@ -23,8 +23,9 @@ LAYERS = {
     "backends": ("tsir.backends",),
     "rewrites": ("tsir.rewrites",),
     "search": ("tsir.egraph", "tsir.search", "tsir.approx"),
-    "pipeline": ("tsir.frontend", "tsir.source", "tsir.pytree", "tsir.onnx_clip", "tsir.onnx_pads", "tsir.draws", "tsir.approx_data",
-                 "tsir.verify", "tsir.report", "tsir.failure", "tsir.native_log", "tsir.stages", "tsir.options"),
+    "pipeline": ("tsir.frontend", "tsir.source", "tsir.pytree", "tsir.onnx_clip", "tsir.onnx_pads", "tsir.draws",
+                 "tsir.approx_data", "tsir.verify", "tsir.report", "tsir.failure", "tsir.native_log", "tsir.stages",
+                 "tsir.options"),
     "api": ("tsir", "tsir.api", "tsir.cli", "tsir.__main__", "tsir.transform", "tsir.zoo", "tsir.testing",
             "tsir.bench"),
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tsir import optimize, zoo
@@ -44,9 +46,15 @@ def test_optimize_rejects_bad_target_and_rpc_before_work():
 
 
 def test_kernels_bound_by_memory_alike_rank_by_their_compute_rate():
-    """A tiny linear is memory- and dispatch-bound in TVM's code and in oneDNN's alike; the faster compute still
-    ranks first, so the choice does not fall to the e-graph's order."""
+    """A tiny linear is memory- and dispatch-bound in TVM's code and in oneDNN's alike; without the library
+    call's own overhead the faster compute still ranks first, so the choice does not fall to the e-graph's
+    order. With it, TVM's kernel wins a tiny linear and oneDNN a large one."""
     roofline = targets.resolve("x86").roofline
-    x, w, b, out = ((16, 32), "float32"), ((32, 32), "float32"), ((32,), "float32"), ((16, 32), "float32")
-    tvm_code, onednn = (roofline.kernel_s(op, [x, w, b], out) for op in ("linear", "dnnl_linear"))
+    x, w, b, out = ((4, 16), "float32"), ((16, 16), "float32"), ((16,), "float32"), ((4, 16), "float32")
+    no_call = replace(roofline, library_call_s=0.0)
+    tvm_code, onednn = (no_call.kernel_s(op, [x, w, b], out) for op in ("linear", "dnnl_linear"))
     assert onednn < tvm_code < onednn * 1.01
+    tvm_code, onednn = (roofline.kernel_s(op, [x, w, b], out) for op in ("linear", "dnnl_linear"))
+    assert tvm_code < onednn == pytest.approx(no_call.kernel_s("dnnl_linear", [x, w, b], out) + roofline.library_call_s)
+    x, w, b, out = ((256, 1024), "float32"), ((1024, 1024), "float32"), ((1024,), "float32"), ((256, 1024), "float32")
+    assert roofline.kernel_s("dnnl_linear", [x, w, b], out) < roofline.kernel_s("linear", [x, w, b], out)

@@ -218,8 +218,8 @@ def headline(model: str, library: Path) -> Table:
 def _approx_model(model: str, data: Path | None, heldout: Path | None, metric: Metric | None,
                   max_drop: float | None) -> tuple[object, tuple, str, object]:
     """MODEL with its accuracy budget: a bundled one's own data, or the user's --data and --heldout files."""
-    from tsir.approx_data import budget_from_files
     from tsir.approx.real import REAL
+    from tsir.approx_data import budget_from_files
 
     if data is None and heldout is None and metric is None and model in REAL:
         loaded, inputs, budget = REAL[model](*(() if max_drop is None else (max_drop,)))
