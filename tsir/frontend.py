@@ -36,9 +36,28 @@ def export(model: torch.nn.Module, example_inputs: Sequence) -> torch.export.Exp
     try:
         with torch.no_grad():
             leaves(model(*example_inputs))  # registers the output's dataclasses, which torch.export must know
-        return torch.export.export(model, tuple(example_inputs))
+        program = torch.export.export(model, tuple(example_inputs))
     except Exception as err:  # torch.export reports many error types; keep its message
         raise TsirError(f"torch.export could not trace the model: {err}") from err
+    return _views_as_reshapes(program)
+
+
+def _views_as_reshapes(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """``program`` with every ``view`` a ``reshape``, unless it mutates a tensor in place.
+
+    Decomposing re-traces the graph with fake tensors, whose strides can differ from eager ones: GPT-2's
+    attention at batch 8 transposes and reshapes the attention's output, which eager makes contiguous but the
+    fake tensor keeps strided, and the ``view`` after it then fails ("Cannot view a tensor with shape ...").
+    Without in-place ops a view and a reshape compute the same value; a reshape copies when strides need it.
+    """
+    calls = [n for n in program.graph_module.graph.nodes if n.op == "call_function"]
+    if any(getattr(n.target, "_schema", None) is not None and n.target._schema.is_mutable for n in calls):
+        return program
+    for node in calls:
+        if node.target is torch.ops.aten.view.default:
+            node.target = torch.ops.aten.reshape.default
+    program.graph_module.recompile()
+    return program
 
 
 def unsupported_ops(program: torch.export.ExportedProgram, custom: dict[str, Callable]) -> list[str]:
