@@ -18,8 +18,8 @@ import tvm_ffi
 from tsir.backends import native_files
 from tsir.errors import TsirError
 
-FUNCTIONS = ("tsir.dnnl.matmul", "tsir.dnnl.linear", "tsir.dnnl.conv2d", "tsir.dnnl.conv2d_nhwc", "tsir.dnnl.impl",
-             "tsir.dnnl.packed_weights")
+FUNCTIONS = ("tsir.dnnl.matmul", "tsir.dnnl.linear", "tsir.dnnl.conv2d", "tsir.dnnl.conv2d_nhwc",
+             "tsir.dnnl.conv2d_nhwc_add", "tsir.dnnl.impl", "tsir.dnnl.packed_weights")
 _loaded: ctypes.CDLL | None = None
 
 

@@ -6,7 +6,8 @@ convolutions, ``[K, N]`` linear weights, a bias with one value per output channe
 goes to oneDNN's 2-D convolution over an image of height 1 (the same primitive; the reshapes are views).
 ReLU (and for convs a clip such as ReLU6) is fused into the library call as a post-op. A oneDNN conv
 also runs in the NHWC layout (no reorders inside the call) between two transposes; the layout family
-moves those transposes until consecutive convs' pairs cancel.
+moves those transposes until consecutive convs' pairs cancel. An NHWC conv whose output is added to a tensor of
+its own type (a residual) takes the sum as a post-op too, and then the ReLU after it.
 """
 
 from egglog import PyObject, rule, ruleset, union, var
@@ -21,6 +22,7 @@ from tsir.ir.lang import (
     conv1d,
     conv2d,
     dnnl_conv2d,
+    dnnl_conv2d_add,
     dnnl_linear,
     dnnl_matmul,
     eq_,
@@ -36,11 +38,11 @@ from tsir.ir.lang import (
 from tsir.ir.ops import TO_NCHW, TO_NHWC
 from tsir.rewrites._common import CONTRACTION, shape
 
-x, w, b, y = (var(n, Tensor) for n in "xwby")
-tx, tw, tb, ty_ = (var(n, PyObject) for n in ("tx", "tw", "tb", "ty"))
+x, w, b, r, y = (var(n, Tensor) for n in "xwbry")
+tx, tw, tb, tr, ty_ = (var(n, PyObject) for n in ("tx", "tw", "tb", "tr", "ty"))
 strides, padding, dilation, groups, act, layout = (
     var(n, PyObject) for n in ("strides", "padding", "dilation", "groups", "act", "layout"))
-_NCHW, _ONE, _ZERO = PyObject("NCHW"), PyObject(1), PyObject(0)
+_NCHW, _NHWC, _ONE, _ZERO = PyObject("NCHW"), PyObject("NHWC"), PyObject(1), PyObject(0)
 low, high = var("low", PyObject), var("high", PyObject)
 
 MAX_RANK = 6  # oneDNN's matmul takes at most 6 dimensions
@@ -63,6 +65,11 @@ def _conv_bias_ok(tw: tuple, tb: tuple, tx: tuple) -> bool:
     ``tx``: ``(1, O, 1, ...)`` or ``(O, 1, ...)`` with one 1 per spatial axis."""
     channels, ones = tw[0][0], (1,) * (len(tw[0]) - 2)
     return _fp32(tx, tw, tb) and tuple(tb[0]) in ((1, channels, *ones), (channels, *ones))
+
+
+def _same_type(a: tuple, b: tuple) -> bool:
+    """A residual of the conv's own shape and dtype (no broadcast: oneDNN adds it element for element)."""
+    return tuple(a[0]) == tuple(b[0]) and a[1] == b[1] == "float32"
 
 
 def _zero_bias(tw: tuple) -> tuple:
@@ -89,6 +96,8 @@ def _as_2d(values: tuple, pad: int) -> tuple:
 def _pair(low: float, high: float) -> tuple[float, float]:
     return (float(low), float(high))
 
+
+_NHWC_CONV = dnnl_conv2d(x, w, b, strides, padding, dilation, groups, PyObject(False), _NHWC)  # no activation yet
 
 RULES = [
     # matmul(a, b) -> dnnl_matmul(a, b)   fp32, rank <= 6
@@ -134,6 +143,17 @@ RULES = [
          name="dnnl_conv2d_clip").then(
         union(y).with_(dnnl_conv2d(x, w, b, strides, padding, dilation, groups, computed(_pair, low, high),
                                    layout))),
+    # dnnl_conv2d(x, w, b, ..., False, NHWC) + r -> dnnl_conv2d_add(x, w, b, r, ..., False, NHWC)
+    #   r of the output's type: the residual added by a oneDNN binary post-op; and the same for r + conv (the
+    #   library family also runs without the algebra's add_commute)
+    *(rule(eq_(y, add(*operands)), eq_(ty(r), tr), eq_(ty(y), ty_), holds(_same_type, tr, ty_), name=name).then(
+        union(y).with_(dnnl_conv2d_add(x, w, b, r, strides, padding, dilation, groups, PyObject(False), _NHWC)))
+      for name, operands in (("dnnl_conv2d_residual", (_NHWC_CONV, r)),
+                             ("dnnl_conv2d_residual_first", (r, _NHWC_CONV)))),
+    # relu(dnnl_conv2d_add(..., False, NHWC)) -> dnnl_conv2d_add(..., True, NHWC)   after the sum, as in a ResNet
+    rule(eq_(y, relu(dnnl_conv2d_add(x, w, b, r, strides, padding, dilation, groups, PyObject(False), layout))),
+         name="dnnl_conv2d_residual_relu").then(
+        union(y).with_(dnnl_conv2d_add(x, w, b, r, strides, padding, dilation, groups, PyObject(True), layout))),
     # dnnl_conv2d(x, ..., NCHW) -> transpose(dnnl_conv2d(transpose(x, NHWC), ..., NHWC), NCHW)
     rule(eq_(y, dnnl_conv2d(x, w, b, strides, padding, dilation, groups, act, _NCHW)),
          name="dnnl_conv2d_to_nhwc").then(

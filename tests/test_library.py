@@ -111,6 +111,27 @@ def test_native_conv2d(c, act, const_w, pads, nhwc, seed):
     _close(got, [x, w, bias], "dnnl_conv2d", attrs)
 
 
+@SETTINGS
+@given(c=conv_shapes, act=st.sampled_from([False, True, (0.0, 6.0)]), const_w=st.booleans(),
+       pads=st.tuples(*[st.integers(0, 2)] * 4), seed=seeds)
+def test_native_conv2d_with_a_residual(c, act, const_w, pads, seed):
+    """act(conv(x) + bias + r) in NHWC: the residual added by a binary post-op, before the activation."""
+    rng = np.random.default_rng(seed)
+    cin, cout, k = c["cin_per_group"] * c["groups"], c["cout_per_group"] * c["groups"], c["kernel"]
+    x = rng.standard_normal((c["n"], c["size"], c["size"], cin), "float32")
+    w = rng.standard_normal((cout, c["cin_per_group"], k, k), "float32")
+    bias = rng.standard_normal((cout,), "float32")
+    attrs = ((c["stride"], c["stride"] + 1), pads, (c["dilation"], 1), c["groups"], act, "NHWC")
+    out_shape = evaluate("dnnl_conv2d", [x, w, bias], attrs).shape
+    r = rng.standard_normal(out_shape, "float32")
+    code, bounds = (2, act) if isinstance(act, tuple) else (int(act), (0.0, 0.0))
+    scalars = [*attrs[0], *pads, *attrs[2], c["groups"], code, *bounds, int(const_w)]
+    got = _call("tsir.dnnl.conv2d_nhwc_add", [x, w, bias, r], scalars, out_shape)
+    _close(got, [x, w, bias, r], "dnnl_conv2d_add", attrs)
+    with pytest.raises(ValueError, match="output's shape"):
+        _call("tsir.dnnl.conv2d_nhwc_add", [x, w, bias, r[..., :0]], scalars, out_shape)
+
+
 def _packs_per_tensor(call, weights: list[np.ndarray], expected: list[np.ndarray]) -> None:
     """``call(w_tensor) -> output`` packs each constant weight once (``weights`` is emptied, so that only the
     tensors hold them): every weight (same shape, one after another)

@@ -100,7 +100,8 @@ class _Choices:
 
 def test_cost_tables_come_from_the_registry():
     gemm = ops_in(Category.GEMM, Category.LIBRARY)
-    assert gemm == {"matmul", "linear", "conv1d", "conv2d", "dnnl_matmul", "dnnl_linear", "dnnl_conv2d"}
+    assert gemm == {"matmul", "linear", "conv1d", "conv2d", "dnnl_matmul", "dnnl_linear", "dnnl_conv2d",
+                    "dnnl_conv2d_add"}
     for op in gemm:
         assert all(COMPUTE_EFFICIENCY[key] == OPS[op].efficiency for key in OPS[op].cost_classes())
     for op in ops_in(Category.GEMM):
@@ -121,4 +122,4 @@ def test_layout_is_an_attribute_not_a_name():
         assert not name.endswith(("_nhwc", "_nchw", "_ncw", "_nwc")), f"{name}: put the layout in an attribute"
         if spec.layouts:
             assert spec.attrs[-1] == "layout" and spec.layout is None
-    assert with_weight("OIHW") == {"conv2d", "dnnl_conv2d"} and with_weight("OIW") == {"conv1d"}
+    assert with_weight("OIHW") == {"conv2d", "dnnl_conv2d", "dnnl_conv2d_add"} and with_weight("OIW") == {"conv1d"}

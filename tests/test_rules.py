@@ -564,6 +564,21 @@ def _library() -> dict:
         x = T("transpose", (x,), ((0, 2, 3, 1),)) if layout == "NHWC" else x
         return T("dnnl_conv2d", (x, w, bias), (*c.args[0].attrs, act, layout))
 
+    def nhwc_conv(d, b):
+        c = conv_bias(d, b)
+        x = T("transpose", (c.args[0].args[0],), ((0, 2, 3, 1),))
+        return T("dnnl_conv2d", (x, c.args[0].args[1], c.args[1]), (*c.args[0].attrs, False, "NHWC"))
+
+    def residual(d, b, first=False):
+        """An NHWC conv plus a tensor of its type (``first``: the tensor on the left)."""
+        conv = nhwc_conv(d, b)
+        other = b.input(conv.ty[0])
+        return T("add", (other, conv) if first else (conv, other))
+
+    def _residual_parts(d, b):
+        conv = nhwc_conv(d, b)
+        return (*conv.args, b.input(conv.ty[0])), conv.attrs
+
     def nchw_conv(d, b):
         c = conv_bias(d, b)
         return T("dnnl_conv2d", (*c.args[0].args, c.args[1]),
@@ -580,6 +595,9 @@ def _library() -> dict:
         "dnnl_conv2d_clip": lambda d, b: T("clip", (library_conv(d, b),),
                                            d(st.sampled_from([(0.0, 6.0), (-0.5, 0.5)]))),
         "dnnl_conv2d_to_nhwc": nchw_conv,
+        "dnnl_conv2d_residual": residual,
+        "dnnl_conv2d_residual_first": lambda d, b: residual(d, b, first=True),
+        "dnnl_conv2d_residual_relu": lambda d, b: T("relu", (T("dnnl_conv2d_add", *_residual_parts(d, b)),)),
     }
 
 

@@ -29,7 +29,9 @@ from tsir.ir.term import Graph, Term, fold, is_constant, postorder
 
 ELEMENTWISE = ops_in(Category.UNARY)
 DENSE = with_weight("KN")  # (x, W (K, N)[, bias]) layers
-CONVS = with_weight("OIHW")  # (x, W (O, I, kh, kw)[, bias]) layers, channels on axis 1 when their layout is NCHW
+# (x, W (O, I, kh, kw)[, bias]) layers, channels on axis 1 when their layout is NCHW; a conv with a fused residual
+# is no layer pruning can cut (its residual would have to lose the same channels)
+CONVS = with_weight("OIHW") - {"dnnl_conv2d_add"}
 BINARY = ops_in(Category.BINARY)
 
 

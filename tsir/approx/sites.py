@@ -63,7 +63,8 @@ COMBINED = 2  # the largest ranks also offered as rank+int8
 MIN_WEIGHT = 4096  # smaller weights are not worth approximating
 SMOOTHING = (None, 0.5, 0.75)  # SmoothQuant migration strengths tried per int8 matmul (None: none)
 MATMULS = with_weight("KN")  # (x, W[, bias]) nodes a site replaces
-CONVS = with_weight("OIHW")  # (x, W[, bias]) conv nodes a site replaces (NCHW: sites are conv2d nodes)
+# (x, W[, bias]) conv nodes a site replaces (NCHW: sites are conv2d nodes); not a conv with a fused residual
+CONVS = with_weight("OIHW") - {"dnnl_conv2d_add"}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@
 //                                                     1: ReLU, 2: clip to [low, high] (ReLU6)
 //   tsir.dnnl.conv2d_nhwc(x, w, bias, ..., out)       the same with x and out NHWC (w still OIHW): oneDNN's
 //                                                     brgemm kernels compute in NHWC, so no reorders per call
+//   tsir.dnnl.conv2d_nhwc_add(x, w, bias, r, ..., out)
+//                                                     out = act(conv2d(x, w) + bias + r), NHWC, r shaped as out:
+//                                                     a residual added by a oneDNN binary post-op before act
 //   tsir.dnnl.impl(name) -> str                       oneDNN's implementation of the last `name` primitive
 //   tsir.dnnl.packed_weights() -> int                 how many weight tensors are held pre-packed
 //
@@ -52,7 +55,7 @@ dnnl::engine& Engine() {
 struct Cached {
   int threads = 0;  // OpenMP threads it was created for and runs on
   dnnl::primitive prim;
-  dnnl::memory::desc src, weights, bias, dst;
+  dnnl::memory::desc src, weights, bias, dst, residual;
   dnnl::memory::desc user_src, user_weights, user_dst;
   dnnl::primitive to_src, to_weights, from_dst;
   bool pack_weights = false;  // const_w: reorder the weights once and keep them (see PackedWeights)
@@ -139,19 +142,20 @@ std::string KeyText(const Key& key) {
   return text.str();
 }
 
-// The activation post-op: 0 none, 1 ReLU, 2 clip to [low, high].
-dnnl::primitive_attr Attr(int64_t act, double low = 0.0, double high = 0.0) {
+// The post-ops: a residual added (binary add of a tensor laid out as `residual`, when given), then the
+// activation: 0 none, 1 ReLU, 2 clip to [low, high].
+dnnl::primitive_attr Attr(int64_t act, double low = 0.0, double high = 0.0,
+                          const dnnl::memory::desc* residual = nullptr) {
   dnnl::primitive_attr attr;
   if (act < 0 || act > 2) TVM_FFI_THROW(ValueError) << "activation code must be 0, 1 or 2, got " << act;
-  if (act != 0) {
-    dnnl::post_ops ops;
-    if (act == 1) {
-      ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-    } else {
-      ops.append_eltwise(dnnl::algorithm::eltwise_clip, static_cast<float>(low), static_cast<float>(high));
-    }
-    attr.set_post_ops(ops);
+  dnnl::post_ops ops;
+  if (residual != nullptr) ops.append_binary(dnnl::algorithm::binary_add, *residual);
+  if (act == 1) {
+    ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+  } else if (act == 2) {
+    ops.append_eltwise(dnnl::algorithm::eltwise_clip, static_cast<float>(low), static_cast<float>(high));
   }
+  if (ops.len() > 0) attr.set_post_ops(ops);
   return attr;
 }
 
@@ -214,7 +218,7 @@ void* Scratch(int slot, size_t bytes) {
 // A thread's memory objects for one primitive, pointed at each call's buffers (oneDNN memory objects and the
 // argument map are created once, not per call).
 struct Bound {
-  dnnl::memory src, user_src, weights, user_weights, bias, dst, user_dst;
+  dnnl::memory src, user_src, weights, user_weights, bias, dst, user_dst, residual;
   std::unordered_map<int, dnnl::memory> args;
 };
 
@@ -227,8 +231,10 @@ dnnl::memory& Bind(dnnl::memory& slot, const dnnl::memory::desc& md, void* data)
   return slot;
 }
 
-// `owner` is the weights' tensor when they may be packed once (const_w), else null.
-void Run(const Cached& c, void* src, void* weights, void* bias, void* dst, const tvm::ffi::Tensor* owner = nullptr) {
+// `owner` is the weights' tensor when they may be packed once (const_w), else null; `residual` the first post-op's
+// tensor (a binary add), when the primitive has one.
+void Run(const Cached& c, void* src, void* weights, void* bias, void* dst, const tvm::ffi::Tensor* owner = nullptr,
+         void* residual = nullptr) {
   thread_local dnnl::stream stream(Engine());
   thread_local std::unordered_map<const Cached*, Bound> bound;
   Threads scope(c.threads);
@@ -248,6 +254,9 @@ void Run(const Cached& c, void* src, void* weights, void* bias, void* dst, const
   }
   b.args[DNNL_ARG_DST] = Bind(b.dst, c.dst, c.from_dst ? Scratch(2, c.dst.get_size()) : dst);
   if (bias != nullptr) b.args[DNNL_ARG_BIAS] = Bind(b.bias, c.bias, bias);
+  if (residual != nullptr) {
+    b.args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = Bind(b.residual, c.residual, residual);
+  }
   c.prim.execute(stream, b.args);
   if (c.from_dst) {
     c.from_dst.execute(stream, {{DNNL_ARG_FROM, b.dst}, {DNNL_ARG_TO, Bind(b.user_dst, c.user_dst, dst)}});
@@ -346,11 +355,11 @@ void Linear(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t relu,
 }
 
 // x: [N, C, H, W] (nhwc: [N, H, W, C]), w: [O, C/groups, KH, KW], bias: O elements; padding (top, left, bottom,
-// right); out: [N, O, OH, OW] (nhwc: [N, OH, OW, O]).
-void Conv2dIn(bool nhwc, TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t sh, int64_t sw, int64_t pt,
-              int64_t pl, int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t act, double low,
-              double high, int64_t const_w, TensorView out) {
-  const char* fn = nhwc ? "tsir.dnnl.conv2d_nhwc" : "tsir.dnnl.conv2d";
+// right); out: [N, O, OH, OW] (nhwc: [N, OH, OW, O]); residual (nhwc only, may be null): shaped as out.
+void Conv2dIn(bool nhwc, TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, const TensorView* residual,
+              int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t pb, int64_t pr, int64_t dh, int64_t dw,
+              int64_t groups, int64_t act, double low, double high, int64_t const_w, TensorView out) {
+  const char* fn = residual ? "tsir.dnnl.conv2d_nhwc_add" : nhwc ? "tsir.dnnl.conv2d_nhwc" : "tsir.dnnl.conv2d";
   TensorView w(w_ref);
   CheckTensor(x, fn, "x");
   CheckTensor(w, fn, "w");
@@ -369,9 +378,14 @@ void Conv2dIn(bool nhwc, TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, 
     so[2 + i] = (sx[2 + i] + before + after - dil * (w.size(2 + i) - 1) - 1) / stride + 1;
   }
   CheckOut(out, nhwc ? dims{so[0], so[2], so[3], so[1]} : so, fn);
+  if (residual != nullptr) {
+    CheckTensor(*residual, fn, "r");
+    if (Shape(*residual) != Shape(out)) TVM_FFI_THROW(ValueError) << fn << ": r must have the output's shape";
+  }
   dims swt = Shape(w);
   dims wdims = groups == 1 ? swt : dims{groups, swt[0] / groups, swt[1], swt[2], swt[3]};
-  Key key = MakeKey(nhwc ? 3 : 2, {sx, swt}, {sh, sw, pt, pl, pb, pr, dh, dw, groups, act, Bits(low), Bits(high), const_w != 0});
+  Key key = MakeKey(residual ? 4 : nhwc ? 3 : 2, {sx, swt},
+                    {sh, sw, pt, pl, pb, pr, dh, dw, groups, act, Bits(low), Bits(high), const_w != 0});
   double flops = 2.0 * out.numel() * w.size(1) * w.size(2) * w.size(3);
   const Cached& c = Lookup(key, "conv2d", flops, [&](Cached* e) {
     auto nhwc_md = [](const dims& shape) {
@@ -381,6 +395,7 @@ void Conv2dIn(bool nhwc, TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, 
     e->user_weights = Plain(wdims);
     e->user_dst = nhwc ? nhwc_md(so) : Plain(so);
     e->bias = Plain({swt[0]});
+    if (residual != nullptr) e->residual = e->user_dst;
     // Constant weights are packed once, so oneDNN picks blocked layouts (its direct / brgemm kernels) and NCHW
     // activations are reordered on every call (NHWC ones are computed in place: brgemm's own layout). Otherwise,
     // where activations outweigh the weights, the same; else reordering the weights each call costs more than it
@@ -393,7 +408,7 @@ void Conv2dIn(bool nhwc, TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, 
     dnnl::convolution_forward::primitive_desc pd(
         Engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
         nhwc ? e->user_src : any(sx), any(wdims), e->bias, nhwc ? e->user_dst : any(so), {sh, sw}, {dh - 1, dw - 1},
-        {pt, pl}, {pb, pr}, Attr(act, low, high));
+        {pt, pl}, {pb, pr}, Attr(act, low, high, residual ? &e->residual : nullptr));
     e->src = pd.src_desc();
     e->weights = pd.weights_desc();
     e->dst = pd.dst_desc();
@@ -404,19 +419,25 @@ void Conv2dIn(bool nhwc, TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, 
     e->prim = dnnl::convolution_forward(pd);
     return std::string(pd.impl_info_str());
   });
-  Run(c, Data(x), Data(w), Data(bias), Data(out), &w_ref);
+  Run(c, Data(x), Data(w), Data(bias), Data(out), &w_ref, residual ? Data(*residual) : nullptr);
 }
 
 void Conv2d(TensorView x, tvm::ffi::Tensor w, TensorView bias, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
             int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t act, double low, double high,
             int64_t const_w, TensorView out) {
-  Conv2dIn(false, x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, act, low, high, const_w, out);
+  Conv2dIn(false, x, w, bias, nullptr, sh, sw, pt, pl, pb, pr, dh, dw, groups, act, low, high, const_w, out);
 }
 
 void Conv2dNhwc(TensorView x, tvm::ffi::Tensor w, TensorView bias, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
                 int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t act, double low,
                 double high, int64_t const_w, TensorView out) {
-  Conv2dIn(true, x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, act, low, high, const_w, out);
+  Conv2dIn(true, x, w, bias, nullptr, sh, sw, pt, pl, pb, pr, dh, dw, groups, act, low, high, const_w, out);
+}
+
+void Conv2dNhwcAdd(TensorView x, tvm::ffi::Tensor w, TensorView bias, TensorView r, int64_t sh, int64_t sw,
+                   int64_t pt, int64_t pl, int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t act,
+                   double low, double high, int64_t const_w, TensorView out) {
+  Conv2dIn(true, x, w, bias, &r, sh, sw, pt, pl, pb, pr, dh, dw, groups, act, low, high, const_w, out);
 }
 
 tvm::ffi::String Impl(const tvm::ffi::String& kind) {
@@ -439,6 +460,7 @@ TVM_FFI_STATIC_INIT_BLOCK() {
       .def("tsir.dnnl.linear", Linear)
       .def("tsir.dnnl.conv2d", Conv2d)
       .def("tsir.dnnl.conv2d_nhwc", Conv2dNhwc)
+      .def("tsir.dnnl.conv2d_nhwc_add", Conv2dNhwcAdd)
       .def("tsir.dnnl.impl", Impl)
       .def("tsir.dnnl.packed_weights", PackedCount);
 }

@@ -3,7 +3,8 @@
 Each lowers to ``R.call_dps_packed("tsir.dnnl.*", ...)`` (destination-passing; ``tsir.backends.dnnl.load()``
 must have run in the process that executes the module). ``dnnl_conv2d`` carries its activations'
 layout as its last attribute: ``"NCHW"`` (oneDNN reorders into its blocked layout and back inside the
-call) or ``"NHWC"`` (no reorders; weights stay OIHW).
+call) or ``"NHWC"`` (no reorders; weights stay OIHW). ``dnnl_conv2d_add`` (NHWC only) also adds a residual
+tensor before the activation, as a oneDNN post-op: a ResNet block's last conv, its sum and its ReLU in one call.
 """
 
 from __future__ import annotations
@@ -96,4 +97,31 @@ register(OpSpec(
     emit=lambda a, at, ty: _dps(_conv2d_symbol(at[5]), ty, *a, *_conv_args(at), _const(a[1])),
     layouts=("NCHW", "NHWC"), weight="OIHW", efficiency=0.8, library=_conv2d_symbol,
     reorders=frozenset({"NCHW"}),  # oneDNN computes an NCHW conv in a blocked layout (nChw16c or NHWC)
+    missing={"convert": _RULES_ONLY, "make": _NOT_DRAWN}))
+
+
+# ---- conv2d with a residual added (NHWC): act(conv2d(x, w) + bias + r) ----------------------------
+_infer_conv2d_in_layout = in_nchw("dnnl_conv2d_add", _infer_dnnl_conv2d)
+_eval_conv2d_in_layout = in_nchw_eval(_eval_dnnl_conv2d)
+
+
+def _infer_dnnl_conv2d_add(ins: tuple[TType, ...], attrs: tuple) -> TType:
+    if attrs[-1] != "NHWC":
+        raise ValueError(f"dnnl_conv2d_add: layout {attrs[-1]!r}; only NHWC (oneDNN's brgemm layout)")
+    out = _infer_conv2d_in_layout(ins[:3], attrs)
+    if tuple(ins[3][0]) != tuple(out[0]) or ins[3][1] != out[1]:
+        raise ValueError(f"dnnl_conv2d_add: residual {ins[3]} must have the output's type {out}")
+    return out
+
+
+def _eval_dnnl_conv2d_add(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
+    conv = _eval_conv2d_in_layout(xs[:3], (*attrs[:4], False, attrs[5]))
+    return _act(conv + xs[3], attrs[4])
+
+
+register(OpSpec(
+    "dnnl_conv2d_add", 4, ("strides", "padding", "dilation", "groups", "act", "layout"), LIBRARY,
+    _infer_dnnl_conv2d_add, _eval_dnnl_conv2d_add, conv_flops,
+    emit=lambda a, at, ty: _dps("tsir.dnnl.conv2d_nhwc_add", ty, *a, *_conv_args(at), _const(a[1])),
+    layouts=("NHWC",), weight="OIHW", efficiency=0.8, library=lambda layout: "tsir.dnnl.conv2d_nhwc_add",
     missing={"convert": _RULES_ONLY, "make": _NOT_DRAWN}))
