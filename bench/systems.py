@@ -123,7 +123,8 @@ def _tsir(case: Case, budget_s: float, **options) -> Prepared:
         proc = subprocess.run([sys.executable, "-m", f"{__package__}.tsir_child", tmp], capture_output=True,
                               text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"tsir optimize failed (exit {proc.returncode}): {proc.stderr.strip()[-600:]}")
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]  # the exception, after its traceback
+            raise RuntimeError(f"tsir optimize failed (exit {proc.returncode}): {last}")
         prepared = _library(directory / "model.so", case.inputs)  # loaded before the directory goes (mapped)
         prepared.notes = json.loads((directory / "notes.json").read_text())
     return prepared
