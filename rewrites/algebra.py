@@ -150,9 +150,12 @@ _rules = [
         union(y).with_(x)),
     # a / sqrt(b) -> a * rsqrt(b)   (the ONNX exporter writes torch's rsqrt as 1 / sqrt)
     rule(eq_(y, divide(a, sqrt(b))), name="divide_by_sqrt").then(union(y).with_(multiply(a, rsqrt(b)))),
-    # x ** 2 -> x * x, |x| * |x| -> x * x, x ** 0.5 -> sqrt(x)   (torch's norm(p=2) writes abs and pow)
+    # x ** 2 -> x * x, x ** 3 -> x * x * x, |x| * |x| -> x * x, x ** 0.5 -> sqrt(x)   (torch's norm(p=2) writes
+    # abs and pow; GPT-2's tanh GELU cubes: TVM computes pow with a scalar libm call per element, ~7 ns each)
     rule(eq_(y, _power(x, scalar(v))), eq_(ty(x), tx), holds(_is_value(2.0), v, tx), name="power_two").then(
         union(y).with_(multiply(x, x))),
+    rule(eq_(y, _power(x, scalar(v))), eq_(ty(x), tx), holds(_is_value(3.0), v, tx), name="power_three").then(
+        union(y).with_(multiply(multiply(x, x), x))),
     rule(eq_(y, multiply(_abs(x), _abs(x))), name="abs_squared").then(union(y).with_(multiply(x, x))),
     rule(eq_(y, _power(x, scalar(v))), eq_(ty(x), tx), holds(_is_value(0.5), v, tx), name="power_half").then(
         union(y).with_(sqrt(x))),
@@ -209,6 +212,7 @@ TOLERANCE = {
                      "divide_one", "add_zero", "subtract_zero", "abs_squared", "not_equal"], EXACT),
     "divide_by_sqrt": ELEMENTWISE,  # 1/sqrt and rsqrt round differently by an ulp or two
     "power_two": ELEMENTWISE,  # pow is within an ulp or two of the exact x * x
+    "power_three": ELEMENTWISE,  # x * x * x rounds twice: within a few ulps of pow
     "power_half": ELEMENTWISE,
     **{f"{n}_broadcast_{side}": EXACT for n in _ELEMENTWISE for side in ("left", "right")},
     # reassociated sums of products (see rewrites._common)

@@ -203,6 +203,7 @@ def _algebra() -> dict:
                                                     T("sqrt", (T("sigmoid", (b.input(s),)),)))),
         "add_zero": ident("add", 0.0), "subtract_zero": ident("subtract", 0.0),
         "power_two": ident("power", 2.0),
+        "power_three": ident("power", 3.0),
         "power_half": lambda d, b: T("power", (T("sigmoid", (b.input(d(shapes())),)), b.scalar(0.5))),
         "abs_squared": lambda d, b: T("multiply", (T("abs", (x := b.input(d(shapes())),)), T("abs", (x,)))),
         "not_equal": lambda d, b: T("logical_not", (T("equal", (  # a == max(a, b): true about half the time

@@ -104,12 +104,14 @@ def _same_dtype(call, args: list, ty, name: str) -> Term | None:
     return Term(name, tuple(args)) if are_terms(*args) and args[0].ty[1] == args[1].ty[1] else None
 
 
-_BINARY = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.divide,
-           "power": np.power, "minimum": np.minimum, "maximum": np.maximum}
-for _name, _fn in _BINARY.items():
+# name -> (numpy function, FLOPs per element: a pow is a log and an exp, like log's 8 twice)
+_BINARY = {"add": (np.add, 1.0), "subtract": (np.subtract, 1.0), "multiply": (np.multiply, 1.0),
+           "divide": (np.divide, 1.0), "power": (np.power, 16.0), "minimum": (np.minimum, 1.0),
+           "maximum": (np.maximum, 1.0)}
+for _name, (_fn, _per_element) in _BINARY.items():
     register(OpSpec(
         _name, 2, (), Category.BINARY, lambda ins, a: (broadcast_shapes(ins[0][0], ins[1][0]), ins[0][1]),
-        lambda xs, a, f=_fn: f(xs[0], xs[1]).astype(xs[0].dtype), lambda ins, out, a: float(numel(out[0])),
+        lambda xs, a, f=_fn: f(xs[0], xs[1]).astype(xs[0].dtype), lambda ins, out, a, k=_per_element: k * numel(out[0]),
         convert={f"relax.{_name}": lambda call, args, ty, n=_name: _same_dtype(call, args, ty, n)},
         emit=_emit(f"relax.{_name}"), make=_make_binary(_name)))
 
