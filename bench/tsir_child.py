@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .worker import peak_rss_mb
+
 
 def main(directory: Path) -> None:
     from tsir import optimize
@@ -22,10 +24,8 @@ def main(directory: Path) -> None:
     result = optimize(case["module"], case["inputs"], mode="exact", budget_s=case["budget_s"], measure=False,
                       **case["options"])
     result.export(directory / "model.so")
-    with open("/proc/self/status") as status:
-        peak = next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
     notes = {"tsir_verification": result.report["verification"], "program": result.report["program"]["optimized"],
-             "optimize_peak_rss_mb": round(peak, 1)}
+             "optimize_peak_rss_mb": peak_rss_mb()}
     (directory / "notes.json").write_text(json.dumps(notes))
 
 
