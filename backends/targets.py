@@ -65,7 +65,9 @@ def cpu_schedules(target: tvm.target.Target) -> bool:
 
 
 def tensor_intrinsics(target: tvm.target.Target) -> str | None:
-    """The module of ``tvm.s_tir.tensor_intrin`` holding ``target``'s CPU intrinsics (None for a GPU)."""
+    """The module of ``tvm.s_tir.tensor_intrin`` holding ``target``'s intrinsics (None for a target with none)."""
+    if target.kind.name == "cuda":
+        return "cuda"
     if not cpu_schedules(target):
         return None
     return "arm_cpu" if "aarch64" in str(target.attrs.get("mtriple", "")) else "x86"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -257,6 +258,10 @@ def test_optimize_with_measured_cost_and_tuning(tmp_path, monkeypatch, capsys):
     assert report["search"]["generations"] >= 1 and len(report["search"]["curve"]) == report["search"]["generations"]
     out = capsys.readouterr().out
     assert "measured cost" in out and "search curve" in out
+    tuning = report["search"]["tuning"]  # the table says how many kernels were tuned, and why others were not
+    text = re.sub(r"[\s│]+", " ", out)  # the table's cell text, its wrapped lines joined
+    assert f"{tuning['tasks_tuned']} kernels tuned, {tuning['trials']} trials" in text
+    assert ("left untuned for the budget" in text) == (tuning["skipped_for_budget"] > 0)
     assert report["search"]["kernel_cache"]["dir"] == "cache/kernels" and any((tmp_path / "cache").rglob("*"))
     assert cli.main(["optimize", "mlp", "--out", "o2", "--cost", "fast"]) == 2
     assert cli.main(["optimize", "mlp", "--out", "o2", "--tuning-trials", "-1"]) == 2

@@ -13,6 +13,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import egglog
+import pytest
 from egglog import EGraph, Expr, i64Like, rewrite, rule, ruleset, union
 
 from tsir._compat import egglog as egglog_compat
@@ -54,11 +55,14 @@ def test_serialized_reads_every_eclass_and_its_enodes():
     assert primitives == {"1": "i64-1", "2": "i64-2"}  # each primitive in an e-class of its own
 
 
-def test_load_tensor_intrinsics_registers_one_family_only():
-    code = ("import sys; from tsir._compat.tvm import load_tensor_intrinsics; load_tensor_intrinsics('x86'); "
+@pytest.mark.parametrize(("family", "other", "intrinsic"), [("x86", "cuda", "dot_16x4_avx512"),
+                                                              ("cuda", "x86", "mma_ldmatrix_f16_a")])
+def test_load_tensor_intrinsics_registers_one_family_only(family, other, intrinsic):
+    loaded, skipped = (f"{tvm_compat.TENSOR_INTRIN}.{name}" for name in (family, other))
+    code = (f"import sys; from tsir._compat.tvm import load_tensor_intrinsics; load_tensor_intrinsics('{family}'); "
             "import tvm.s_tir.tensor_intrin as t; from tvm import s_tir; "
-            "print('tvm.s_tir.tensor_intrin.x86' in sys.modules, 'tvm.s_tir.tensor_intrin.cuda' in sys.modules, "
-            "s_tir.TensorIntrin.get('dot_16x4_avx512', allow_missing=True) is not None)")
+            f"print('{loaded}' in sys.modules, '{skipped}' in sys.modules, "
+            f"s_tir.TensorIntrin.get('{intrinsic}', allow_missing=True) is not None)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["True", "False", "True"]

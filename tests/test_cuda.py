@@ -116,8 +116,10 @@ def test_measured_cost_needs_the_device_here():
 @needs_gpu
 def test_optimize_for_cuda_tunes_and_measures_on_the_gpu(tmp_path):
     entry = zoo.load("lenet")
+    # tuning gets 30 % of the budget; on an H200 machine a CUDA tuning child's first chunk took 46 s (TVM's
+    # tensor intrinsics and the first nvcc builds), the next 5.5 s: 120 s left lenet's 3 kernels untuned
     result = optimize(entry.module, entry.example_inputs, target="cuda", cost="measured", tuning_trials=8,
-                      budget_s=120, cache_dir=tmp_path)
+                      budget_s=240, cache_dir=tmp_path)
     search = result.report["search"]
     assert search["cost_tier"] == "measured" and search["tuning"]["tasks_tuned"] > 0
     assert search["programs_measured"] > 0 and result.report["verification"]["status"] == "verified"

@@ -121,6 +121,11 @@ def summary(report: dict) -> Table:
                   f"{eg['iterations']} iterations ({eg['stop_reason']})")
     table.add_row("search time", f"{search['time_s']:.2f} s ({search['evaluations']} programs, "
                   f"{search['cost_tier']} cost)")
+    tuning = search.get("tuning")
+    if tuning and tuning["trials_per_task"]:
+        left = f"; {tuning['skipped_for_budget']} left untuned for the budget (raise --budget)" if tuning[
+            "skipped_for_budget"] else ""
+        table.add_row("tuning", f"{tuning['tasks_tuned']} kernels tuned, {tuning['trials']} trials{left}")
     if search["curve"]:
         best = [point["best_ms"] for point in search["curve"]]
         table.add_row("search curve", f"best {best[0]:.3f} -> {best[-1]:.3f} ms over {len(best)} generations")

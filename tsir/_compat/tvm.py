@@ -16,7 +16,8 @@ TENSOR_INTRIN = "tvm.s_tir.tensor_intrin"
 
 
 def load_tensor_intrinsics(family: str) -> None:
-    """Register only ``tvm.s_tir.tensor_intrin.<family>`` (``x86``, ``arm_cpu``), unless the package is loaded.
+    """Register only ``tvm.s_tir.tensor_intrin.<family>`` (``x86``, ``arm_cpu``, ``cuda``), unless the package
+    is loaded.
 
     The package is entered empty (its ``__init__``, which imports every family, is not run), so that
     MetaSchedule's later ``import tvm.s_tir.tensor_intrin`` finds it and imports nothing more.
