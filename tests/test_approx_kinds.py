@@ -30,7 +30,8 @@ from tsir.backends import runtime, targets
 from tsir.convert import relax_to_tsir
 from tsir.egraph import Limits, TermEGraph
 from tsir.lower import lower
-from tsir.search.extract import Space
+from tsir.search.extract import Space, walk
+from tsir.search.greedy import greedy
 from tsir.source import load
 
 X86 = targets.resolve("x86")
@@ -118,8 +119,11 @@ def _approximations(families: tuple[str, ...]) -> tuple[Approximations, object, 
     return Approximations(space, graph, X86.roofline), source, graph
 
 
-@pytest.mark.parametrize("families", [("algebra",), ("algebra", "fusion", "library")])
+@pytest.mark.parametrize("families", [("algebra",), ("algebra", "fusion", "library"),
+                                      ("algebra", "fusion", "library", "layout")])
 def test_every_kind_decodes_to_a_valid_program(families: tuple[str, ...]) -> None:
+    """Each site's choices on the original program; with the layout family on the cheapest program, whose
+    conv is oneDNN's in NHWC (its low-rank factors then run between transposes)."""
     if "library" in families:
         from tsir.backends import dnnl
 
@@ -141,7 +145,10 @@ def test_every_kind_decodes_to_a_valid_program(families: tuple[str, ...]) -> Non
         reference = source.reference(torch.from_numpy(ids)).numpy()
     space = approx.space
     n = len(space.view.classes)
-    base = space.original()
+    base = greedy(space) if "layout" in families else space.original()
+    if "layout" in families:
+        assert any(space.node(base, c).attrs[-1:] == ("NHWC",) for c in walk(space, base)
+                   if space.node(base, c).op == "dnnl_conv2d")
     sites = len(approx.sites)
     for pick in range(1, max(approx.knobs())):
         genome = base[:n] + [min(pick, k - 1) for k in approx.knobs()[:sites]] + [0] * len(approx.pruning)

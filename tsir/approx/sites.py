@@ -52,7 +52,7 @@ from tsir.approx.prune import expand
 from tsir.approx.prune_genes import LEVELS, PruneGenes
 from tsir.backends.roofline import Roofline, type_bytes
 from tsir.errors import TsirError
-from tsir.ir.ops import with_weight
+from tsir.ir.ops import OPS, with_weight
 from tsir.ir.term import Graph, Term, fold, postorder
 from tsir.search.extract import Genome, Space, to_term, walk
 
@@ -549,15 +549,17 @@ class Approximations:
         if term.op == "take":  # an embedding gather
             return Term("opaque", (*leaves, term.args[1]), choice.opaque, term.ty)
         x = term.args[0]
-        if term.op in CONVS:
+        if term.op in CONVS:  # the two factors as NCHW convs; an NHWC library conv's input and output transposed
+            nhwc = OPS[term.op].layout_of(term.attrs) == "NHWC"
+            x = Term("transpose", (x,), ((0, 3, 1, 2),)) if nhwc else x
             strides, padding, dilation = term.attrs[:3]
             mid = Term("conv2d", (x, leaves[0]), (strides, padding, dilation, 1))
             out = Term("conv2d", (mid, leaves[1]), ((1,) * len(strides), (0,) * len(padding), (1,) * len(dilation), 1))
             if term.op == "dnnl_conv2d":
                 bias = term.args[2]
                 out = Term("add", (out, Term("reshape", (bias,), ((1, out.ty[0][1], 1, 1),))))
-                return activation(out, term.attrs[4])
-            return out
+                out = activation(out, term.attrs[4])
+            return Term("transpose", (out,), ((0, 2, 3, 1),)) if nhwc else out
         if len(choice.opaque) == 2:  # rank+int8: two int8 matmuls through the rank-r middle
             rank = self.constants[choice.weights[0]].shape[1]
             mid = Term("opaque", (x, leaves[0]), choice.opaque[:1], ((*x.ty[0][:-1], rank), "float32"))
