@@ -34,7 +34,8 @@ fuzz: native
 bench-search: native
 	$(PY) -m bench.search $(MODELS)
 
-# Approximate mode on the digits CNN and MiniLM: bench/results/approx.json and approx/MODEL/pareto.png
+# Approximate mode on the digits CNN and MiniLM against ONNX Runtime and OpenVINO int8 (same calibration data):
+# bench/results/approx.json and approx/MODEL/pareto.png
 bench-approx: native
 	$(PY) -m bench.approx $(MODELS)
 

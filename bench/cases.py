@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from tsir import suite, zoo
+from tsir.approx.real import REAL
 
 # The default run (python -m bench, make bench): a slice of the suite (CNNs, a vision transformer, an encoder, a
 # decoder) and of the zoo, 12 (model, batch) pairs at batches 1 and 8 with every system; each takes 2-3.5 minutes
@@ -25,7 +26,7 @@ _SEED = 0
 @dataclass
 class Case:
     name: str
-    source: str  # "zoo" or "suite"
+    source: str  # "zoo", "suite" or "approx" (approximate mode's trained models, with data)
     batch: int
     module: torch.nn.Module | None  # dropped (None) by a worker once a system no longer needs it
     inputs: tuple[torch.Tensor, ...]
@@ -42,11 +43,16 @@ def names(suite_set: str = "default") -> list[str]:
 
 
 def known(name: str) -> bool:
-    return name in zoo.names() or name in suite.names(ci=False)
+    return name in zoo.names() or name in suite.names(ci=False) or name in REAL
 
 
 def load(name: str, batch: int) -> Case:
     """Model ``name`` (zoo or suite) with example inputs of batch size ``batch``."""
+    if name in REAL:  # approximate mode's trained models: their own example batch
+        module, inputs, _ = REAL[name]()
+        if batch != len(inputs[0]):
+            raise ValueError(f"{name} runs at batch {len(inputs[0])}, not {batch}")
+        return Case(name, "approx", batch, module, tuple(inputs), hf_config(module))
     if name in zoo.names():
         entry = zoo.load(name, batch)
         return Case(name, "zoo", batch, entry.module, tuple(entry.example_inputs), hf_config(entry.module))

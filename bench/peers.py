@@ -49,7 +49,7 @@ SETTINGS = {
 }
 
 
-def _thread_counts() -> list[int]:
+def thread_counts() -> list[int]:
     return [n for n in (1, 2) if n <= policy.threads()]
 
 
@@ -86,20 +86,20 @@ def onnxruntime(case: Case, budget_s: float) -> Prepared:
     notes: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         plain = suite.export_onnx(case.module, case.inputs, Path(tmp) / "model.onnx")
-        path, notes["transformer_optimizer"] = _transformer_optimized(plain, case.config, Path(tmp))
+        path, notes["transformer_optimizer"] = transformer_optimized(plain, case.config, Path(tmp))
         if path != plain:  # the fused model must compute what the plain one does, else it is not used
-            fused, reference = (_session(ort, p, policy.threads()) for p in (path, plain))
+            fused, reference = (ort_session(ort, p, policy.threads()) for p in (path, plain))
             check = compare(reference.run(None, _feeds(reference, arrays)), fused.run(None, _feeds(fused, arrays)))
             if not check.passed:
                 notes["transformer_optimizer"] = f"not used: its outputs differ ({check.problem})"
                 path = plain
-        variants = {n: _bound(ort, _session(ort, path, n), arrays) for n in _thread_counts()}
+        variants = {n: ort_bound(ort, ort_session(ort, path, n), arrays) for n in thread_counts()}
     prepared = fastest(variants)
     prepared.notes.update(notes)
     return prepared
 
 
-def _transformer_optimized(path: Path, config, tmp: Path) -> tuple[Path, str]:
+def transformer_optimized(path: Path, config, tmp: Path) -> tuple[Path, str]:
     """The transformer optimizer's rewrite of ``path`` and what was done (or why not)."""
     model_type = ORT_MODEL_TYPES.get(getattr(config, "model_type", None))
     if model_type is None:
@@ -113,17 +113,17 @@ def _transformer_optimized(path: Path, config, tmp: Path) -> tuple[Path, str]:
         out = tmp / "model.opt.onnx"
         optimized.save_model_to_file(str(out))
     except Exception as err:  # the plain model is then timed, with the reason recorded
-        return path, f"failed, plain model used: {_error(err)}"
+        return path, f"failed, plain model used: {error_line(err)}"
     fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
     return out, f"{model_type} (num_heads={heads}, hidden_size={hidden}); fused {fused}"
 
 
-def _error(err: BaseException) -> str:
+def error_line(err: BaseException) -> str:
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0][:200] if text else ''}"
 
 
-def _session(ort, path: Path, threads: int):
+def ort_session(ort, path: Path, threads: int):
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -140,7 +140,7 @@ def _feeds(session, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
     return dict(zip(names, arrays, strict=True))
 
 
-def _bound(ort, session, arrays: list[np.ndarray]) -> Variant:
+def ort_bound(ort, session, arrays: list[np.ndarray]) -> Variant:
     """The session with inputs and outputs bound once to OrtValues (output shapes from its first call, a plain
     run, timed)."""
     feeds = _feeds(session, arrays)
@@ -165,21 +165,21 @@ def _bound(ort, session, arrays: list[np.ndarray]) -> Variant:
 def openvino(case: Case, budget_s: float) -> Prepared:
     import openvino as ov
 
-    model, how = _ov_model(ov, case)
+    model, how = ov_model(ov, case)
     core = ov.Core()
     arrays = [np.ascontiguousarray(x.numpy()) for x in case.inputs]
     variants = {}
-    for n in _thread_counts():
+    for n in thread_counts():
         compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
                                                      "INFERENCE_NUM_THREADS": n})
-        variants[n] = _request(ov, compiled, arrays)
+        variants[n] = ov_request(ov, compiled, arrays)
     del model
     prepared = fastest(variants)
     prepared.notes["converted_from"] = how
     return prepared
 
 
-def _ov_model(ov, case: Case):
+def ov_model(ov, case: Case):
     """``ov.convert_model`` of the torch module (traced), else of its ``torch.export`` program; raises with
     both reasons when neither converts."""
     import torch
@@ -201,10 +201,10 @@ def _ov_error(err: BaseException) -> str:
     lines = str(err).splitlines()
     lines = lines[lines.index("Summary:") + 1:] if "Summary:" in lines else lines
     summary = [line.lstrip("- ").strip() for line in lines if line.startswith("-- ")]
-    return "; ".join(summary) or _error(err)
+    return "; ".join(summary) or error_line(err)
 
 
-def _request(ov, compiled, arrays: list[np.ndarray]) -> Variant:
+def ov_request(ov, compiled, arrays: list[np.ndarray]) -> Variant:
     request = compiled.create_infer_request()
     if len(compiled.inputs) != len(arrays):
         raise RuntimeError(f"the OpenVINO model takes {len(compiled.inputs)} inputs, the torch model {len(arrays)}")

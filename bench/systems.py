@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import peers
+from . import int8_peers, peers
 from .cases import Case
 from .prepared import Prepared
 
@@ -181,12 +181,15 @@ SYSTEMS: dict[str, Callable[[Case, float], Prepared]] = {
     "torch_eager": torch_eager,
     "tsir_approx": tsir_approx,
     "tsir_library": tsir_library,
+    "onnxruntime_int8": int8_peers.onnxruntime_int8,
+    "openvino_int8": int8_peers.openvino_int8,
 }
-DEFAULT = [s for s in SYSTEMS if s not in ("tsir_approx", "tsir_library")]
+DEFAULT = [s for s in SYSTEMS if s not in ("tsir_approx", "tsir_library", "onnxruntime_int8", "openvino_int8")]
 KEEPS_MODULE = ("torch_eager", "torch_compile")  # the systems that run the torch module itself
 
 SETTINGS = {
     **peers.SETTINGS,
+    **int8_peers.SETTINGS,
     "torch_compile": {"mode": "max-autotune-no-cudagraphs", "torch._inductor.config.freezing": True,
                       "dynamic": False, "first_call": "includes the compilation"},
     "tvm_tuned": {"meta_schedule": TUNING, "database": "fresh per run"},
