@@ -16,10 +16,12 @@ from tvm import relax
 from tsir.approx.sites import (
     Approximations,
     Bf16Matmul,
+    Int8Conv,
     Int8Matmul,
     Int8Take,
     activation_scale,
     bf16_error,
+    int8_conv,
     int8_matmul,
     lowrank_conv,
     quantize_rows,
@@ -109,21 +111,23 @@ class Small(nn.Module):
         return self.fc2(torch.relu(self.fc1(x)))
 
 
-def _approximations(families: tuple[str, ...]) -> tuple[Approximations, object, tvm.IRModule]:
+def _approximations(families: tuple[str, ...], int8_library: bool = False) -> tuple[Approximations, object,
+                                                                                     tvm.IRModule]:
     ids = torch.randint(0, 512, (8, 16))
     source = load(Small().eval(), (ids,), None)
     graph = relax_to_tsir(source.module)
     egraph = TermEGraph(graph, families)
     egraph.saturate(Limits(iterations=4, time_s=5))
     space = Space.of(egraph.view(), X86.roofline)
-    return Approximations(space, graph, X86.roofline), source, graph
+    return Approximations(space, graph, X86.roofline, int8_library, int8_library), source, graph
 
 
 @pytest.mark.parametrize("families", [("algebra",), ("algebra", "fusion", "library"),
                                       ("algebra", "fusion", "library", "layout")])
 def test_every_kind_decodes_to_a_valid_program(families: tuple[str, ...]) -> None:
     """Each site's choices on the original program; with the layout family on the cheapest program, whose
-    conv is oneDNN's in NHWC (its low-rank factors then run between transposes)."""
+    conv is oneDNN's in NHWC (its low-rank factors run between transposes, its int8 kernel on it directly);
+    with the library, int8 matmuls and convs as oneDNN's kernels where the CPU has VNNI."""
     if "library" in families:
         from tsir.backends import dnnl
 
@@ -131,7 +135,8 @@ def test_every_kind_decodes_to_a_valid_program(families: tuple[str, ...]) -> Non
             dnnl.load()
         except Exception as err:  # the oneDNN extension is not built here
             pytest.skip(f"oneDNN extension unavailable: {err}")
-    approx, source, graph = _approximations(families)
+    int8 = "library" in families and targets.host_has_vnni()  # oneDNN's int8 matmul and conv kernels
+    approx, source, graph = _approximations(families, int8)
     assert sorted(s.kind for s in approx.sites) == ["conv", "embedding", "matmul"]  # fc2 (64x10) is too small
     rng = np.random.default_rng(0)
     calib = [rng.standard_normal((64, *t.ty[0][1:])).astype(np.float32) for t in approx.activation_terms()]
@@ -139,7 +144,7 @@ def test_every_kind_decodes_to_a_valid_program(families: tuple[str, ...]) -> Non
     names = {s.kind: [c.name for c in s.choices] for s in approx.sites}
     assert names["embedding"] == ["exact", "int8"] and "bf16" in names["matmul"] and "int8" in names["matmul"]
     assert sum(n.endswith("+int8") for n in names["matmul"]) == 2
-    assert any(n.startswith("rank") for n in names["conv"])
+    assert any(n.startswith("rank") for n in names["conv"]) and ("int8" in names["conv"]) == int8
     ids = rng.integers(0, 512, (8, 16)).astype(np.int64)
     with torch.no_grad():
         reference = source.reference(torch.from_numpy(ids)).numpy()
@@ -195,6 +200,60 @@ def test_int8_library_kernel_is_integer_onednn_and_matches_tvm_int8() -> None:
     np.testing.assert_allclose(outs[1], (qx @ q.astype(np.int32)) * (x_scale * w_scale), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-4)
     assert tvm_ffi.get_global_func("tsir.dnnl.int8_impl")()  # oneDNN named the int8 implementation it chose
+
+
+def _int8_onednn() -> None:
+    """Skip unless oneDNN's int8 kernels run here (the extension built, a CPU with VNNI)."""
+    from tsir.backends import dnnl
+
+    try:
+        dnnl.load()
+    except Exception as err:  # the oneDNN extension is not built here
+        pytest.skip(f"oneDNN extension unavailable: {err}")
+    if not targets.host_has_vnni():
+        pytest.skip("no VNNI on this CPU: tsir offers oneDNN's int8 kernels only with it")
+
+
+@pytest.mark.parametrize(("relu", "strides", "padding"), [(False, (1, 1), (1, 1, 1, 1)), (True, (2, 1), (0, 1, 2, 0))])
+def test_int8_conv_kernel_computes_the_integer_convolution(relu, strides, padding) -> None:
+    """``tsir.dnnl.int8_conv2d_nhwc``: act(scale[o] * conv(q(x), Wq) + bias[o]) on NHWC float32, where q rounds
+    x / x_scale to the int8 grid, against the same integer convolution computed exactly in float64."""
+    _int8_onednn()
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((2, 9, 7, 16)).astype(np.float32)
+    bias = rng.standard_normal(24).astype(np.float32)
+    q, w_scale, _, _ = int8_conv(w, x.transpose(0, 3, 1, 2))
+    x_scale = float(np.abs(x).max()) / 127
+    kernel = Int8Conv(x_scale, w_scale, strides, padding, (1, 1), relu)
+    mod = _module([relax.Var("x", relax.TensorType(list(x.shape), "float32"))],
+                  lambda v: kernel.rebuild([v, relax.const(q), relax.const(bias)]))
+    out = runtime.Runner(runtime.build(mod, X86))([x])[0]
+    qx = torch.from_numpy(np.clip(np.round(x / x_scale), -127, 127).astype(np.float64)).permute(0, 3, 1, 2)
+    pt, pl, pb, pr = padding
+    acc = nn.functional.conv2d(nn.functional.pad(qx, (pl, pr, pt, pb)), torch.from_numpy(q.astype(np.float64)),
+                               stride=strides).permute(0, 2, 3, 1).numpy()
+    expected = acc * (x_scale * w_scale) + bias
+    expected = np.maximum(expected, 0) if relu else expected
+    assert out.shape == expected.shape
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_int8_conv_estimate_matches_measured_error() -> None:
+    """The int8 conv estimate (weight and activation rounding in quadrature) against the error the quantized
+    convolution makes on its calibration activations."""
+    rng = np.random.default_rng(6)
+    w = (rng.standard_normal((32, 16, 3, 3)) * rng.uniform(0.2, 2, (32, 1, 1, 1))).astype(np.float32)
+    x = np.maximum(rng.standard_normal((8, 16, 10, 10)), 0).astype(np.float32)  # post-ReLU activations, NCHW
+    q, w_scale, x_scale, estimate = int8_conv(w, x)
+    assert q.dtype == np.int8 and q.shape == w.shape and w_scale.shape == (32,)
+    qx = np.clip(np.round(x / x_scale), -127, 127) * x_scale
+    exact = nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy()
+    approx = nn.functional.conv2d(torch.from_numpy(qx.astype(np.float32)),
+                                  torch.from_numpy((q * w_scale[:, None, None, None]).astype(np.float32)),
+                                  padding=1).numpy()
+    measured = np.linalg.norm(approx - exact) / np.linalg.norm(exact)
+    assert 0.3 * estimate <= measured <= 1.5 * estimate, (measured, estimate)
 
 
 def test_int8_library_kernel_is_not_offered_without_vnni(monkeypatch) -> None:

@@ -87,6 +87,7 @@ class Site:
     out_type: tuple
     kind: str = "matmul"  # "matmul", "conv" or "embedding"
     choices: list[Choice] = field(default_factory=list)
+    attrs: tuple = ()  # a conv's (strides, padding, dilation, groups)
 
 
 class Decoded(NamedTuple):
@@ -128,6 +129,34 @@ class Int8Matmul:
                                 tvm.tirx.FloatImm("float32", 127.0))
         acc = relax.op.matmul(relax.op.astype(clipped, "int8"), wq, out_dtype="int32")
         return relax.op.multiply(relax.op.astype(acc, "float32"), scale)
+
+
+@dataclass(frozen=True)
+class Int8Conv:
+    """oneDNN's ``int8 x int8 -> int32`` NHWC convolution with static scales (``tsir.dnnl.int8_conv2d_nhwc``,
+    groups 1): ``act(conv(q(x), Wq) * x_scale * w_scale + bias)`` on float32 NHWC activations, quantized in
+    the call; ``relu``: the activation."""
+
+    x_scale: float  # activation step: x ~= x_scale * q(x)
+    w_scale: np.ndarray  # (O,) per-output-channel weight step
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]  # top, left, bottom, right
+    dilation: tuple[int, int]
+    relu: bool
+    call = _op("tsir.int8_conv2d")
+
+    def rebuild(self, args: list[relax.Expr]) -> relax.Expr:
+        x, wq, bias = args
+        n, h, w, c = (int(v) for v in x.ty.shape)
+        out_ch, _, kh, kw = (int(v) for v in wq.ty.shape)
+        (sh, sw), (pt, pl, pb, pr), (dh, dw) = self.strides, self.padding, self.dilation
+        oh, ow = ((size + p0 + p1 - d * (k - 1) - 1) // st + 1
+                  for size, p0, p1, d, k, st in ((h, pt, pb, dh, kh, sh), (w, pl, pr, dw, kw, sw)))
+        scale = relax.const((self.x_scale * self.w_scale).astype(np.float32))
+        inv = relax.const(np.full(c, 1.0 / self.x_scale, np.float32))
+        ints = [relax.prim_value(int(v), "int64") for v in (sh, sw, pt, pl, pb, pr, dh, dw, self.relu)]
+        return relax.call_dps_packed("tsir.dnnl.int8_conv2d_nhwc", relax.Tuple([x, wq, bias, scale, inv, *ints]),
+                                     relax.TensorType([n, oh, ow, out_ch], "float32"))
 
 
 @dataclass(frozen=True)
@@ -219,6 +248,17 @@ def smoothing(x: np.ndarray, w: np.ndarray, alpha: float) -> np.ndarray:
     return (np.maximum(ax, 1e-5) ** alpha / np.maximum(aw, 1e-5) ** (1 - alpha)).astype(np.float32)
 
 
+def int8_conv(w: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Conv weight ``w (O, I, kh, kw)`` as per-output-channel int8, its steps ``(O,)``, the activation step for
+    ``x`` (a per-tensor step) and the estimated relative output error: the weight and activation rounding
+    errors in quadrature."""
+    q, w_scale = quantize_weight(w.reshape(w.shape[0], -1).T)
+    q = np.ascontiguousarray(q.T.reshape(w.shape))
+    x_scale = activation_scale(x)
+    w_error = float(np.linalg.norm(w - q * w_scale[:, None, None, None]) / max(np.linalg.norm(w), 1e-30))
+    return q, w_scale, x_scale, math.hypot(w_error, activation_error(x, x_scale))
+
+
 def int8_matmul(w: np.ndarray, x: np.ndarray, library: bool) -> tuple[np.ndarray, Int8Matmul, list[float]]:
     """The int8 weight, the kernel and the (weight, activation) relative rounding errors for ``x @ w``, with
     the SmoothQuant strength of ``SMOOTHING`` (None: no migration) whose errors are the smallest."""
@@ -279,7 +319,7 @@ class Approximations:
                 self._take_axis[c] = node.attrs[0]
             label = {"matmul": node.op, "conv": "conv2d", "embedding": "embedding"}[kind]
             self.sites.append(Site(c, w, f"{label} {'x'.join(map(str, wty[0]))}", tuple(wty[0]),
-                                   space.view.types[x], space.view.types[c], kind))
+                                   space.view.types[x], space.view.types[c], kind, attrs=node.attrs))
 
     def _kind(self, node) -> str | None:
         def ndim(c: int) -> int:
@@ -294,10 +334,15 @@ class Approximations:
             return "embedding"
         return None
 
+    def _calibrated(self, site: Site) -> bool:
+        """Whether ``site`` has choices calibrated on its input activation: matmuls (int8, bf16), and convs
+        where oneDNN's int8 convolution is loaded."""
+        return site.kind == "matmul" or (site.kind == "conv" and self.int8_library)
+
     def activation_terms(self) -> list[Term]:
-        """Each matmul site's input activation in the input program (to calibrate int8/bf16), then every
+        """Each calibrated site's input activation in the input program (to calibrate int8/bf16), then every
         prunable group's consumer inputs (``PruneGenes.activation_terms``)."""
-        return [self._inputs[s.eclass] for s in self.sites if s.kind == "matmul"] + self.pruning.activation_terms()
+        return [self._inputs[s.eclass] for s in self.sites if self._calibrated(s)] + self.pruning.activation_terms()
 
     def build_choices(self, activations: list[np.ndarray] | None) -> None:
         """Fill every site's choices; ``activations`` (one calibration array per term of
@@ -305,13 +350,13 @@ class Approximations:
         acts = iter(activations or [])
         for k, site in enumerate(self.sites):
             w = fold(self._weight_terms[site.eclass], self.graph.constants, {})
-            x = next(acts) if activations is not None and site.kind == "matmul" else None
+            x = next(acts) if activations is not None and self._calibrated(site) else None
             self._site_data[k] = (w, x)
             if site.kind == "matmul":
                 site.choices = [self._matmul_choice(name, w, x, site.in_type, site.out_type)
                                 for name in self._matmul_names(w, x)]
             elif site.kind == "conv":
-                self._conv_choices(site, w)
+                self._conv_choices(site, w, x)
             else:
                 self._embedding_choices(site, w)
         if activations is not None:
@@ -366,15 +411,26 @@ class Approximations:
         return Choice(name, math.sqrt(sum(e * e for e in errors)), size, cost / INT8_SPEEDUP,
                       self._add(*weights), tuple(kernels))
 
-    def _conv_choices(self, site: Site, w: np.ndarray) -> None:
+    def _conv_choices(self, site: Site, w: np.ndarray, x: np.ndarray | None) -> None:
         exact = self.space.node_cost[site.eclass][self.space.view.original[site.eclass]]
         names = ["exact", *(f"rank{r}" for r in self._ranks((math.prod(w.shape[1:]), w.shape[0])))]
-        site.choices = [self._conv_choice(name, w, exact) for name in names]
+        names += ["int8"] if x is not None else []
+        site.choices = [self._conv_choice(name, w, exact, x, site.attrs) for name in names]
 
-    def _conv_choice(self, name: str, w: np.ndarray, exact: float) -> Choice:
-        """The choice ``name`` for conv weight ``w (O, I, kh, kw)``; ``exact``: the exact conv's cost."""
+    def _conv_choice(self, name: str, w: np.ndarray, exact: float, x: np.ndarray | None = None,
+                     attrs: tuple = ()) -> Choice:
+        """The choice ``name`` for conv weight ``w (O, I, kh, kw)``; ``exact``: the exact conv's cost; ``x``:
+        its NCHW calibration input and ``attrs`` its (strides, padding, dilation, groups), for int8."""
         if name == "exact":
             return Choice("exact", 0.0, w.nbytes, exact)
+        if name == "int8":  # two kernels: without and with a fused ReLU
+            q, w_scale, x_scale, error = int8_conv(w, x)
+            strides, padding, dilation = attrs[:3]
+            kernels = tuple(self._kernel(Int8Conv(x_scale, w_scale, tuple(strides), tuple(padding), tuple(dilation),
+                                                  relu)) for relu in (False, True))
+            zero_bias = np.zeros(w.shape[0], np.float32)  # for a plain conv2d, whose bias (if any) is added after
+            return Choice("int8", error, q.nbytes + w_scale.nbytes, exact / INT8_SPEEDUP, self._add(q, zero_bias),
+                          kernels)
         out_ch, kin = w.shape[0], math.prod(w.shape[1:])
         rank = min(int(name[4:]), out_ch, kin)
         a, b, error = lowrank_conv(w, rank)
@@ -457,7 +513,8 @@ class Approximations:
                 w = w[:, rows] if rows is not None else w
                 w = w[cols] if cols is not None else w
                 share = w.size / self._site_data[k][0].size
-                self._variants[key] = self._conv_choice(name, w, site.choices[0].cost_s * share)
+                x = x[:, rows] if x is not None and rows is not None else x
+                self._variants[key] = self._conv_choice(name, w, site.choices[0].cost_s * share, x, site.attrs)
             else:
                 w = w[rows] if rows is not None else w
                 w = w[:, cols] if cols is not None else w
@@ -544,11 +601,27 @@ class Approximations:
     def _leaf(self, i: int) -> Term:
         return Term("weight", (), (i,), (self.constants[i].shape, str(self.constants[i].dtype)))
 
+    def _int8_conv(self, term: Term, choice: Choice) -> Term:
+        """``term`` (a conv2d, or oneDNN's with its bias and activation) as oneDNN's int8 NHWC convolution; an
+        NCHW conv's input and output transposed around it, a clip (ReLU6) applied after it."""
+        nhwc = OPS[term.op].layout_of(term.attrs) == "NHWC"
+        x = term.args[0] if nhwc else Term("transpose", (term.args[0],), ((0, 2, 3, 1),))
+        library = term.op == "dnnl_conv2d"
+        bias = term.args[2] if library else self._leaf(choice.weights[1])
+        act = term.attrs[4] if library else False
+        shape = term.ty[0] if nhwc else tuple(term.ty[0][i] for i in (0, 2, 3, 1))
+        out = Term("opaque", (x, self._leaf(choice.weights[0]), bias), (choice.opaque[act is True],),
+                   (shape, "float32"))
+        out = Term("clip", (out,), act) if isinstance(act, tuple) else out
+        return out if nhwc else Term("transpose", (out,), ((0, 3, 1, 2),))
+
     def _replace(self, term: Term, choice: Choice) -> Term:
         leaves = [self._leaf(i) for i in choice.weights]
         if term.op == "take":  # an embedding gather
             return Term("opaque", (*leaves, term.args[1]), choice.opaque, term.ty)
         x = term.args[0]
+        if term.op in CONVS and choice.name == "int8":
+            return self._int8_conv(term, choice)
         if term.op in CONVS:  # the two factors as NCHW convs; an NHWC library conv's input and output transposed
             nhwc = OPS[term.op].layout_of(term.attrs) == "NHWC"
             x = Term("transpose", (x,), ((0, 3, 1, 2),)) if nhwc else x

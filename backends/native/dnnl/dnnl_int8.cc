@@ -2,7 +2,10 @@
 //
 //   tsir.dnnl.int8_matmul(x, wq, scale, inv, out)
 //       out[m, n] = scale[n] * sum_k q(x)[m, k] * wq[k, n],  q(x)[m, k] = clamp(round(x[m, k] * inv[k]), -127, 127)
-//   tsir.dnnl.int8_impl() -> str            oneDNN's implementation of the latest int8 matmul primitive
+//   tsir.dnnl.int8_conv2d_nhwc(x, wq, bias, scale, inv, sh, sw, pt, pl, pb, pr, dh, dw, relu, out)
+//       out[n, h, w, o] = act(scale[o] * conv(q(x), wq)[n, h, w, o] + bias[o]), x and out NHWC float32, wq int8
+//       OIHW (groups 1), padding (top, left, bottom, right), act ReLU when relu != 0; q as above, inv [C]
+//   tsir.dnnl.int8_impl() -> str            oneDNN's implementation of the latest int8 primitive
 //   tsir.dnnl.int8_packed_weights() -> int  how many int8 weight tensors are held pre-packed
 //
 // inv: float32 [K], the inverse activation step per input channel (one value repeated, or divided by
@@ -61,13 +64,13 @@ const std::string* last_impl = nullptr;  // of the latest primitive (std::map no
 void Check(const TensorView& t, uint8_t code, int bits, const char* name) {
   DLDataType d = t.dtype();
   if (d.code != code || d.bits != bits || d.lanes != 1) {
-    TVM_FFI_THROW(TypeError) << "tsir.dnnl.int8_matmul: " << name << " has the wrong dtype";
+    TVM_FFI_THROW(TypeError) << "tsir.dnnl int8: " << name << " has the wrong dtype";
   }
-  if (t.device().device_type != kDLCPU) TVM_FFI_THROW(ValueError) << "tsir.dnnl.int8_matmul: CPU tensors only";
+  if (t.device().device_type != kDLCPU) TVM_FFI_THROW(ValueError) << "tsir.dnnl int8: CPU tensors only";
   int64_t expected = 1;
   for (int i = t.ndim() - 1; i >= 0; --i) {
     if (t.size(i) != 1 && t.stride(i) != expected) {
-      TVM_FFI_THROW(ValueError) << "tsir.dnnl.int8_matmul: " << name << " must be contiguous";
+      TVM_FFI_THROW(ValueError) << "tsir.dnnl int8: " << name << " must be contiguous";
     }
     expected *= t.size(i);
   }
@@ -162,6 +165,104 @@ void Int8Matmul(TensorView x, tvm::ffi::Tensor wq_ref, TensorView scale, TensorV
   stream.wait();
 }
 
+struct ConvPrim {
+  dnnl::convolution_forward prim;
+  dnnl::memory::desc src, weights, user_weights, bias, dst, scale;
+  std::string impl;
+};
+std::map<std::vector<int64_t>, ConvPrim> conv_prims;
+
+const ConvPrim& ConvPrimitive(const dims& src, const dims& weights, const dims& dst, const dims& strides,
+                              const dims& dilation, const dims& pad_l, const dims& pad_r, bool relu) {
+  std::vector<int64_t> key;
+  for (const dims* d : {&src, &weights, &dst, &strides, &dilation, &pad_l, &pad_r}) {
+    key.insert(key.end(), d->begin(), d->end());
+  }
+  key.push_back(relu);
+  auto it = conv_prims.find(key);
+  if (it != conv_prims.end()) return it->second;
+  ConvPrim p;
+  p.src = dnnl::memory::desc(src, dt::s8, tag::nhwc);
+  p.dst = dnnl::memory::desc(dst, dt::f32, tag::nhwc);
+  p.bias = dnnl::memory::desc({weights[0]}, dt::f32, tag::a);
+  p.scale = dnnl::memory::desc({weights[0]}, dt::f32, tag::a);
+  p.user_weights = dnnl::memory::desc(weights, dt::s8, tag::oihw);
+  dnnl::primitive_attr attr;
+  attr.set_scales_mask(DNNL_ARG_WEIGHTS, 1 << 0);  // one scale per output channel
+  if (relu) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(ops);
+  }
+  try {
+    dnnl::convolution_forward::primitive_desc pd(
+        Engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, p.src,
+        dnnl::memory::desc(weights, dt::s8, tag::any), p.bias, p.dst, strides, dilation, pad_l, pad_r, attr);
+    p.weights = pd.weights_desc();
+    p.prim = dnnl::convolution_forward(pd);
+    p.impl = pd.impl_info_str();
+  } catch (const dnnl::error& err) {
+    TVM_FFI_THROW(RuntimeError) << "oneDNN cannot create an int8 convolution: " << err.what();
+  }
+  return conv_prims.emplace(key, p).first->second;
+}
+
+void Int8Conv2dNhwc(TensorView x, tvm::ffi::Tensor wq_ref, TensorView bias, TensorView scale, TensorView inv,
+                    int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t pb, int64_t pr, int64_t dh, int64_t dw,
+                    int64_t relu, TensorView out) {
+  TensorView wq(wq_ref);
+  for (auto [t, name] : {std::pair{&x, "x"}, {&bias, "bias"}, {&scale, "scale"}, {&inv, "inv"}, {&out, "out"}}) {
+    Check(*t, kDLFloat, 32, name);
+  }
+  Check(wq, kDLInt, 8, "wq");
+  if (x.ndim() != 4 || wq.ndim() != 4 || x.size(3) != wq.size(1) || out.ndim() != 4) {
+    TVM_FFI_THROW(ValueError) << "tsir.dnnl.int8_conv2d_nhwc: x (NHWC) and wq (OIHW, groups 1) do not match";
+  }
+  int64_t n = x.size(0), c = x.size(3), o = wq.size(0);
+  dims src = {n, c, x.size(1), x.size(2)}, weights = {o, c, wq.size(2), wq.size(3)};
+  dims dst = {n, o, 0, 0};
+  for (int i = 0; i < 2; ++i) {
+    int64_t stride = i ? sw : sh, dil = i ? dw : dh, before = i ? pl : pt, after = i ? pr : pb;
+    dst[2 + i] = (src[2 + i] + before + after - dil * (weights[2 + i] - 1) - 1) / stride + 1;
+  }
+  if (bias.numel() != o || scale.numel() != o || inv.numel() != c || out.size(0) != n || out.size(1) != dst[2] ||
+      out.size(2) != dst[3] || out.size(3) != o) {
+    TVM_FFI_THROW(ValueError) << "tsir.dnnl.int8_conv2d_nhwc: bias and scale must have O elements, inv C, and out "
+                              << "the convolution's NHWC shape";
+  }
+  dnnl::engine& eng = Engine();
+  thread_local dnnl::stream stream(eng);
+  thread_local std::vector<int8_t> xq;
+  xq.resize(x.numel());
+  Quantize(static_cast<const float*>(Data(x)), xq.data(), x.numel() / c, c, static_cast<const float*>(Data(inv)));
+  const ConvPrim* prim;
+  dnnl::memory weights_mem;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    prim = &ConvPrimitive(src, weights, dst, {sh, sw}, {dh - 1, dw - 1}, {pt, pl}, {pb, pr}, relu != 0);
+    const ConvPrim& p = *prim;
+    last_impl = &p.impl;
+    auto wkey = std::make_tuple(static_cast<const void*>(Data(wq)), o, c * weights[2] * weights[3]);
+    auto it = packed.find(wkey);
+    if (it == packed.end() || it->second.mem.get_desc() != p.weights) {
+      for (auto e = packed.begin(); e != packed.end();) e = e->second.owner.use_count() == 1 ? packed.erase(e) : ++e;
+      dnnl::memory user(p.user_weights, eng, Data(wq));
+      dnnl::memory mem(p.weights, eng);
+      dnnl::reorder(user, mem).execute(stream, user, mem);
+      stream.wait();
+      it = packed.insert_or_assign(wkey, Packed{wq_ref, mem}).first;
+    }
+    weights_mem = it->second.mem;
+  }
+  const ConvPrim& p = *prim;
+  p.prim.execute(stream, {{DNNL_ARG_SRC, dnnl::memory(p.src, eng, xq.data())},
+                          {DNNL_ARG_WEIGHTS, weights_mem},
+                          {DNNL_ARG_BIAS, dnnl::memory(p.bias, eng, Data(bias))},
+                          {DNNL_ARG_DST, dnnl::memory(p.dst, eng, Data(out))},
+                          {DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, dnnl::memory(p.scale, eng, Data(scale))}});
+  stream.wait();
+}
+
 int64_t Int8PackedCount() {
   std::lock_guard<std::mutex> lock(mutex);
   return static_cast<int64_t>(packed.size());
@@ -178,6 +279,7 @@ TVM_FFI_STATIC_INIT_BLOCK() {
   namespace refl = tvm::ffi::reflection;
   refl::GlobalDef()
       .def("tsir.dnnl.int8_matmul", Int8Matmul)
+      .def("tsir.dnnl.int8_conv2d_nhwc", Int8Conv2dNhwc)
       .def("tsir.dnnl.int8_impl", Int8Impl)
       .def("tsir.dnnl.int8_packed_weights", Int8PackedCount);
 }
