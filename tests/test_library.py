@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from tsir import optimize, zoo
 from tsir.backends import dnnl
 from tsir.ir.ops import OPS, TO_NHWC, evaluate
+from tsir.ir.ops.library import conv_activation
 from tsir.ir.term import Graph, Term
 from tsir.testing import rule_check
 from tsir.testing.strategies import GraphBuilder, seeds
@@ -105,8 +106,7 @@ def test_native_conv2d(c, act, const_w, pads, nhwc, seed):
     bias = rng.standard_normal((cout,), "float32")
     attrs = ((c["stride"], c["stride"] + 1), pads, (c["dilation"], 1), c["groups"], act, "NHWC" if nhwc else "NCHW")
     out_shape = evaluate("dnnl_conv2d", [x, w, bias], attrs).shape
-    code, bounds = (2, act) if isinstance(act, tuple) else (int(act), (0.0, 0.0))
-    scalars = [*attrs[0], *pads, *attrs[2], c["groups"], code, *bounds, int(const_w)]
+    scalars = [*attrs[0], *pads, *attrs[2], c["groups"], *conv_activation(act), int(const_w)]
     got = _call(OPS["dnnl_conv2d"].library(attrs[-1]), [x, w, bias], scalars, out_shape)
     _close(got, [x, w, bias], "dnnl_conv2d", attrs)
 
@@ -124,8 +124,7 @@ def test_native_conv2d_with_a_residual(c, act, const_w, pads, seed):
     attrs = ((c["stride"], c["stride"] + 1), pads, (c["dilation"], 1), c["groups"], act, "NHWC")
     out_shape = evaluate("dnnl_conv2d", [x, w, bias], attrs).shape
     r = rng.standard_normal(out_shape, "float32")
-    code, bounds = (2, act) if isinstance(act, tuple) else (int(act), (0.0, 0.0))
-    scalars = [*attrs[0], *pads, *attrs[2], c["groups"], code, *bounds, int(const_w)]
+    scalars = [*attrs[0], *pads, *attrs[2], c["groups"], *conv_activation(act), int(const_w)]
     got = _call("tsir.dnnl.conv2d_nhwc_add", [x, w, bias, r], scalars, out_shape)
     _close(got, [x, w, bias, r], "dnnl_conv2d_add", attrs)
     with pytest.raises(ValueError, match="output's shape"):
@@ -159,8 +158,8 @@ def test_native_packed_weights_follow_their_tensor():
 
     def call(w_tensor) -> np.ndarray:
         out = tvm.runtime.tensor(np.full((2, 32, 9, 9), np.nan, "float32"))
-        conv(tvm.runtime.tensor(x), w_tensor, tvm.runtime.tensor(bias), 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0.0, 0.0, 1,
-             out)
+        conv(tvm.runtime.tensor(x), w_tensor, tvm.runtime.tensor(bias), 1, 1, 1, 1, 1, 1, 1, 1, 1,
+             *conv_activation(False), 1, out)
         return out.numpy()
 
     _packs_per_tensor(call, weights, expected)

@@ -4,12 +4,18 @@
 //   tsir.dnnl.linear(x, w, bias, relu, const_w, out)  out = act(x @ w + bias)  (x: [..., K], w: [K, N])
 //   tsir.dnnl.conv2d(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, groups, act, low, high, const_w, out)
 //                                                     out = act(conv2d(x, w) + bias), NCHW / OIHW; act 0: none,
-//                                                     1: ReLU, 2: clip to [low, high] (ReLU6)
+//                                                     1: ReLU, 2: clip to [low, high] (ReLU6); low and high are
+//                                                     float64 bit patterns in int64 (int arguments are constants
+//                                                     of the Relax VM, a float one is computed by a host function
+//                                                     on every call)
 //   tsir.dnnl.conv2d_nhwc(x, w, bias, ..., out)       the same with x and out NHWC (w still OIHW): oneDNN's
 //                                                     brgemm kernels compute in NHWC, so no reorders per call
 //   tsir.dnnl.conv2d_nhwc_add(x, w, bias, r, ..., out)
 //                                                     out = act(conv2d(x, w) + bias + r), NHWC, r shaped as out:
 //                                                     a residual added by a oneDNN binary post-op before act
+//   tsir.dnnl.softmax(x, axis, out)                   out = softmax(x) along `axis`
+//   tsir.dnnl.layer_norm(x, gamma, beta, eps, out)    out = (x - mean) / sqrt(var + eps) * gamma + beta over the
+//                                                     last axis (gamma, beta: one value per element of it)
 //   tsir.dnnl.impl(name) -> str                       oneDNN's implementation of the last `name` primitive
 //   tsir.dnnl.packed_weights() -> int                 how many weight tensors are held pre-packed
 //
@@ -164,6 +170,13 @@ int64_t Bits(double value) {
   int64_t bits;
   std::memcpy(&bits, &value, sizeof bits);
   return bits;
+}
+
+// A float64 passed as its bit pattern.
+double FromBits(int64_t bits) {
+  double value;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
 }
 
 template <typename Make>
@@ -358,7 +371,8 @@ void Linear(TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, int64_t relu,
 // right); out: [N, O, OH, OW] (nhwc: [N, OH, OW, O]); residual (nhwc only, may be null): shaped as out.
 void Conv2dIn(bool nhwc, TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, const TensorView* residual,
               int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t pb, int64_t pr, int64_t dh, int64_t dw,
-              int64_t groups, int64_t act, double low, double high, int64_t const_w, TensorView out) {
+              int64_t groups, int64_t act, int64_t low_bits, int64_t high_bits, int64_t const_w, TensorView out) {
+  double low = FromBits(low_bits), high = FromBits(high_bits);
   const char* fn = residual ? "tsir.dnnl.conv2d_nhwc_add" : nhwc ? "tsir.dnnl.conv2d_nhwc" : "tsir.dnnl.conv2d";
   TensorView w(w_ref);
   CheckTensor(x, fn, "x");
@@ -385,7 +399,7 @@ void Conv2dIn(bool nhwc, TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, 
   dims swt = Shape(w);
   dims wdims = groups == 1 ? swt : dims{groups, swt[0] / groups, swt[1], swt[2], swt[3]};
   Key key = MakeKey(residual ? 4 : nhwc ? 3 : 2, {sx, swt},
-                    {sh, sw, pt, pl, pb, pr, dh, dw, groups, act, Bits(low), Bits(high), const_w != 0});
+                    {sh, sw, pt, pl, pb, pr, dh, dw, groups, act, low_bits, high_bits, const_w != 0});
   double flops = 2.0 * out.numel() * w.size(1) * w.size(2) * w.size(3);
   const Cached& c = Lookup(key, "conv2d", flops, [&](Cached* e) {
     auto nhwc_md = [](const dims& shape) {
@@ -423,21 +437,73 @@ void Conv2dIn(bool nhwc, TensorView x, tvm::ffi::Tensor w_ref, TensorView bias, 
 }
 
 void Conv2d(TensorView x, tvm::ffi::Tensor w, TensorView bias, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
-            int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t act, double low, double high,
+            int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t act, int64_t low, int64_t high,
             int64_t const_w, TensorView out) {
   Conv2dIn(false, x, w, bias, nullptr, sh, sw, pt, pl, pb, pr, dh, dw, groups, act, low, high, const_w, out);
 }
 
 void Conv2dNhwc(TensorView x, tvm::ffi::Tensor w, TensorView bias, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
-                int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t act, double low,
-                double high, int64_t const_w, TensorView out) {
+                int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t act, int64_t low,
+                int64_t high, int64_t const_w, TensorView out) {
   Conv2dIn(true, x, w, bias, nullptr, sh, sw, pt, pl, pb, pr, dh, dw, groups, act, low, high, const_w, out);
 }
 
 void Conv2dNhwcAdd(TensorView x, tvm::ffi::Tensor w, TensorView bias, TensorView r, int64_t sh, int64_t sw,
                    int64_t pt, int64_t pl, int64_t pb, int64_t pr, int64_t dh, int64_t dw, int64_t groups, int64_t act,
-                   double low, double high, int64_t const_w, TensorView out) {
+                   int64_t low, int64_t high, int64_t const_w, TensorView out) {
   Conv2dIn(true, x, w, bias, &r, sh, sw, pt, pl, pb, pr, dh, dw, groups, act, low, high, const_w, out);
+}
+
+// A primitive that reads `src` and writes `dst` in plain layouts, with more arguments by the caller (`extra`).
+void RunPlain(const Cached& c, void* src, void* dst, std::unordered_map<int, dnnl::memory> extra = {}) {
+  thread_local dnnl::stream stream(Engine());
+  Threads scope(c.threads);
+  extra[DNNL_ARG_SRC] = dnnl::memory(c.src, Engine(), src);
+  extra[DNNL_ARG_DST] = dnnl::memory(c.dst, Engine(), dst);
+  c.prim.execute(stream, extra);
+  stream.wait();
+}
+
+void Softmax(TensorView x, int64_t axis, TensorView out) {
+  const char* fn = "tsir.dnnl.softmax";
+  CheckTensor(x, fn, "x");
+  CheckTensor(out, fn, "out");
+  dims sx = Shape(x);
+  if (sx.empty() || sx.size() > 6 || axis < 0 || axis >= static_cast<int64_t>(sx.size())) {
+    TVM_FFI_THROW(ValueError) << fn << ": axis " << axis << " of a rank-" << sx.size() << " tensor (rank 1 to 6)";
+  }
+  CheckOut(out, sx, fn);
+  const Cached& c = Lookup(MakeKey(5, {sx}, {axis}), "softmax", 4.0 * x.numel(), [&](Cached* e) {
+    e->src = e->dst = Plain(sx);
+    dnnl::softmax_forward::primitive_desc pd(Engine(), dnnl::prop_kind::forward_inference,
+                                             dnnl::algorithm::softmax_accurate, e->src, e->dst, static_cast<int>(axis));
+    e->prim = dnnl::softmax_forward(pd);
+    return std::string(pd.impl_info_str());
+  });
+  RunPlain(c, Data(x), Data(out));
+}
+
+void LayerNorm(TensorView x, TensorView gamma, TensorView beta, double eps, TensorView out) {
+  const char* fn = "tsir.dnnl.layer_norm";
+  for (auto [t, name] : {std::pair{&x, "x"}, {&gamma, "gamma"}, {&beta, "beta"}, {&out, "out"}}) {
+    CheckTensor(*t, fn, name);
+  }
+  dims sx = Shape(x);
+  if (sx.empty() || sx.size() > 5 || gamma.numel() != sx.back() || beta.numel() != sx.back()) {
+    TVM_FFI_THROW(ValueError) << fn << ": x of rank 1 to 5 with gamma and beta of its last axis' length";
+  }
+  CheckOut(out, sx, fn);
+  const Cached& c = Lookup(MakeKey(6, {sx}, {Bits(eps)}), "layer_norm", 8.0 * x.numel(), [&](Cached* e) {
+    e->src = e->dst = Plain(sx);
+    e->bias = Plain({sx.back()});
+    dnnl::layer_normalization_forward::primitive_desc pd(
+        Engine(), dnnl::prop_kind::forward_inference, e->src, e->dst, static_cast<float>(eps),
+        dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift);
+    e->prim = dnnl::layer_normalization_forward(pd);
+    return std::string(pd.impl_info_str());
+  });
+  RunPlain(c, Data(x), Data(out), {{DNNL_ARG_SCALE, dnnl::memory(c.bias, Engine(), Data(gamma))},
+                                   {DNNL_ARG_SHIFT, dnnl::memory(c.bias, Engine(), Data(beta))}});
 }
 
 tvm::ffi::String Impl(const tvm::ffi::String& kind) {
@@ -461,6 +527,8 @@ TVM_FFI_STATIC_INIT_BLOCK() {
       .def("tsir.dnnl.conv2d", Conv2d)
       .def("tsir.dnnl.conv2d_nhwc", Conv2dNhwc)
       .def("tsir.dnnl.conv2d_nhwc_add", Conv2dNhwcAdd)
+      .def("tsir.dnnl.softmax", Softmax)
+      .def("tsir.dnnl.layer_norm", LayerNorm)
       .def("tsir.dnnl.impl", Impl)
       .def("tsir.dnnl.packed_weights", PackedCount);
 }

@@ -9,6 +9,8 @@ tensor before the activation, as a oneDNN post-op: a ResNet block's last conv, i
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import tvm
 from tvm import relax
@@ -78,13 +80,20 @@ def _eval_dnnl_conv2d(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
     return _act(out + xs[2].reshape(1, -1, 1, 1), attrs[4])
 
 
+def conv_activation(act: bool | tuple[float, float]) -> tuple[int, int, int]:
+    """A library conv's activation as call arguments ``(code, low, high)``: 0 none, 1 ReLU, 2 clip to [low, high].
+    The bounds travel as the bit patterns of float64 in int64: the Relax VM keeps int arguments as constants
+    but computes a float one with a host function (``compute_symbolic_expr``) on every call."""
+    code, (low, high) = (2, act) if isinstance(act, tuple) else (int(bool(act)), (0.0, 0.0))
+    low_bits, high_bits = (struct.unpack("<q", struct.pack("<d", float(v)))[0] for v in (low, high))
+    return code, low_bits, high_bits
+
+
 def _conv_args(attrs: tuple) -> list[relax.Expr]:
     """A library conv's attributes as call arguments: strides, padding, dilation, groups, then its activation
-    as (code, low, high): 0 none, 1 ReLU, 2 clip to [low, high]."""
+    (``conv_activation``)."""
     strides, padding, dilation, groups, act = attrs[:5]
-    code, (low, high) = (2, act) if isinstance(act, tuple) else (int(bool(act)), (0.0, 0.0))
-    floats = [relax.prim_value(tvm.tirx.FloatImm("float64", float(v))) for v in (low, high)]
-    return [*(_int(v) for v in (*strides, *padding, *dilation, groups, code)), *floats]
+    return [_int(v) for v in (*strides, *padding, *dilation, groups, *conv_activation(act))]
 
 
 def _conv2d_symbol(layout: str | None) -> str:
