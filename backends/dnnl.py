@@ -19,7 +19,7 @@ from tsir.backends import native_files
 from tsir.errors import TsirError
 
 FUNCTIONS = ("tsir.dnnl.matmul", "tsir.dnnl.linear", "tsir.dnnl.conv2d", "tsir.dnnl.conv2d_nhwc",
-             "tsir.dnnl.conv2d_nhwc_add", "tsir.dnnl.impl", "tsir.dnnl.packed_weights")
+             "tsir.dnnl.conv2d_nhwc_add", "tsir.dnnl.layer_norm", "tsir.dnnl.impl", "tsir.dnnl.packed_weights")
 _loaded: ctypes.CDLL | None = None
 
 

@@ -1,4 +1,4 @@
-"""Implementation choice: a GEMM-class op computed by oneDNN instead of TVM-generated code.
+"""Implementation choice: a GEMM-class op or a layer norm computed by oneDNN instead of TVM-generated code.
 
 Each rule unions a TVM op with the same value computed by a library op (``dnnl_*`` in the op table);
 the search picks per op. Guards keep the library to what it supports: fp32, dense NCHW/OIHW
@@ -23,10 +23,12 @@ from tsir.ir.lang import (
     conv2d,
     dnnl_conv2d,
     dnnl_conv2d_add,
+    dnnl_layer_norm,
     dnnl_linear,
     dnnl_matmul,
     eq_,
     holds,
+    layer_norm,
     linear,
     matmul,
     relu,
@@ -44,6 +46,7 @@ strides, padding, dilation, groups, act, layout = (
     var(n, PyObject) for n in ("strides", "padding", "dilation", "groups", "act", "layout"))
 _NCHW, _NHWC, _ONE, _ZERO = PyObject("NCHW"), PyObject("NHWC"), PyObject(1), PyObject(0)
 low, high = var("low", PyObject), var("high", PyObject)
+axis, eps = var("axis", PyObject), var("eps", PyObject)
 
 MAX_RANK = 6  # oneDNN's matmul takes at most 6 dimensions
 
@@ -154,6 +157,9 @@ RULES = [
     rule(eq_(y, relu(dnnl_conv2d_add(x, w, b, r, strides, padding, dilation, groups, PyObject(False), layout))),
          name="dnnl_conv2d_residual_relu").then(
         union(y).with_(dnnl_conv2d_add(x, w, b, r, strides, padding, dilation, groups, PyObject(True), layout))),
+    # layer_norm(x, g, b) -> dnnl_layer_norm(x, g, b)   fp32 (over the last axis, as the op always is)
+    rule(eq_(y, layer_norm(x, w, b, axis, eps)), eq_(ty(x), tx), holds(_fp32, tx), name="layer_norm_to_dnnl").then(
+        union(y).with_(dnnl_layer_norm(x, w, b, axis, eps))),
     # dnnl_conv2d(x, ..., NCHW) -> transpose(dnnl_conv2d(transpose(x, NHWC), ..., NHWC), NCHW)
     rule(eq_(y, dnnl_conv2d(x, w, b, strides, padding, dilation, groups, act, _NCHW)),
          name="dnnl_conv2d_to_nhwc").then(

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from tsir import optimize, zoo
 from tsir.backends import dnnl
 from tsir.ir.ops import OPS, TO_NHWC, evaluate
-from tsir.ir.ops.library import conv_activation
+from tsir.ir.ops.library import conv_activation, float_bits
 from tsir.ir.term import Graph, Term
 from tsir.testing import rule_check
 from tsir.testing.strategies import GraphBuilder, seeds
@@ -91,6 +91,17 @@ def test_native_linear(batch, m, k, n, relu, const_w, seed):
     x, w, bias = (rng.standard_normal(s, "float32") for s in ((*batch, m, k), (k, n), (n,)))
     got = _call("tsir.dnnl.linear", [x, w, bias], [int(relu), int(const_w)], (*batch, m, n))
     _close(got, [x, w, bias], "dnnl_linear", (relu,))
+
+
+@SETTINGS
+@given(shape=st.lists(st.integers(1, 40), min_size=1, max_size=5).map(tuple), eps=st.sampled_from([1e-5, 1e-12]),
+       scale=st.sampled_from([1e-3, 1.0, 100.0]), seed=seeds)
+def test_native_layer_norm(shape, eps, scale, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * scale + rng.standard_normal()).astype("float32")  # an offset mean too
+    gamma, beta = (rng.standard_normal(shape[-1:], "float32") for _ in range(2))
+    got = _call("tsir.dnnl.layer_norm", [x, gamma, beta], [float_bits(eps)], shape)
+    _close(got, [x, gamma, beta], "dnnl_layer_norm", (len(shape) - 1, eps))
 
 
 @SETTINGS

@@ -101,7 +101,7 @@ class _Choices:
 def test_cost_tables_come_from_the_registry():
     gemm = ops_in(Category.GEMM, Category.LIBRARY)
     assert gemm == {"matmul", "linear", "conv1d", "conv2d", "dnnl_matmul", "dnnl_linear", "dnnl_conv2d",
-                    "dnnl_conv2d_add"}
+                    "dnnl_conv2d_add", "dnnl_layer_norm"}
     for op in gemm:
         assert all(COMPUTE_EFFICIENCY[key] == OPS[op].efficiency for key in OPS[op].cost_classes())
     for op in ops_in(Category.GEMM):

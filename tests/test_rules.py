@@ -580,6 +580,11 @@ def _library() -> dict:
         conv = nhwc_conv(d, b)
         return (*conv.args, b.input(conv.ty[0])), conv.attrs
 
+    def layer_norm(d, b):
+        shape = d(shapes(min_rank=1, max_rank=5))
+        return T("layer_norm", (b.input(shape), b.weight(shape[-1:]), b.weight(shape[-1:])),
+                 (len(shape) - 1, d(st.sampled_from([1e-5, 1e-12]))))
+
     def nchw_conv(d, b):
         c = conv_bias(d, b)
         return T("dnnl_conv2d", (*c.args[0].args, c.args[1]),
@@ -599,6 +604,7 @@ def _library() -> dict:
         "dnnl_conv2d_residual": residual,
         "dnnl_conv2d_residual_first": lambda d, b: residual(d, b, first=True),
         "dnnl_conv2d_residual_relu": lambda d, b: T("relu", (T("dnnl_conv2d_add", *_residual_parts(d, b)),)),
+        "layer_norm_to_dnnl": layer_norm,
     }
 
 

@@ -13,9 +13,9 @@
 //   tsir.dnnl.conv2d_nhwc_add(x, w, bias, r, ..., out)
 //                                                     out = act(conv2d(x, w) + bias + r), NHWC, r shaped as out:
 //                                                     a residual added by a oneDNN binary post-op before act
-//   tsir.dnnl.softmax(x, axis, out)                   out = softmax(x) along `axis`
 //   tsir.dnnl.layer_norm(x, gamma, beta, eps, out)    out = (x - mean) / sqrt(var + eps) * gamma + beta over the
-//                                                     last axis (gamma, beta: one value per element of it)
+//                                                     last axis, any rank (gamma, beta: one value per element of
+//                                                     it; eps a float64 bit pattern, as conv2d's low and high)
 //   tsir.dnnl.impl(name) -> str                       oneDNN's implementation of the last `name` primitive
 //   tsir.dnnl.packed_weights() -> int                 how many weight tensors are held pre-packed
 //
@@ -464,40 +464,22 @@ void RunPlain(const Cached& c, void* src, void* dst, std::unordered_map<int, dnn
   stream.wait();
 }
 
-void Softmax(TensorView x, int64_t axis, TensorView out) {
-  const char* fn = "tsir.dnnl.softmax";
-  CheckTensor(x, fn, "x");
-  CheckTensor(out, fn, "out");
-  dims sx = Shape(x);
-  if (sx.empty() || sx.size() > 6 || axis < 0 || axis >= static_cast<int64_t>(sx.size())) {
-    TVM_FFI_THROW(ValueError) << fn << ": axis " << axis << " of a rank-" << sx.size() << " tensor (rank 1 to 6)";
-  }
-  CheckOut(out, sx, fn);
-  const Cached& c = Lookup(MakeKey(5, {sx}, {axis}), "softmax", 4.0 * x.numel(), [&](Cached* e) {
-    e->src = e->dst = Plain(sx);
-    dnnl::softmax_forward::primitive_desc pd(Engine(), dnnl::prop_kind::forward_inference,
-                                             dnnl::algorithm::softmax_accurate, e->src, e->dst, static_cast<int>(axis));
-    e->prim = dnnl::softmax_forward(pd);
-    return std::string(pd.impl_info_str());
-  });
-  RunPlain(c, Data(x), Data(out));
-}
-
-void LayerNorm(TensorView x, TensorView gamma, TensorView beta, double eps, TensorView out) {
+void LayerNorm(TensorView x, TensorView gamma, TensorView beta, int64_t eps_bits, TensorView out) {
   const char* fn = "tsir.dnnl.layer_norm";
   for (auto [t, name] : {std::pair{&x, "x"}, {&gamma, "gamma"}, {&beta, "beta"}, {&out, "out"}}) {
     CheckTensor(*t, fn, name);
   }
   dims sx = Shape(x);
-  if (sx.empty() || sx.size() > 5 || gamma.numel() != sx.back() || beta.numel() != sx.back()) {
-    TVM_FFI_THROW(ValueError) << fn << ": x of rank 1 to 5 with gamma and beta of its last axis' length";
+  if (sx.empty() || gamma.numel() != sx.back() || beta.numel() != sx.back()) {
+    TVM_FFI_THROW(ValueError) << fn << ": gamma and beta must have the length of x's last axis";
   }
   CheckOut(out, sx, fn);
-  const Cached& c = Lookup(MakeKey(6, {sx}, {Bits(eps)}), "layer_norm", 8.0 * x.numel(), [&](Cached* e) {
-    e->src = e->dst = Plain(sx);
+  dims rows = {x.numel() / std::max<int64_t>(sx.back(), 1), sx.back()};  // normalized along the last axis
+  const Cached& c = Lookup(MakeKey(6, {rows}, {eps_bits}), "layer_norm", 8.0 * x.numel(), [&](Cached* e) {
+    e->src = e->dst = Plain(rows);
     e->bias = Plain({sx.back()});
     dnnl::layer_normalization_forward::primitive_desc pd(
-        Engine(), dnnl::prop_kind::forward_inference, e->src, e->dst, static_cast<float>(eps),
+        Engine(), dnnl::prop_kind::forward_inference, e->src, e->dst, static_cast<float>(FromBits(eps_bits)),
         dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift);
     e->prim = dnnl::layer_normalization_forward(pd);
     return std::string(pd.impl_info_str());
@@ -527,7 +509,6 @@ TVM_FFI_STATIC_INIT_BLOCK() {
       .def("tsir.dnnl.conv2d", Conv2d)
       .def("tsir.dnnl.conv2d_nhwc", Conv2dNhwc)
       .def("tsir.dnnl.conv2d_nhwc_add", Conv2dNhwcAdd)
-      .def("tsir.dnnl.softmax", Softmax)
       .def("tsir.dnnl.layer_norm", LayerNorm)
       .def("tsir.dnnl.impl", Impl)
       .def("tsir.dnnl.packed_weights", PackedCount);

@@ -184,14 +184,19 @@ register(OpSpec(
     make=_make_batch_norm))
 
 
-def _infer_layer_norm(ins: tuple[TType, ...], attrs: tuple) -> TType:
+# TVM's layer norm (a default schedule, reductions along the row): 32 µs for 192x384 (8 FLOP per element) on one
+# Zen 4 core, about 6 % of the measured fp32 GEMM peak
+TVM_NORM_EFFICIENCY = 0.06
+
+
+def infer_layer_norm(ins: tuple[TType, ...], attrs: tuple) -> TType:
     (shape, _dtype), (axis, _eps) = ins[0], attrs
     if axis != len(shape) - 1 or ins[1][0] != (shape[-1],) or ins[2][0] != (shape[-1],):
         raise ValueError(f"layer_norm: normalizes the last axis of {shape} with ({shape[-1]},) scale and shift")
     return ins[0]
 
 
-def _eval_layer_norm(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
+def evaluate_layer_norm(xs: list[np.ndarray], attrs: tuple) -> np.ndarray:
     x, gamma, beta = xs
     mean = np.mean(x, axis=-1, keepdims=True)
     var = np.mean((x - mean) ** 2, axis=-1, keepdims=True)
@@ -212,8 +217,9 @@ def _make_layer_norm(d, b, x: Term, pool: list[Term]) -> Term:
 
 
 register(OpSpec(
-    "layer_norm", 3, ("axis", "epsilon"), Category.NORM, _infer_layer_norm, _eval_layer_norm,
+    "layer_norm", 3, ("axis", "epsilon"), Category.NORM, infer_layer_norm, evaluate_layer_norm,
     lambda ins, out, a: 8.0 * numel(out[0]), convert={"relax.nn.layer_norm": _convert_layer_norm},
+    efficiency=TVM_NORM_EFFICIENCY,
     emit=lambda a, at, ty: relax.op.nn.layer_norm(a[0], a[1], a[2], [at[0]], at[1]), make=_make_layer_norm))
 
 
