@@ -119,6 +119,23 @@ void Quantize(const float* xs, int8_t* xq, int64_t m, int64_t k, const float* in
   }
 }
 
+// `wq` (the caller's int8 weights, laid out as `user`) in the primitive's layout `md`: reordered on first use and
+// kept, keyed by the buffer's address and the two sizes `rows`, `cols`. Call with `mutex` held.
+dnnl::memory PackedInt8(const tvm::ffi::Tensor& wq_ref, const dnnl::memory::desc& user_md, const dnnl::memory::desc& md,
+                        int64_t rows, int64_t cols, dnnl::stream& stream) {
+  auto key = std::make_tuple(static_cast<const void*>(Data(TensorView(wq_ref))), rows, cols);
+  auto it = packed.find(key);
+  if (it == packed.end() || it->second.mem.get_desc() != md) {
+    for (auto e = packed.begin(); e != packed.end();) e = e->second.owner.use_count() == 1 ? packed.erase(e) : ++e;
+    dnnl::memory user(user_md, Engine(), Data(TensorView(wq_ref)));
+    dnnl::memory mem(md, Engine());
+    dnnl::reorder(user, mem).execute(stream, user, mem);
+    stream.wait();
+    it = packed.insert_or_assign(key, Packed{wq_ref, mem}).first;
+  }
+  return it->second.mem;
+}
+
 void Int8Matmul(TensorView x, tvm::ffi::Tensor wq_ref, TensorView scale, TensorView inv, TensorView out) {
   TensorView wq(wq_ref);
   Check(x, kDLFloat, 32, "x");
@@ -145,17 +162,7 @@ void Int8Matmul(TensorView x, tvm::ffi::Tensor wq_ref, TensorView scale, TensorV
     prim = &Primitive(m, k, n);
     const Prim& p = *prim;
     last_impl = &p.impl;
-    auto wkey = std::make_tuple(static_cast<const void*>(Data(wq)), k, n);
-    auto it = packed.find(wkey);
-    if (it == packed.end() || it->second.mem.get_desc() != p.weights) {
-      for (auto e = packed.begin(); e != packed.end();) e = e->second.owner.use_count() == 1 ? packed.erase(e) : ++e;
-      dnnl::memory user({{k, n}, dt::s8, tag::ab}, eng, Data(wq));
-      dnnl::memory mem(p.weights, eng);
-      dnnl::reorder(user, mem).execute(stream, user, mem);
-      stream.wait();
-      it = packed.insert_or_assign(wkey, Packed{wq_ref, mem}).first;
-    }
-    weights = it->second.mem;
+    weights = PackedInt8(wq_ref, {{k, n}, dt::s8, tag::ab}, p.weights, k, n, stream);
   }
   const Prim& p = *prim;
   p.prim.execute(stream, {{DNNL_ARG_SRC, dnnl::memory(p.src, eng, xq.data())},
@@ -242,17 +249,7 @@ void Int8Conv2dNhwc(TensorView x, tvm::ffi::Tensor wq_ref, TensorView bias, Tens
     prim = &ConvPrimitive(src, weights, dst, {sh, sw}, {dh - 1, dw - 1}, {pt, pl}, {pb, pr}, relu != 0);
     const ConvPrim& p = *prim;
     last_impl = &p.impl;
-    auto wkey = std::make_tuple(static_cast<const void*>(Data(wq)), o, c * weights[2] * weights[3]);
-    auto it = packed.find(wkey);
-    if (it == packed.end() || it->second.mem.get_desc() != p.weights) {
-      for (auto e = packed.begin(); e != packed.end();) e = e->second.owner.use_count() == 1 ? packed.erase(e) : ++e;
-      dnnl::memory user(p.user_weights, eng, Data(wq));
-      dnnl::memory mem(p.weights, eng);
-      dnnl::reorder(user, mem).execute(stream, user, mem);
-      stream.wait();
-      it = packed.insert_or_assign(wkey, Packed{wq_ref, mem}).first;
-    }
-    weights_mem = it->second.mem;
+    weights_mem = PackedInt8(wq_ref, p.user_weights, p.weights, o, c * weights[2] * weights[3], stream);
   }
   const ConvPrim& p = *prim;
   p.prim.execute(stream, {{DNNL_ARG_SRC, dnnl::memory(p.src, eng, xq.data())},
