@@ -47,7 +47,8 @@ def known(name: str) -> bool:
 
 
 def load(name: str, batch: int) -> Case:
-    """Model ``name`` (zoo or suite) with example inputs of batch size ``batch``."""
+    """Model ``name`` (zoo, suite, or approximate mode's ``digits`` / ``minilm`` at their own batch) with
+    example inputs of batch size ``batch``."""
     if name in REAL:  # approximate mode's trained models: their own example batch
         module, inputs, _ = REAL[name]()
         if batch != len(inputs[0]):
