@@ -6,8 +6,9 @@ held-out data: static QDQ quantization calibrated on the calibration set (MinMax
 weights, uint8 activations: the x86 VNNI layout ONNX Runtime recommends) and dynamic quantization (int8
 weights per tensor or per channel, activations quantized per call: the recipe it recommends for
 transformers). ``openvino_int8``: ``ov.convert_model`` of the torch module, then NNCF post-training
-quantization (``nncf.quantize``, the whole calibration set, ``ModelType.TRANSFORMER`` for transformers). Each keeps the fastest recipe within
-the held-out budget (else the most accurate, marked outside it), with 1 or 2 threads, whichever is faster.
+quantization (``nncf.quantize``, the whole calibration set, ``ModelType.TRANSFORMER`` for transformers).
+Each keeps the fastest recipe within the held-out budget (else the most accurate, marked outside it), with 1
+or 2 threads, whichever is faster.
 
 The data comes as an ``.npz`` (``write_data``): the calibration and held-out inputs, the held-out labels
 (if any), the original model's held-out outputs, the metric and the largest accepted drop.
