@@ -105,6 +105,18 @@ def _broadcast_absorbed(ta: tuple, target: tuple, tb: tuple) -> bool:
         return False
 
 
+def _matmul_broadcast_absorbed(tx: tuple, tb: tuple, target: tuple) -> bool:
+    """``matmul(x, broadcast_to(b, target))`` equals ``matmul(x, b)``: the broadcast leaves b's matrix axes and
+    only adds or widens batch axes that ``x``'s batch axes already give the product."""
+    sx, sb, target = shape(tx), shape(tb), tuple(target)
+    if len(sx) < 2 or len(sb) < 2 or sb[-2:] != target[-2:]:
+        return False
+    try:
+        return np.broadcast_shapes(sx[:-2], sb[:-2]) == np.broadcast_shapes(sx[:-2], target[:-2])
+    except ValueError:
+        return False
+
+
 # the broadcasting binary ops, from the registry's categories
 _ELEMENTWISE = {name: CONSTRUCTORS[name] for name in sorted(ops_in(Category.BINARY))}
 
@@ -190,6 +202,11 @@ _rules = [
         union(y).with_(transpose(matmul(b, a), p))),
     rule(eq_(y, transpose(matmul(a, b), p)), eq_(ty(a), t1), eq_(ty(b), t2), holds(_swaps_last_two, p, t1, t2),
          name="transpose_of_matmul").then(union(y).with_(matmul(transpose(b, p), transpose(a, p)))),
+    # x @ broadcast_to(w, s) -> x @ w   when x's batch axes already broadcast w (a weight folded to its broadcast
+    #   copy would be stored once per batch row: BERT's exported attention held twelve 8x768x768 copies)
+    rule(eq_(y, matmul(x, broadcast_to(w, s1))), eq_(ty(x), t1), eq_(ty(w), t2),
+         holds(_matmul_broadcast_absorbed, t1, t2, s1), name="matmul_broadcast_right").then(
+        union(y).with_(matmul(x, w))),
     # (x*s)@w -> (x@w)*s   for a scalar-shaped s
     rule(eq_(y, matmul(multiply(x, w1), w)), eq_(ty(w1), t3), holds(lambda t: shape(t) == (), t3),
          name="matmul_scalar_out").then(union(y).with_(multiply(matmul(x, w), w1))),
@@ -209,7 +226,8 @@ rules = ruleset(*RULES, name="algebra")
 TOLERANCE = {
     **dict.fromkeys(["transpose_transpose", "transpose_identity", "transpose_of_unit_axes", "reshape_reshape",
                      "reshape_identity", "broadcast_identity", "add_commute", "multiply_commute", "multiply_one",
-                     "divide_one", "add_zero", "subtract_zero", "abs_squared", "not_equal"], EXACT),
+                     "divide_one", "add_zero", "subtract_zero", "abs_squared", "not_equal",
+                     "matmul_broadcast_right"], EXACT),
     "divide_by_sqrt": ELEMENTWISE,  # 1/sqrt and rsqrt round differently by an ulp or two
     "power_two": ELEMENTWISE,  # pow is within an ulp or two of the exact x * x
     "power_three": ELEMENTWISE,  # x * x * x rounds twice: within a few ulps of pow

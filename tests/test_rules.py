@@ -166,6 +166,13 @@ def _algebra() -> dict:
         lead, m, k, n = mnk(d)
         return T("matmul", (T("multiply", (b.input((*lead, m, k)), b.weight(()))), b.weight((k, n))))
 
+    def matmul_broadcast(d, b):
+        """x @ broadcast_to(w, s), w a matrix or with unit batch axes, s adding batch axes x already has."""
+        lead, m, k, n = mnk(d)
+        lead = lead or (d(st.integers(1, 3)),)
+        w = b.weight(d(st.sampled_from([(k, n), (1, k, n)])))
+        return T("matmul", (b.input((*lead, m, k)), T("broadcast_to", (w,), ((*lead, k, n),))))
+
     def broadcast(op, side):
         def make(d, b):
             s = d(shapes(min_rank=2))
@@ -220,6 +227,7 @@ def _algebra() -> dict:
             b.input(y.args[0].ty[0]), y.args[1]), y.attrs))),
         "matmul_associate_left": chain_right, "matmul_transposes": transposes,
         "transpose_of_matmul": transpose_of_matmul, "matmul_scalar_out": scalar_out,
+        "matmul_broadcast_right": matmul_broadcast,
     }
     for op in BINARY:
         for side in ("left", "right"):
