@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tsir import suite
-from tsir.approx.budget import METRICS, Budget
+from tsir.approx.budget import METRICS, Budget, run_batched
 
 from . import peers, policy
 from .cases import Case
@@ -77,23 +77,14 @@ def _inputs(f, prefix: str) -> list[np.ndarray]:
     return [f[f"{prefix}_{i}"] for i in range(sum(k.removeprefix(prefix + "_").isdigit() for k in f.files))]
 
 
-def _batches(arrays: Sequence[np.ndarray], batch: int, pad: bool) -> list[tuple[list[np.ndarray], int]]:
-    """``arrays`` cut into model-sized batches (each with its count of real rows); the last padded by repetition,
-    or dropped when ``pad`` is false."""
-    out = []
-    for i in range(0, len(arrays[0]), batch):
-        chunk = [a[i:i + batch] for a in arrays]
-        rows = len(chunk[0])
-        if rows < batch:
-            if not pad:
-                break
-            chunk = [np.concatenate([c, np.repeat(c[-1:], batch - rows, axis=0)]) for c in chunk]
-        out.append(([np.ascontiguousarray(c) for c in chunk], rows))
-    return out
+def _calibration_batches(arrays: Sequence[np.ndarray], batch: int) -> list[list[np.ndarray]]:
+    """``arrays`` cut into whole model-sized batches (a partial last one is dropped)."""
+    return [[np.ascontiguousarray(a[i:i + batch]) for a in arrays] for i in range(0, len(arrays[0]) - batch + 1, batch)]
 
 
 def _heldout_outputs(run: Callable[[list[np.ndarray]], np.ndarray], data: _Data, batch: int) -> np.ndarray:
-    return np.concatenate([run(chunk)[:rows] for chunk, rows in _batches(data.heldout, batch, pad=True)])
+    """``run``'s output on every held-out example, as approximate mode scores its candidates (``run_batched``)."""
+    return run_batched(lambda chunk: [run([np.ascontiguousarray(c) for c in chunk])], data.heldout, batch)
 
 
 def _pick(recipes: dict[str, dict]) -> str:
@@ -153,7 +144,7 @@ def onnxruntime_int8(case: Case, budget_s: float, data: str) -> Prepared:
         class Reader(CalibrationDataReader):
             def __init__(self) -> None:
                 self.items = iter([dict(zip(names, chunk, strict=True))
-                                   for chunk, _ in _batches(d.calibration, batch, pad=False)])
+                                   for chunk in _calibration_batches(d.calibration, batch)])
 
             def get_next(self):
                 return next(self.items, None)
@@ -191,7 +182,7 @@ def openvino_int8(case: Case, budget_s: float, data: str) -> Prepared:
     d = _Data(data)
     batch = len(case.inputs[0])
     model, how = peers.ov_model(ov, case)
-    calibration = [tuple(chunk) for chunk, _ in _batches(d.calibration, batch, pad=False)]
+    calibration = [tuple(chunk) for chunk in _calibration_batches(d.calibration, batch)]
     transformer = case.config is not None
     quantized = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration),
                               model_type=nncf.ModelType.TRANSFORMER if transformer else None)

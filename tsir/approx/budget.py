@@ -76,6 +76,20 @@ class Budget:
         return self.metric if isinstance(self.metric, str) else getattr(self.metric, "__name__", "custom")
 
 
+def run_batched(runner: Callable[[list[np.ndarray]], Sequence[np.ndarray]], arrays: Sequence[np.ndarray],
+                batch: int) -> np.ndarray:
+    """``runner``'s first output over all examples of ``arrays``, run ``batch`` at a time (the last chunk padded by
+    repetition): how a candidate, or a peer, is scored on calibration or held-out data."""
+    n, outs = len(arrays[0]), []
+    for i in range(0, n, batch):
+        chunk = [a[i:i + batch] for a in arrays]
+        pad = batch - len(chunk[0])
+        if pad:
+            chunk = [np.concatenate([c, np.repeat(c[-1:], pad, axis=0)]) for c in chunk]
+        outs.append(runner(chunk)[0][:batch - pad])
+    return np.concatenate(outs)
+
+
 def fidelity(outputs: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """The default fidelity numbers of ``outputs`` against the original's."""
     return {"top1_agreement": top1(outputs, reference, None), "cosine": cosine(outputs, reference),

@@ -23,7 +23,7 @@ import numpy as np
 import tvm
 import tvm_ffi
 
-from tsir.approx.budget import Budget, fidelity
+from tsir.approx.budget import Budget, fidelity, run_batched
 from tsir.approx.prune_genes import LEVELS
 from tsir.approx.sites import Approximations
 from tsir.backends import runtime
@@ -46,18 +46,6 @@ class ApproxOutcome:
     root: Term
     module: tvm.IRModule
     report: dict
-
-
-def run_batched(runner: runtime.Runner, arrays: Sequence[np.ndarray], batch: int) -> np.ndarray:
-    """The first output over all examples, run ``batch`` at a time (the last chunk padded by repetition)."""
-    n, outs = len(arrays[0]), []
-    for i in range(0, n, batch):
-        chunk = [a[i:i + batch] for a in arrays]
-        pad = batch - len(chunk[0])
-        if pad:
-            chunk = [np.concatenate([c, np.repeat(c[-1:], pad, axis=0)]) for c in chunk]
-        outs.append(runner(chunk)[0][:batch - pad])
-    return np.concatenate(outs)
 
 
 def _run_all(module: tvm.IRModule, spec: TargetSpec, arrays: Sequence[np.ndarray], batch: int) -> list[np.ndarray]:

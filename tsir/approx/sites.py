@@ -148,13 +148,12 @@ class Int8Conv:
     def rebuild(self, args: list[relax.Expr]) -> relax.Expr:
         x, wq, bias = args
         n, h, w, c = (int(v) for v in x.ty.shape)
-        out_ch, _, kh, kw = (int(v) for v in wq.ty.shape)
-        (sh, sw), (pt, pl, pb, pr), (dh, dw) = self.strides, self.padding, self.dilation
-        oh, ow = ((size + p0 + p1 - d * (k - 1) - 1) // st + 1
-                  for size, p0, p1, d, k, st in ((h, pt, pb, dh, kh, sh), (w, pl, pr, dw, kw, sw)))
+        (_, out_ch, oh, ow), _ = OPS["conv2d"].infer(
+            (((n, c, h, w), "float32"), (tuple(int(v) for v in wq.ty.shape), "int8")),
+            (self.strides, self.padding, self.dilation, 1))
         scale = relax.const((self.x_scale * self.w_scale).astype(np.float32))
         inv = relax.const(np.full(c, 1.0 / self.x_scale, np.float32))
-        ints = [relax.prim_value(int(v), "int64") for v in (sh, sw, pt, pl, pb, pr, dh, dw, self.relu)]
+        ints = [relax.prim_value(int(v), "int64") for v in (*self.strides, *self.padding, *self.dilation, self.relu)]
         return relax.call_dps_packed("tsir.dnnl.int8_conv2d_nhwc", relax.Tuple([x, wq, bias, scale, inv, *ints]),
                                      relax.TensorType([n, oh, ow, out_ch], "float32"))
 

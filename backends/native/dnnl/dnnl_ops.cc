@@ -165,13 +165,6 @@ dnnl::primitive_attr Attr(int64_t act, double low = 0.0, double high = 0.0,
   return attr;
 }
 
-// A float attribute as a key entry (its bit pattern).
-int64_t Bits(double value) {
-  int64_t bits;
-  std::memcpy(&bits, &value, sizeof bits);
-  return bits;
-}
-
 // A float64 passed as its bit pattern.
 double FromBits(int64_t bits) {
   double value;

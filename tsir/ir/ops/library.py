@@ -16,7 +16,14 @@ import tvm
 from tvm import relax
 
 from tsir.ir.ops.contraction import conv_evaluate, conv_flops, conv_infer, infer_linear, infer_matmul, matmul_flops
-from tsir.ir.ops.nn import TVM_NORM_EFFICIENCY, evaluate_layer_norm, in_nchw, in_nchw_eval, infer_layer_norm
+from tsir.ir.ops.nn import (
+    TVM_NORM_EFFICIENCY,
+    evaluate_layer_norm,
+    in_nchw,
+    in_nchw_eval,
+    infer_layer_norm,
+    layer_norm_flops,
+)
 from tsir.ir.registry import Category, OpSpec, TType, numel, register
 
 LIBRARY = Category.LIBRARY
@@ -145,8 +152,7 @@ register(OpSpec(
 
 # ---- layer norm over the last axis ----------------------------------------------------------------
 register(OpSpec(
-    "dnnl_layer_norm", 3, ("axis", "epsilon"), LIBRARY, infer_layer_norm, evaluate_layer_norm,
-    lambda ins, out, a: 8.0 * numel(out[0]),
+    "dnnl_layer_norm", 3, ("axis", "epsilon"), LIBRARY, infer_layer_norm, evaluate_layer_norm, layer_norm_flops,
     emit=lambda a, at, ty: _dps("tsir.dnnl.layer_norm", ty, *a, _int(float_bits(at[1]))),
     efficiency=LIBRARY_NORM_EFFICIENCY, library=lambda layout: "tsir.dnnl.layer_norm",
     missing={"convert": _RULES_ONLY, "make": _NOT_DRAWN, "weight": "a normalization: no GEMM weight operand"}))

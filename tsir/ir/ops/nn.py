@@ -189,6 +189,10 @@ register(OpSpec(
 TVM_NORM_EFFICIENCY = 0.06
 
 
+def layer_norm_flops(ins: tuple[TType, ...], out: TType, attrs: tuple) -> float:
+    return 8.0 * numel(out[0])
+
+
 def infer_layer_norm(ins: tuple[TType, ...], attrs: tuple) -> TType:
     (shape, _dtype), (axis, _eps) = ins[0], attrs
     if axis != len(shape) - 1 or ins[1][0] != (shape[-1],) or ins[2][0] != (shape[-1],):
@@ -217,8 +221,8 @@ def _make_layer_norm(d, b, x: Term, pool: list[Term]) -> Term:
 
 
 register(OpSpec(
-    "layer_norm", 3, ("axis", "epsilon"), Category.NORM, infer_layer_norm, evaluate_layer_norm,
-    lambda ins, out, a: 8.0 * numel(out[0]), convert={"relax.nn.layer_norm": _convert_layer_norm},
+    "layer_norm", 3, ("axis", "epsilon"), Category.NORM, infer_layer_norm, evaluate_layer_norm, layer_norm_flops,
+    convert={"relax.nn.layer_norm": _convert_layer_norm},
     efficiency=TVM_NORM_EFFICIENCY,
     emit=lambda a, at, ty: relax.op.nn.layer_norm(a[0], a[1], a[2], [at[0]], at[1]), make=_make_layer_norm))
 
